@@ -1,0 +1,169 @@
+"""Throughput of the ledger's InfluxDB writes and the memory profile of streaming a day back.
+
+Run from the repository root: `python -m benchmarks.influx_write [--points 200000] [--url URL]`.
+Without --url it starts a private influxd. The read side runs in a fresh subprocess so its peak RSS
+measures streaming alone; two days of different sizes show whether memory grows with the point count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import random
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from usage_pipeline.influx.local_server import run_influxd
+from usage_pipeline.influx.points import to_points
+from usage_pipeline.influx.store import InfluxSettings, InfluxStore
+from usage_pipeline.openrouter.generation import Generation
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODELS = [f"vendor{v}/model-{m}" for v in range(4) for m in range(3)]
+PROVIDERS: list[str | None] = ["OpenAI", "Anthropic", "Together", None]
+
+
+def peak_rss_mb() -> float:
+    """This process's RSS high-water mark. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec,
+    so a child started by a big parent would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_generations(count: int, day: dt.date, seed: int) -> list[Generation]:
+    """`count` realistic generations spread over one UTC day (some share a µs, as in real traffic)."""
+    rng = random.Random(seed)
+    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+    out: list[Generation] = []
+    for i in range(count):
+        micros = rng.randrange(86_400 * 10**6) if i % 50 else 43_200 * 10**6  # 2% pile onto noon
+        tokens = rng.randrange(10, 8000)
+        out.append(
+            Generation(
+                id=f"gen-{seed}-{i:08d}-{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}",
+                created_at=start + dt.timedelta(microseconds=micros),
+                model=rng.choice(MODELS),
+                provider_name=rng.choice(PROVIDERS),
+                api_key_id=f"key-{rng.randrange(20)}",
+                total_cost=tokens * 1.5e-6,
+                usage=tokens * 1.5e-6,
+                upstream_inference_cost=None,
+                cache_discount=rng.choice([None, 0.0001]),
+                tokens_prompt=tokens,
+                tokens_completion=rng.randrange(1, 2000),
+                native_tokens_prompt=tokens,
+                native_tokens_completion=rng.randrange(1, 2000),
+                native_tokens_reasoning=0,
+                native_tokens_cached=None,
+                latency=rng.uniform(100, 5000),
+                generation_time=rng.uniform(100, 5000),
+                moderation_latency=None,
+                finish_reason="stop",
+                native_finish_reason="stop",
+                streamed=True,
+                cancelled=False,
+                is_byok=False,
+                api_type="completions",
+                app_id=rng.choice([None, 42]),
+                origin="https://example.test",
+                external_user=None,
+                request_id=f"req-{i}",
+                session_id=None,
+                upstream_id=f"up-{i}",
+            )
+        )
+    return out
+
+
+def stream_day(url: str, database: str, day: dt.date, chunk_size: int) -> dict[str, Any]:
+    """The read side, meant to run in its own process: seconds, rows, frames and peak RSS."""
+    store = InfluxStore(InfluxSettings(url=url, database=database))
+    baseline = peak_rss_mb()
+    started = time.perf_counter()
+    rows = frames = 0
+    for frame in store.iter_day_frames(day, chunk_size=chunk_size):
+        rows += len(frame)
+        frames += 1
+    store.close()
+    return {
+        "seconds": time.perf_counter() - started,
+        "rows": rows,
+        "frames": frames,
+        "rss_before_mb": baseline,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def stream_in_subprocess(url: str, database: str, day: dt.date, chunk_size: int) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "benchmarks.influx_write", "--stream-only", "--url", url, "--database", database,
+           "--day", day.isoformat(), "--chunk-size", str(chunk_size)]
+    done = subprocess.run(cmd, cwd=REPO_ROOT, check=True, capture_output=True, text=True)
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def write_and_measure(store: InfluxStore, count: int, day: dt.date, batch_size: int, seed: int) -> None:
+    generations = make_generations(count, day, seed)
+    started = time.perf_counter()
+    lines = [p.to_line_protocol() for p in to_points(generations)]
+    encode_s = time.perf_counter() - started
+    started = time.perf_counter()
+    written = store.write_generations(generations, batch_size=batch_size)
+    total_s = time.perf_counter() - started
+    counts = store.day_counts(day)
+    print(f"write {day}: {written} points in {total_s:.2f}s = {written / total_s:,.0f} points/s end to end "
+          f"(batch {batch_size}); building line protocol alone: {encode_s:.2f}s = {len(lines) / encode_s:,.0f}/s; "
+          f"day_counts={counts}")
+    started = time.perf_counter()
+    for start in range(0, len(lines), batch_size):
+        store.write_lines(lines[start : start + batch_size])
+    rewrite_s = time.perf_counter() - started
+    print(f"  rewrite of the same prebuilt lines (server side only): {rewrite_s:.2f}s = "
+          f"{len(lines) / rewrite_s:,.0f} points/s; day_counts after={store.day_counts(day)}")
+
+
+def run(url: str, points: int, batch_size: int, chunk_size: int) -> None:
+    database = f"bench_{uuid.uuid4().hex[:8]}"
+    big_day, small_day = dt.date(2025, 6, 1), dt.date(2025, 6, 2)
+    with InfluxStore(InfluxSettings(url=url, database=database)) as store:
+        store.ensure_database()
+        print(f"influxd {store.ping()} at {url}, database {database}")
+        write_and_measure(store, points, big_day, batch_size, seed=1)
+        write_and_measure(store, points // 4, small_day, batch_size, seed=2)
+        for day in (small_day, big_day):
+            r = stream_in_subprocess(url, database, day, chunk_size)
+            growth = r["peak_rss_mb"] - r["rss_before_mb"]
+            print(f"stream {day}: {r['rows']} rows in {r['frames']} frames (chunk {chunk_size}) in {r['seconds']:.2f}s "
+                  f"= {r['rows'] / r['seconds']:,.0f} rows/s; peak RSS {r['peak_rss_mb']:.0f} MiB "
+                  f"(after imports {r['rss_before_mb']:.0f} MiB, growth {growth:.0f} MiB)")
+        store.query(f'DROP DATABASE "{database}"')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--points", type=int, default=200_000)
+    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--chunk-size", type=int, default=10_000)
+    parser.add_argument("--url", help="a running InfluxDB 1.x (default: start a private influxd)")
+    parser.add_argument("--database", default="bench")
+    parser.add_argument("--day", type=dt.date.fromisoformat)
+    parser.add_argument("--stream-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.stream_only:
+        print(json.dumps(stream_day(args.url, args.database, args.day, args.chunk_size)))
+    elif args.url:
+        run(args.url, args.points, args.batch_size, args.chunk_size)
+    else:
+        with run_influxd() as server:
+            run(server.url, args.points, args.batch_size, args.chunk_size)
+
+
+if __name__ == "__main__":
+    main()

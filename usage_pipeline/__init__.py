@@ -1,0 +1,1 @@
+"""usage_pipeline: an exact, deduplicated ledger of OpenRouter LLM usage."""

@@ -1,0 +1,50 @@
+"""`usage-pipeline`: the emulator, the InfluxDB setup step, and the demo (command 1)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+
+def _influx_setup(_: argparse.Namespace) -> int:
+    from usage_pipeline.defs.resources import resources_from_env
+
+    store = resources_from_env()["influxdb"].store()  # type: ignore[attr-defined]
+    version = store.ping()
+    store.ensure_database()
+    print(f"InfluxDB {version}: database {store.settings.database!r} ready")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="usage-pipeline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    from usage_pipeline.openrouter.emulator.server import add_cli_arguments, serve_from_args
+
+    emulator = commands.add_parser("emulator", help="serve the local OpenRouter emulator under /api/v1")
+    add_cli_arguments(emulator)
+    emulator.set_defaults(run=lambda a: serve_from_args(a) or 0)
+
+    setup = commands.add_parser("influx-setup", help="create the InfluxDB database and retention policy (1.x)")
+    setup.set_defaults(run=_influx_setup)
+
+    demo = commands.add_parser("demo", help="run the daily_usage job for the last few days and print the summary")
+    demo.add_argument("--days", type=int, default=3)
+    demo.add_argument("--generations-per-day", type=int, default=2000)
+    demo.add_argument("--data-dir", type=Path, default=Path("data"))
+
+    def _demo(a: argparse.Namespace) -> int:
+        from usage_pipeline.demo import run_demo
+
+        return run_demo(days=a.days, generations_per_day=a.generations_per_day, data_dir=a.data_dir)
+
+    demo.set_defaults(run=_demo)
+    args = parser.parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""The code location: `dagster dev -w workspace.yaml` (or `dg dev`) loads `defs` from this module."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from dagster import Definitions
+
+from usage_pipeline.defs.daily_usage import daily_usage, daily_usage_job, daily_usage_schedule
+from usage_pipeline.defs.generations import (
+    cost_matches_openrouter,
+    full_capture_matches_openrouter,
+    generations,
+    zero_duplicates,
+)
+from usage_pipeline.defs.recapture import recapture_failed_days
+from usage_pipeline.defs.resources import resources_from_env
+
+
+def build_defs(resources: Mapping[str, Any]) -> Definitions:
+    """Everything, wired to the given resources (tests pass their own servers)."""
+    return Definitions(
+        assets=[generations, daily_usage],
+        asset_checks=[zero_duplicates, full_capture_matches_openrouter, cost_matches_openrouter],
+        jobs=[daily_usage_job],
+        schedules=[daily_usage_schedule],
+        sensors=[recapture_failed_days],
+        resources=dict(resources),
+    )
+
+
+defs = build_defs(resources_from_env())

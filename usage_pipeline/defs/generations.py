@@ -1,0 +1,84 @@
+"""The `generations` asset (a day of OpenRouter generations upserted into InfluxDB) and its checks."""
+
+import datetime as dt
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    BackfillPolicy,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+
+from usage_pipeline.defs.partitions import capturable_day, daily_partitions
+from usage_pipeline.defs.resources import InfluxDBResource, OpenRouterResource
+from usage_pipeline.ledger import IncompleteDay, record_day
+from usage_pipeline.openrouter.counts import api_day_counts
+from usage_pipeline.reconcile import Verdict, cost_agrees, full_capture, no_duplicates
+
+OPENROUTER_POOL = "openrouter_api"
+
+
+@asset(
+    partitions_def=daily_partitions,
+    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=1),  # one run per day, own check results
+    pool=OPENROUTER_POOL,
+    key_prefix=["influxdb"],
+    group_name="ledger",
+    kinds={"influxdb"},
+    description="Every OpenRouter generation of the UTC day, upserted into InfluxDB measurement `generations`.",
+)
+def generations(context: AssetExecutionContext, openrouter: OpenRouterResource,
+                influxdb: InfluxDBResource) -> MaterializeResult:
+    day = capturable_day(context.partition_key)
+    store = influxdb.store()
+    store.ensure_database()
+    with openrouter.client() as client:
+        recording = record_day(client, store, day)
+    metadata = recording.summary()
+    context.log.info(f"{day}: {metadata}")
+    if not recording.complete:
+        raise Failure(description=str(IncompleteDay(recording)), metadata=metadata)
+    return MaterializeResult(metadata=metadata)
+
+
+def _result(verdict: Verdict, severity: AssetCheckSeverity = AssetCheckSeverity.ERROR) -> AssetCheckResult:
+    metadata = {**verdict.metadata, "result": verdict.description}
+    if verdict.diff_markdown:
+        metadata["diff"] = MetadataValue.md(verdict.diff_markdown)
+    return AssetCheckResult(passed=verdict.passed, severity=severity, metadata=metadata,
+                            description=verdict.description)
+
+
+def _day(context: AssetCheckExecutionContext) -> dt.date:
+    return dt.date.fromisoformat(context.partition_key)
+
+
+@asset_check(asset=generations, blocking=True,
+             description="InfluxDB holds exactly one point per generation of the day (points == distinct ids).")
+def zero_duplicates(context: AssetCheckExecutionContext, influxdb: InfluxDBResource) -> AssetCheckResult:
+    return _result(no_duplicates(influxdb.store(), _day(context)))
+
+
+@asset_check(asset=generations, blocking=True, pool=OPENROUTER_POOL,
+             description="Distinct ids stored per model == OpenRouter's analytics request_count "
+                         "(and /activity requests within its 30-day window).")
+def full_capture_matches_openrouter(context: AssetCheckExecutionContext, influxdb: InfluxDBResource,
+                                    openrouter: OpenRouterResource) -> AssetCheckResult:
+    with openrouter.client() as client:
+        counts = api_day_counts(client, _day(context))
+    return _result(full_capture(influxdb.store(), counts))
+
+
+@asset_check(asset=generations, pool=OPENROUTER_POOL,
+             description="Stored usage (USD) per model agrees with OpenRouter's analytics total_usage.")
+def cost_matches_openrouter(context: AssetCheckExecutionContext, influxdb: InfluxDBResource,
+                            openrouter: OpenRouterResource) -> AssetCheckResult:
+    with openrouter.client() as client:
+        counts = api_day_counts(client, _day(context))
+    return _result(cost_agrees(influxdb.store(), counts), AssetCheckSeverity.WARN)

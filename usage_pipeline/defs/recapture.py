@@ -1,0 +1,73 @@
+"""Retry, some hours later, a day whose run failed (capture check red, records missing), while
+OpenRouter can still enumerate it: after 31 days its generation ids are gone for good."""
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Union
+
+from dagster import (
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SkipReason,
+    sensor,
+)
+
+from usage_pipeline.defs.daily_usage import daily_usage_job
+from usage_pipeline.openrouter.capture import DayOutOfRange, check_capturable
+
+RETRY_AFTER = dt.timedelta(hours=float(os.environ.get("USAGE_RECAPTURE_AFTER_HOURS", "6")))
+MAX_ATTEMPTS = int(os.environ.get("USAGE_RECAPTURE_MAX_ATTEMPTS", "5"))
+
+
+@dataclass(frozen=True)
+class Attempt:
+    day: dt.date
+    failed: bool
+    ended_at: dt.datetime
+
+
+def days_to_recapture(attempts: Iterable[Attempt], now: dt.datetime, *, retry_after: dt.timedelta = RETRY_AFTER,
+                      max_attempts: int = MAX_ATTEMPTS) -> list[tuple[dt.date, int]]:
+    """(day, attempt number) for every day whose latest run failed long enough ago and can still be captured."""
+    by_day: dict[dt.date, list[Attempt]] = {}
+    for attempt in attempts:
+        by_day.setdefault(attempt.day, []).append(attempt)
+    due = []
+    for day, runs in sorted(by_day.items()):
+        latest = max(runs, key=lambda a: a.ended_at)
+        if not latest.failed or now - latest.ended_at < retry_after or len(runs) >= max_attempts:
+            continue
+        try:
+            check_capturable(day, now)
+        except DayOutOfRange:
+            continue
+        due.append((day, len(runs) + 1))
+    return due
+
+
+def _attempts(context: SensorEvaluationContext, since: dt.datetime) -> Iterator[Attempt]:
+    records = context.instance.get_run_records(
+        RunsFilter(job_name=daily_usage_job.name, created_after=since,
+                   statuses=[DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]))
+    for record in records:
+        key = record.dagster_run.tags.get("dagster/partition")
+        if not key or record.end_time is None:
+            continue
+        yield Attempt(dt.date.fromisoformat(key), record.dagster_run.status == DagsterRunStatus.FAILURE,
+                      dt.datetime.fromtimestamp(record.end_time, dt.timezone.utc))
+
+
+@sensor(job=daily_usage_job, minimum_interval_seconds=3600, default_status=DefaultSensorStatus.RUNNING,
+        description="Reruns failed days after USAGE_RECAPTURE_AFTER_HOURS, before they leave the 31-day window.")
+def recapture_failed_days(context: SensorEvaluationContext) -> Iterator[Union[RunRequest, SkipReason]]:
+    now = dt.datetime.now(dt.timezone.utc)
+    due = days_to_recapture(_attempts(context, now - dt.timedelta(days=32)), now)
+    if not due:
+        yield SkipReason("no failed day is due for a retry")
+    for day, attempt in due:
+        yield RunRequest(partition_key=day.isoformat(), run_key=f"recapture:{day}:{attempt}",
+                         tags={"usage_pipeline/recapture_attempt": str(attempt)})

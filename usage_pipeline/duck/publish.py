@@ -1,0 +1,196 @@
+"""Store day summaries in the pipeline's private DuckDB file and publish snapshots of it.
+
+DuckDB lets one process write a file, and any process holding the file open (even read-only) stops
+another from opening it for writing. So the pipeline never writes the file analysts open: it
+replaces days in a private store, then copies the whole store into a temp file beside the published
+path and renames it over the published file. An analyst's open connection keeps reading the old
+inode; new connections see the new snapshot. An exclusive flock on `<published>.lock` serializes
+pipeline processes so their store writes and publishes never interleave.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import logging
+import os
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+from usage_pipeline.duck.daily_usage import SUMMARY_TABLES, DaySummary, column_definitions
+
+log = logging.getLogger(__name__)
+
+_held = threading.local()  # lock path -> depth, so a thread may nest publisher_lock (write_day -> publish)
+
+
+@dataclass(frozen=True)
+class PublishReport:
+    """How long a publish took and how big the published snapshot is."""
+
+    path: Path
+    seconds: float
+    bytes: int
+
+
+def store_path_for(published: Path) -> Path:
+    """The private store beside a published file: `data/usage.duckdb` -> `data/usage.pipeline.duckdb`."""
+    return published.with_suffix(".pipeline.duckdb")
+
+
+def lock_path_for(published: Path) -> Path:
+    """The flock file serializing pipeline processes that write `published` and its store."""
+    return published.with_name(published.name + ".lock")
+
+
+@contextmanager
+def publisher_lock(published: Path) -> Iterator[None]:
+    """Hold the exclusive publisher lock of `published`, blocking until other processes release it.
+
+    Re-entrant within a thread, so a caller may hold it around opening the store (making the whole
+    replace-and-publish one critical section) and still call `publish`.
+    """
+    key = str(lock_path_for(published).absolute())
+    depths = _lock_depths()
+    if depths.get(key):
+        depths[key] += 1
+        try:
+            yield
+        finally:
+            depths[key] -= 1
+        return
+    Path(key).parent.mkdir(parents=True, exist_ok=True)
+    with open(key, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        depths[key] = 1
+        try:
+            yield
+        finally:
+            depths[key] = 0
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _lock_depths() -> dict[str, int]:
+    """This thread's publisher locks and how deeply each is nested."""
+    if not hasattr(_held, "depths"):
+        _held.depths = {}
+    return _held.depths  # type: ignore[no-any-return]
+
+
+def replace_day(conn: duckdb.DuckDBPyConnection, summary: DaySummary) -> None:
+    """Make the store hold exactly `summary` for its day: a rebuild replaces, never adds to, a day."""
+    missing = [table for table in SUMMARY_TABLES if table not in summary.tables]
+    if missing:
+        raise ValueError(f"summary of {summary.day} lacks tables {missing}")
+    for table in SUMMARY_TABLES:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({column_definitions(table)})")
+    conn.begin()
+    try:
+        for table in SUMMARY_TABLES:
+            conn.execute(f"DELETE FROM {table} WHERE day = ?", [summary.day])
+            conn.register("day_rows", summary.tables[table])
+            try:
+                _check_rows_are_of_day(conn, table, summary.day)
+                conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM day_rows")
+            finally:
+                conn.unregister("day_rows")
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+
+
+def publish(conn: duckdb.DuckDBPyConnection, published: Path) -> PublishReport:
+    """Atomically replace `published` with a snapshot of the database `conn` is connected to."""
+    with publisher_lock(published):
+        started = time.perf_counter()
+        source = _current_database(conn, published)
+        published.parent.mkdir(parents=True, exist_ok=True)
+        temp = published.with_name(f".{published.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            _copy_database(conn, source, temp)
+            _fsync(temp)
+            os.replace(temp, published)
+            _fsync(published.parent)
+        finally:
+            for leftover in (temp, Path(f"{temp}.wal")):
+                leftover.unlink(missing_ok=True)
+        _warn_of_foreign_wal(published)
+        return PublishReport(
+            path=published, seconds=time.perf_counter() - started, bytes=published.stat().st_size
+        )
+
+
+def write_day(store: Path, published: Path, summary: DaySummary) -> PublishReport:
+    """Replace the day in `store` and publish it, as one critical section among pipeline processes."""
+    with publisher_lock(published):
+        conn = duckdb.connect(str(store))
+        try:
+            replace_day(conn, summary)
+            return publish(conn, published)
+        finally:
+            conn.close()
+
+
+def _check_rows_are_of_day(conn: duckdb.DuckDBPyConnection, table: str, day: dt.date) -> None:
+    """Refuse rows of another day (in `day_rows`): only `day` is deleted, so they would pile up."""
+    (others,) = conn.execute(
+        "SELECT count(*) FROM day_rows WHERE day IS DISTINCT FROM CAST(? AS DATE)", [day]
+    ).fetchall()[0]  # fetchall: DuckDB 2.0 keeps a fetchone() result open, blocking register()
+    if others:
+        raise ValueError(f"{table} of {day} holds {others} rows of other days")
+
+
+def _current_database(conn: duckdb.DuckDBPyConnection, published: Path) -> str:
+    """Name of the database to snapshot; refuses to publish a file onto itself."""
+    name, path = conn.execute(
+        "SELECT database_name, path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchall()[0]
+    if path and Path(path).resolve() == published.resolve():
+        raise ValueError(f"the connection is on the published file {published}; connect to the store")
+    return str(name)
+
+
+def _copy_database(conn: duckdb.DuckDBPyConnection, source: str, target: Path) -> None:
+    """Copy every table of `source` into a new DuckDB file, fully checkpointed (no WAL left)."""
+    alias = f"snapshot_{uuid.uuid4().hex}"
+    conn.execute(f"ATTACH {_sql_string(str(target))} AS {alias}")
+    try:
+        conn.execute(f"COPY FROM DATABASE {_sql_identifier(source)} TO {alias}")
+        conn.execute(f"CHECKPOINT {alias}")
+    finally:
+        conn.execute(f"DETACH {alias}")
+    if Path(f"{target}.wal").exists():
+        raise RuntimeError(f"snapshot {target} still has a WAL after DETACH; refusing to publish it")
+
+
+def _warn_of_foreign_wal(published: Path) -> None:
+    """A `.wal` beside the published file belongs to an analyst writing into an old snapshot; until
+    they close, new connections fail with 'WAL does not match database file'."""
+    wal = Path(f"{published}.wal")
+    if wal.exists():
+        log.warning("%s exists: a connection wrote into the published file; new connections fail until it closes", wal)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or directory to disk so a crash cannot publish a half-written snapshot."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _sql_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

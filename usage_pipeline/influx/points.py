@@ -1,0 +1,149 @@
+"""The `generations` schema: one InfluxDB point per OpenRouter generation.
+
+InfluxDB identifies a point by measurement + tag set + timestamp and silently overwrites a rewrite of the
+same identity. That overwrite is the ledger's upsert, so the identity must be a pure function of immutable
+attributes: tags are only `model` and `provider` (bounded cardinality, never the id), and the timestamp is
+`created_at` (µs) plus a rank that keeps generations sharing a µs apart deterministically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from typing import Sequence
+
+from influxdb_client import Point, WritePrecision
+
+from usage_pipeline.openrouter.generation import Generation
+
+MEASUREMENT = "generations"
+TAGS: tuple[str, ...] = ("model", "provider")
+RANKS_PER_MICROSECOND = 1000
+
+# Field name -> Python type. The type is fixed forever: InfluxDB rejects a later write of another type.
+FIELD_TYPES: dict[str, type] = {
+    "generation_id": str,
+    "total_cost": float,
+    "usage": float,
+    "upstream_inference_cost": float,
+    "cache_discount": float,
+    "latency": float,
+    "generation_time": float,
+    "moderation_latency": float,
+    "tokens_prompt": int,
+    "tokens_completion": int,
+    "native_tokens_prompt": int,
+    "native_tokens_completion": int,
+    "native_tokens_reasoning": int,
+    "native_tokens_cached": int,
+    "app_id": int,
+    "finish_reason": str,
+    "native_finish_reason": str,
+    "api_type": str,
+    "origin": str,
+    "external_user": str,
+    "api_key": str,
+    "request_id": str,
+    "session_id": str,
+    "upstream_id": str,
+    "streamed": bool,
+    "cancelled": bool,
+    "is_byok": bool,
+}
+
+# Field name -> Generation attribute, where they differ.
+_SOURCE_ATTR: dict[str, str] = {"generation_id": "id", "api_key": "api_key_id"}
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+_Key = tuple[str, str | None, int]
+
+
+class RankOverflowError(ValueError):
+    """More generations share one (model, provider, µs) than the timestamp has ranks for."""
+
+
+def microseconds_since_epoch(created_at: dt.datetime) -> int:
+    """Exact integer µs since the epoch (no float rounding, which could move a point across a day)."""
+    if created_at.tzinfo is None:
+        raise ValueError(f"created_at must be timezone-aware, got naive {created_at.isoformat()}")
+    delta = created_at - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def point_time_ns(created_at: dt.datetime, rank: int) -> int:
+    """The point's timestamp: `created_at` truncated to the µs, in ns, plus `rank` (0..999).
+
+    The rank only uses the sub-µs digits, so the point always stays inside created_at's µs and UTC day.
+    """
+    if not 0 <= rank < RANKS_PER_MICROSECOND:
+        raise RankOverflowError(f"rank {rank} is outside 0..{RANKS_PER_MICROSECOND - 1}")
+    return microseconds_since_epoch(created_at) * 1000 + rank
+
+
+def _provider_tag(generation: Generation) -> str | None:
+    """Line protocol drops an empty tag, so "" and None must be the same identity (and the same rank space)."""
+    return generation.provider_name or None
+
+
+def _identity_key(generation: Generation) -> _Key:
+    return (generation.model, _provider_tag(generation), microseconds_since_epoch(generation.created_at))
+
+
+def assign_ranks(generations: Sequence[Generation]) -> dict[str, int]:
+    """Map generation id -> rank: its position, by id, among the batch's generations sharing a key.
+
+    Ordering by id makes the rank deterministic across reruns, and the ranks of a key are always
+    exactly {0..n-1}, so a generation joining a µs later overwrites or extends, never leaves a stale point.
+    """
+    groups: dict[_Key, list[str]] = defaultdict(list)
+    for generation in generations:
+        groups[_identity_key(generation)].append(generation.id)
+    ranks: dict[str, int] = {}
+    for (model, provider, micros), ids in groups.items():
+        if len(ids) > RANKS_PER_MICROSECOND:
+            raise RankOverflowError(
+                f"{len(ids)} generations share model={model!r} provider={provider!r} created_at="
+                f"{(_EPOCH + dt.timedelta(microseconds=micros)).isoformat()}; the timestamp has room for at most "
+                f"{RANKS_PER_MICROSECOND} per microsecond"
+            )
+        for rank, gen_id in enumerate(sorted(ids)):
+            ranks[gen_id] = rank
+    return ranks
+
+
+def _field_value(generation: Generation, name: str, kind: type) -> object:
+    value = getattr(generation, _SOURCE_ATTR.get(name, name))
+    if value is None:
+        return None
+    # Coerce so a stray int never turns a float field into an integer one (a type conflict forever).
+    return kind(value)
+
+
+def to_point(generation: Generation, rank: int) -> Point:
+    """Build the point of one generation at the given rank."""
+    point = Point(MEASUREMENT).tag("model", generation.model)
+    provider = _provider_tag(generation)
+    if provider is not None:
+        point.tag("provider", provider)
+    for name, kind in FIELD_TYPES.items():
+        value = _field_value(generation, name, kind)
+        if value is not None:
+            point.field(name, value)
+    return point.time(point_time_ns(generation.created_at, rank), WritePrecision.NS)
+
+
+def unique_by_id(generations: Sequence[Generation]) -> list[Generation]:
+    """Drop repeated ids (last occurrence wins): two copies of one generation would take two ranks."""
+    latest: dict[str, Generation] = {}
+    for generation in generations:
+        latest.pop(generation.id, None)
+        latest[generation.id] = generation
+    return list(latest.values())
+
+
+def to_points(generations: Sequence[Generation]) -> list[Point]:
+    """Points for a complete window of generations (every generation of each µs must be present)."""
+    unique = unique_by_id(generations)
+    ranks = assign_ranks(unique)
+    return [to_point(generation, ranks[generation.id]) for generation in unique]

@@ -1,0 +1,81 @@
+"""Record one UTC day of OpenRouter generations in the InfluxDB ledger, as a stream.
+
+windows -> records -> batches: each analytics window's records are written as they arrive, so memory is
+bounded by one window, never by the day. Writes are upserts (same identity overwrites), so a rerun of a
+day never adds a point; a failed batch raises and fails the caller.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from usage_pipeline.influx.store import InfluxStore
+from usage_pipeline.openrouter.capture import CaptureReport, DayCapture
+from usage_pipeline.openrouter.client import OpenRouterClient
+
+
+@dataclass(frozen=True)
+class DayRecording:
+    """The capture report plus what reached InfluxDB."""
+
+    capture: CaptureReport
+    written: int
+    write_seconds: float
+    elapsed_s: float
+
+    @property
+    def complete(self) -> bool:
+        return self.capture.complete and self.written == self.capture.records_fetched
+
+    def summary(self) -> dict[str, Any]:
+        c = self.capture
+        return {
+            "day": c.day,
+            "enumerated": c.ids_enumerated,
+            "fetched": c.records_fetched,
+            "written": self.written,
+            "duplicates_skipped": c.duplicate_ids_across_windows,
+            "missing": len(c.missing),
+            "invalid": len(c.invalid),
+            "windows": c.windows_queried,
+            "windows_split": c.windows_split,
+            "analytics_queries": c.analytics_queries,
+            "analytics_row_limit": c.row_limit,
+            "expected_from_hourly_counts": c.expected_from_hourly_counts,
+            "retries": c.retries,
+            "seconds": round(self.elapsed_s, 3),
+            "influx_write_seconds": round(self.write_seconds, 3),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "complete": self.complete}
+
+
+class IncompleteDay(RuntimeError):
+    """Some generations of the day could not be recorded; the message lists them."""
+
+    def __init__(self, recording: DayRecording) -> None:
+        c = recording.capture
+        shown = ", ".join(c.missing[:20]) + (" ..." if len(c.missing) > 20 else "")
+        problems = [f"{len(c.missing)} generation(s) still missing after retries ({shown}; reasons: {c.missing_reasons})"
+                    if c.missing else "",
+                    f"{len(c.invalid)} record(s) invalid: {c.invalid[:5]}" if c.invalid else ""]
+        super().__init__(f"day {c.day} is incomplete: " + "; ".join(p for p in problems if p)
+                         + ". Everything else was written; rerun the day to complete it.")
+        self.recording = recording
+
+
+def record_day(client: OpenRouterClient, store: InfluxStore, day: dt.date, *, batch_size: int = 5000) -> DayRecording:
+    """Capture `day` and upsert every record; the caller decides what an incomplete day means."""
+    started = time.monotonic()
+    capture = DayCapture(client, day)
+    written = 0
+    write_seconds = 0.0
+    for batch in capture.batches():
+        t0 = time.monotonic()
+        written += store.write_generations(batch, batch_size=batch_size)
+        write_seconds += time.monotonic() - t0
+    return DayRecording(capture.report, written, write_seconds, time.monotonic() - started)

@@ -1,0 +1,133 @@
+"""Switchable misbehaviour of the emulated API: scripted fault rules, random 5xx, analytics rate limits.
+
+A client is only trustworthy if it survives what OpenRouter really does under load, so every failure
+the spec lists can be produced on demand, deterministically (seeded), and counted.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+# The spec's example message for each error status it documents.
+ERROR_MESSAGES: dict[int, str] = {
+    400: "Invalid request parameters",
+    401: "Missing Authentication header",
+    402: "Insufficient credits. Add more using https://openrouter.ai/credits",
+    403: "Only management keys can perform this operation",
+    404: "Resource not found",
+    408: "Operation timed out. Please try again later.",
+    429: "Rate limit exceeded",
+    500: "Internal Server Error",
+    502: "Provider returned error",
+    503: "Service temporarily unavailable",
+    524: "Request timed out. Please try again later.",
+    529: "Provider returned error",
+}
+RANDOM_FAULT_STATUSES: tuple[int, ...] = (500, 502, 503, 524, 529)
+
+
+def error_body(status: int, message: str | None = None) -> dict[str, Any]:
+    """`{"error": {"code", "message"}}`, the shape of every error response in the spec."""
+    return {"error": {"code": status, "message": message or ERROR_MESSAGES.get(status, "Error")}}
+
+
+@dataclass(slots=True)
+class Fault:
+    """What to do to one request: wait `delay_ms`, then answer `status` (None: answer normally)."""
+
+    status: int | None
+    delay_ms: int = 0
+    retry_after: int | None = None
+
+
+@dataclass(slots=True)
+class FaultRule:
+    path: str  # "/generation", "/analytics/query", ... or "*"
+    status: int | None
+    remaining: int
+    retry_after: int | None
+    delay_ms: int
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> "FaultRule":
+        status = raw.get("status")
+        if status is not None and (not isinstance(status, int) or not 400 <= status <= 599):
+            raise ValueError(f"status must be an HTTP error status, got {status!r}")
+        count = int(raw.get("count", 1))
+        delay_ms = int(raw.get("delay_ms", 0))
+        if count < 1 or delay_ms < 0 or (status is None and delay_ms == 0):
+            raise ValueError("a rule needs count >= 1 and a status and/or a positive delay_ms")
+        retry_after = raw.get("retry_after")
+        path = str(raw.get("path", "*"))
+        return cls(path, status, count, None if retry_after is None else int(retry_after), delay_ms)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"path": self.path, "status": self.status, "count": self.remaining, "retry_after": self.retry_after,
+                "delay_ms": self.delay_ms}
+
+
+class FaultPlan:
+    """Scripted rules first (each consumes one of its `count` per matching request), then random 5xx."""
+
+    def __init__(self, *, seed: int, fault_rate: float) -> None:
+        self.fault_rate = fault_rate
+        self._random = random.Random(seed)
+        self._rules: list[FaultRule] = []
+        self._lock = threading.Lock()
+
+    def replace_rules(self, rules: list[FaultRule]) -> None:
+        with self._lock:
+            self._rules = list(rules)
+
+    def add_rules(self, rules: list[FaultRule]) -> None:
+        with self._lock:
+            self._rules.extend(rules)
+
+    def rules(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [r.as_json() for r in self._rules]
+
+    def next_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            for rule in self._rules:
+                if rule.remaining > 0 and rule.path in ("*", path):
+                    rule.remaining -= 1
+                    self._rules = [r for r in self._rules if r.remaining > 0]
+                    retry_after = rule.retry_after
+                    if retry_after is None and rule.status == 429:
+                        retry_after = 1
+                    return Fault(rule.status, rule.delay_ms, retry_after)
+            if self.fault_rate > 0 and self._random.random() < self.fault_rate:
+                status = self._random.choice(RANDOM_FAULT_STATUSES)
+                return Fault(status, 0, 1 if status == 503 else None)
+        return None
+
+
+class SlidingWindowLimiter:
+    """At most `per_minute` accepted requests per key in any 60 s window; refused ones do not count."""
+
+    def __init__(self, per_minute: int, window_s: float = 60.0) -> None:
+        self.per_minute = per_minute
+        self.window_s = window_s
+        self._accepted: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, key_id: str, now: float | None = None) -> int | None:
+        """None when accepted, else the seconds to wait (the `Retry-After` value)."""
+        if self.per_minute <= 0:
+            return None
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            times = self._accepted.setdefault(key_id, deque())
+            while times and times[0] <= now - self.window_s:
+                times.popleft()
+            if len(times) >= self.per_minute:
+                return max(1, math.ceil(times[0] + self.window_s - now))
+            times.append(now)
+            return None

@@ -1,0 +1,136 @@
+"""Start and stop the emulator as a real subprocess, so tests and the demo talk real HTTP to it.
+
+The module form (`python -m ...emulator.server`) is used rather than the `usage-pipeline` CLI so the
+emulator does not depend on the rest of the project being importable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterator, Sequence
+
+STARTUP_TIMEOUT_S = 30.0
+_PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+
+class EmulatorStartError(RuntimeError):
+    """The emulator died or never answered; the message carries the tail of its log."""
+
+
+@dataclass
+class EmulatorProcess:
+    base_url: str  # e.g. "http://127.0.0.1:54321/api/v1"
+    control_url: str  # e.g. "http://127.0.0.1:54321/_emulator"
+    management_key: str
+    inference_key: str
+    log_path: Path
+    _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    def stop(self) -> None:
+        """Terminate (SIGTERM, then kill after 10 s); safe to call twice."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _keys(extra_args: Sequence[str]) -> tuple[str, str]:
+    """The keys the child will accept: the defaults unless `extra_args` overrides them."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--management-key", default="emulator-management-key")
+    parser.add_argument("--inference-key", default="emulator-inference-key")
+    known, _ = parser.parse_known_args(list(extra_args))
+    return known.management_key, known.inference_key
+
+
+def _answers(control_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{control_url}/config", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+def start_emulator(*, seed: int = 7, generations_per_day: int = 2000, days: int = 3, extra_args: Sequence[str] = (),
+                   log_path: Path | None = None) -> EmulatorProcess:
+    """Start an emulator on a free loopback port and wait until it answers; the caller must `stop()` it."""
+    management_key, inference_key = _keys(extra_args)
+    if log_path is None:
+        handle, name = tempfile.mkstemp(prefix="openrouter-emulator-", suffix=".log")
+        os.close(handle)
+        log_path = Path(name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    last_error = ""
+    for _attempt in range(3):  # the free port can be taken between probing and binding
+        port = _free_port()
+        base = f"http://127.0.0.1:{port}"
+        log = open(log_path, "ab")
+        command = [sys.executable, "-m", "usage_pipeline.openrouter.emulator.server", "--host", "127.0.0.1",
+                   "--port", str(port), "--seed", str(seed), "--generations-per-day", str(generations_per_day),
+                   "--days", str(days), *extra_args]
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        emulator = EmulatorProcess(f"{base}/api/v1", f"{base}/_emulator", management_key, inference_key, log_path,
+                                   process, log)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                break
+            if _answers(emulator.control_url):
+                return emulator
+            time.sleep(0.05)
+        emulator.stop()
+        last_error = _log_tail(log_path)
+        if "Address already in use" not in last_error:
+            break
+    raise EmulatorStartError(f"OpenRouter emulator did not start (log {log_path}):\n{last_error}")
+
+
+@contextmanager
+def run_emulator(*, seed: int = 7, generations_per_day: int = 2000, days: int = 3, extra_args: Sequence[str] = (),
+                 log_path: Path | None = None) -> Iterator[EmulatorProcess]:
+    """An emulator for the duration of a `with` block."""
+    emulator = start_emulator(seed=seed, generations_per_day=generations_per_day, days=days, extra_args=extra_args,
+                              log_path=log_path)
+    try:
+        yield emulator
+    finally:
+        emulator.stop()

@@ -1,0 +1,114 @@
+"""HTTP to OpenRouter: one session, urllib3 `Retry` for transient failures, errors that say what to do.
+
+Retried with exponential backoff and jitter, honouring `Retry-After`: 408, 429, 500, 502, 503, 524,
+529 and connection errors. `GET /generation` additionally retries 404, because a record is answered
+404 for a few seconds after its request finishes. 401/402/403 are never retried.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 524, 529})
+
+
+class OpenRouterError(RuntimeError):
+    """Any failure talking to OpenRouter; the message names the endpoint and the server's reason."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class OpenRouterAuthError(OpenRouterError):
+    """401/402/403: the key is wrong, out of credit, or not a management key. Never retried."""
+
+
+def _retry(total: int, statuses: frozenset[int]) -> Retry:
+    return Retry(
+        total=total,
+        connect=total,
+        read=total,
+        status=total,
+        backoff_factor=0.5,
+        backoff_jitter=0.5,
+        backoff_max=30.0,
+        status_forcelist=statuses,
+        allowed_methods=frozenset({"GET", "POST"}),  # analytics queries are reads
+        respect_retry_after_header=True,
+        raise_on_status=False,  # the final response is inspected and turned into a clear error
+    )
+
+
+class Transport:
+    """Thread-safe counters around a pooled `requests.Session`; never logs the key."""
+
+    def __init__(self, base_url: str, api_key: str, *, pool_size: int = 16, timeout_s: float = 60.0,
+                 retries: int = 8, not_found_retries: int = 6) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {api_key}"
+        self.session.headers["User-Agent"] = "usage_pipeline"
+        default = HTTPAdapter(max_retries=_retry(retries, TRANSIENT_STATUSES),
+                              pool_connections=2, pool_maxsize=pool_size)
+        # requests picks the adapter with the longest matching prefix: /generation gets 404 retries.
+        lagging = HTTPAdapter(max_retries=_retry(not_found_retries, TRANSIENT_STATUSES | {404}),
+                              pool_connections=2, pool_maxsize=pool_size)
+        self.session.mount("http://", default)
+        self.session.mount("https://", default)
+        self.session.mount(f"{self.base_url}/generation?", lagging)
+        self._lock = threading.Lock()
+        self.retries = 0
+        self.requests = 0
+
+    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                json: dict[str, Any] | None = None, allow_404: bool = False) -> dict[str, Any] | None:
+        """Send one request; return the JSON body, None for an allowed 404, else raise OpenRouterError."""
+        url = f"{self.base_url}{path}"
+        if params:
+            url = requests.Request("GET", url, params=params).prepare().url or url
+        try:
+            response = self.session.request(method, url, json=json, timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            raise OpenRouterError(f"{method} {path}: no answer from OpenRouter after retries ({type(exc).__name__})") from exc
+        history = getattr(getattr(response.raw, "retries", None), "history", ()) or ()
+        with self._lock:
+            self.requests += 1
+            self.retries += len(history)
+        if response.status_code == 404 and allow_404:
+            return None
+        if response.status_code >= 400:
+            raise _error_for(method, path, response)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise OpenRouterError(f"{method} {path}: answer is not JSON (status {response.status_code})") from exc
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _error_for(method: str, path: str, response: requests.Response) -> OpenRouterError:
+    status = response.status_code
+    try:
+        message = response.json().get("error", {}).get("message", "")
+    except (ValueError, AttributeError):
+        message = response.text[:200]
+    where = f"{method} {path}"
+    if status == 401:
+        return OpenRouterAuthError(f"{where}: 401 {message!r}: OpenRouter did not accept the key; "
+                                   "set OPENROUTER_API_KEY to a valid management key", status)
+    if status == 402:
+        return OpenRouterAuthError(f"{where}: 402 {message!r}: the account behind the key is out of credit", status)
+    if status == 403:
+        return OpenRouterAuthError(f"{where}: 403 {message!r}: this endpoint needs a management key "
+                                   "(OPENROUTER_API_KEY holds an inference key or one without access)", status)
+    if status in TRANSIENT_STATUSES:
+        return OpenRouterError(f"{where}: still {status} {message!r} after retries with backoff", status)
+    return OpenRouterError(f"{where}: {status} {message!r}", status)

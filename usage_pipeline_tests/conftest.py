@@ -1,0 +1,42 @@
+"""Real servers for the tests: one private influxd for the session, emulators started per need."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from usage_pipeline.influx.local_server import LocalInfluxd, run_influxd
+from usage_pipeline.openrouter.client import OpenRouterClient
+from usage_pipeline.openrouter.emulator.process import EmulatorProcess, run_emulator
+from usage_pipeline.openrouter.settings import OpenRouterSettings
+
+
+def yesterday() -> dt.date:
+    return dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+
+
+@pytest.fixture(scope="session")
+def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfluxd]:
+    root = tmp_path_factory.mktemp("influxd")
+    with run_influxd(root / "data", log_path=root / "influxd.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    """A shared emulator with the default 2,000 generations a day; tests must not leave faults on."""
+    log = tmp_path_factory.mktemp("emulator") / "emulator.log"
+    with run_emulator(seed=7, generations_per_day=2000, days=3, log_path=log) as server:
+        yield server
+
+
+def client_for(server: EmulatorProcess, *, key: str | None = None, **kwargs: object) -> OpenRouterClient:
+    settings = OpenRouterSettings(api_key=key or server.management_key, base_url=server.base_url)
+    return OpenRouterClient(settings, **kwargs)  # type: ignore[arg-type]
+
+
+def log_path(tmp_path: Path, name: str) -> Path:
+    return tmp_path / f"{name}.log"

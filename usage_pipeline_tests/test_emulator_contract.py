@@ -1,0 +1,514 @@
+"""The emulator against OpenRouter's own OpenAPI spec, over real HTTP to real emulator processes.
+
+Every response (200s and errors) is validated against the spec's schema for that path, method and
+status; the rest checks the behaviour the pipeline relies on: exact ground truth, truncation,
+windows, keys, identical timestamps, faults.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator
+
+import jsonschema
+import pytest
+import requests
+import yaml
+from openapi_schema_validator import OAS31Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from usage_pipeline.openrouter.emulator.process import (
+    EmulatorProcess, EmulatorStartError, run_emulator, start_emulator,
+)
+from usage_pipeline.openrouter.generation import Generation
+
+SPEC_PATH = Path("/work/shared/openrouter/openapi.yaml")
+SPEC_URI = "urn:openrouter:openapi"
+ID_PATTERN = re.compile(r"^gen-(\d{10})-[A-Za-z0-9]{20}$")
+CREATED_PATTERN = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
+# Error statuses the emulator answers on paths whose spec entry does not list them (documented deviations).
+COMPONENT_BY_STATUS = {400: "BadRequestResponse", 404: "NotFoundResponse", 429: "TooManyRequestsResponse",
+                       503: "ServiceUnavailableResponse"}
+
+
+class SpecValidator:
+    """Validates a live response against the spec's schema for (path, method, status), `$ref`s resolved."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        resource = Resource.from_contents(spec, default_specification=DRAFT202012)
+        self.registry = Registry().with_resource(SPEC_URI, resource)
+
+    def check(self, path: str, method: str, response: requests.Response, *, fallback: bool = False) -> Any:
+        """The parsed body, after validation; `fallback` allows a status the path does not list."""
+        status = str(response.status_code)
+        responses = self.spec["paths"][path][method]["responses"] if path in self.spec["paths"] else {}
+        if status in responses:
+            escaped = path.replace("~", "~0").replace("/", "~1")
+            pointer = f"#/paths/{escaped}/{method}/responses/{status}/content/application~1json/schema"
+        else:
+            assert fallback, f"the spec lists no {status} for {method.upper()} {path}"
+            pointer = f"#/components/schemas/{COMPONENT_BY_STATUS[response.status_code]}"
+        assert response.headers["Content-Type"].startswith("application/json")
+        body = response.json()
+        self.validate(pointer, body)
+        return body
+
+    def validate(self, pointer: str, body: Any) -> None:
+        validator = OAS31Validator({"$ref": SPEC_URI + pointer}, registry=self.registry,
+                                   format_checker=OAS31Validator.FORMAT_CHECKER)
+        validator.validate(body)
+
+
+@pytest.fixture(scope="module")
+def spec() -> SpecValidator:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with SPEC_PATH.open() as stream:
+        return SpecValidator(yaml.load(stream, Loader=loader))
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorProcess, EmulatorProcess]]:
+    """Two processes with the same seed: `emu` with defaults (rate limit off), `capped` at 500 rows."""
+    logs = tmp_path_factory.mktemp("emulators")
+    emu = start_emulator(seed=7, extra_args=["--analytics-rpm", "0"], log_path=logs / "emu.log")
+    try:
+        capped = start_emulator(seed=7, extra_args=["--analytics-rpm", "0", "--analytics-max-rows", "500"],
+                                log_path=logs / "capped.log")
+        try:
+            yield emu, capped
+        finally:
+            capped.stop()
+    finally:
+        emu.stop()
+
+
+@pytest.fixture(scope="module")
+def emu(servers: tuple[EmulatorProcess, EmulatorProcess]) -> EmulatorProcess:
+    return servers[0]
+
+
+@pytest.fixture(scope="module")
+def capped(servers: tuple[EmulatorProcess, EmulatorProcess]) -> EmulatorProcess:
+    return servers[1]
+
+
+_session = requests.Session()
+
+
+def today() -> dt.date:
+    return dt.datetime.now(dt.timezone.utc).date()
+
+
+def yesterday() -> dt.date:
+    return today() - dt.timedelta(days=1)
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def day_range(day: dt.date) -> dict[str, str]:
+    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+    return {"start": iso(start), "end": iso(start + dt.timedelta(days=1))}
+
+
+def call(server: EmulatorProcess, method: str, path: str, *, key: str | None = "management",
+         **kwargs: Any) -> requests.Response:
+    headers = {}
+    if key is not None:
+        token = {"management": server.management_key, "inference": server.inference_key}.get(key, key)
+        headers["Authorization"] = f"Bearer {token}"
+    return _session.request(method, f"{server.base_url}{path}", headers=headers, timeout=30, **kwargs)
+
+
+def query(server: EmulatorProcess, body: dict[str, Any], **kwargs: Any) -> requests.Response:
+    return call(server, "POST", "/analytics/query", json=body, **kwargs)
+
+
+def control(server: EmulatorProcess, method: str, path: str, **kwargs: Any) -> Any:
+    response = _session.request(method, f"{server.control_url}{path}", timeout=30, **kwargs)
+    response.raise_for_status()
+    return response.json()
+
+
+def truth(server: EmulatorProcess, day: dt.date) -> dict[str, Any]:
+    return control(server, "GET", "/truth", params={"date": day.isoformat()})
+
+
+def rows_of(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return body["data"]["data"]
+
+
+# --- Shapes: every endpoint against the spec -----------------------------------------------------------
+
+
+def test_analytics_generation_id_query_lists_exactly_the_day(emu: EmulatorProcess, spec: SpecValidator) -> None:
+    day = yesterday()
+    body = spec.check("/analytics/query", "post", query(emu, {
+        "metrics": ["request_count"], "dimensions": ["generation_id", "api_key_id"],
+        "time_range": day_range(day), "limit": 10_000}))
+    expected = truth(emu, day)
+    rows = rows_of(body)
+    assert body["data"]["metadata"]["truncated"] is False
+    assert body["data"]["metadata"]["row_count"] == len(rows) == expected["count"] >= 2000
+    assert sorted(r["generation_id"] for r in rows) == expected["ids"]
+    assert {r["request_count"] for r in rows} == {"1"}  # counts are strings
+    assert Counter(r["api_key_id"] for r in rows) == expected["by_api_key"]
+    assert all(ID_PATTERN.match(r["generation_id"]) for r in rows)
+
+
+def test_analytics_model_dimension_matches_truth(emu: EmulatorProcess, spec: SpecValidator) -> None:
+    day = yesterday()
+    body = spec.check("/analytics/query", "post", query(emu, {
+        "metrics": ["request_count", "total_usage", "avg_latency", "byok_request_count"], "dimensions": ["model"],
+        "time_range": day_range(day)}))
+    rows = rows_of(body)
+    expected = truth(emu, day)
+    assert all(isinstance(r["request_count"], str) and isinstance(r["byok_request_count"], str) for r in rows)
+    assert all(isinstance(r["total_usage"], float) and isinstance(r["avg_latency"], float) for r in rows)
+    assert {r["model"]: int(r["request_count"]) for r in rows} == expected["by_model"]
+    for row in rows:
+        assert row["total_usage"] == pytest.approx(expected["by_model_cost"][row["model"]], rel=1e-9)
+    assert len(rows) >= 10 and len({r["model"].split("/")[0] for r in rows}) >= 5
+    counts = [int(r["request_count"]) for r in rows]
+    assert counts == sorted(counts, reverse=True)  # default order: busiest first
+    assert 0 < sum(int(r["byok_request_count"]) for r in rows) < 0.06 * expected["count"]
+
+
+def test_analytics_hourly_granularity_is_diurnal(emu: EmulatorProcess, spec: SpecValidator) -> None:
+    day = yesterday()
+    body = spec.check("/analytics/query", "post", query(emu, {
+        "metrics": ["request_count"], "granularity": "hour", "time_range": day_range(day)}))
+    rows = rows_of(body)
+    assert [r["date__hour"] for r in rows] == [f"{day.isoformat()}T{h:02d}:00:00.000Z" for h in range(24)]
+    counts = [int(r["request_count"]) for r in rows]
+    assert sum(counts) == truth(emu, day)["count"]
+    assert max(counts) > 4 * min(counts)  # business-hours peak, quiet nights
+    assert sum(counts[8:18]) > sum(counts) / 2
+
+
+def test_truncated_at_the_requested_limit(emu: EmulatorProcess, spec: SpecValidator) -> None:
+    body = spec.check("/analytics/query", "post", query(emu, {
+        "metrics": ["request_count"], "dimensions": ["generation_id"], "time_range": day_range(yesterday()),
+        "limit": 100}))
+    assert body["data"]["metadata"] == {**body["data"]["metadata"], "row_count": 100, "truncated": True}
+    assert len(rows_of(body)) == 100
+
+
+def test_server_cap_truncates_below_the_requested_limit(capped: EmulatorProcess, spec: SpecValidator) -> None:
+    day = yesterday()
+    body = spec.check("/analytics/query", "post", query(capped, {
+        "metrics": ["request_count"], "dimensions": ["generation_id"], "time_range": day_range(day),
+        "limit": 10_000}))
+    assert body["data"]["metadata"]["row_count"] == len(rows_of(body)) == 500
+    assert body["data"]["metadata"]["truncated"] is True
+    night = dt.datetime(day.year, day.month, day.day, 2, tzinfo=dt.timezone.utc)  # a quiet hour: < 500 rows
+    small = query(capped, {"metrics": ["request_count"], "dimensions": ["generation_id"], "limit": 10_000,
+                           "time_range": {"start": iso(night), "end": iso(night + dt.timedelta(hours=1))}}).json()
+    assert 0 < small["data"]["metadata"]["row_count"] < 500 and small["data"]["metadata"]["truncated"] is False
+
+
+def test_time_range_is_half_open_to_the_microsecond(emu: EmulatorProcess, spec: SpecValidator) -> None:
+    day = yesterday()
+    first = rows_of(query(emu, {"metrics": ["request_count"], "dimensions": ["generation_id"], "limit": 1,
+                                "time_range": day_range(day)}).json())[0]["generation_id"]
+    record = call(emu, "GET", "/generation", params={"id": first}).json()["data"]
+    created = dt.datetime.fromisoformat(record["created_at"])
+    tick = dt.timedelta(microseconds=1)
+
+    def ids(start: dt.datetime, end: dt.datetime) -> set[str]:
+        body = spec.check("/analytics/query", "post", query(emu, {
+            "metrics": ["request_count"], "dimensions": ["generation_id"],
+            "time_range": {"start": iso(start), "end": iso(end)}}))
+        return {r["generation_id"] for r in rows_of(body)}
+
+    assert first in ids(created, created + tick)
+    assert first not in ids(created - dt.timedelta(seconds=1), created)
+    assert first not in ids(created + tick, created + dt.timedelta(seconds=1))
+
+
+def test_analytics_meta(emu: EmulatorProcess, spec: SpecValidator) -> None:
+    body = spec.check("/analytics/meta", "get", call(emu, "GET", "/analytics/meta"))["data"]
+    assert {"request_count", "total_usage", "tokens_prompt", "tokens_completion", "reasoning_tokens",
+            "cached_tokens", "avg_latency", "byok_request_count"} <= {m["name"] for m in body["metrics"]}
+    assert {"generation_id", "model", "provider", "api_key_id", "external_user", "finish_reason", "origin", "app",
+            "user", "workspace"} == {d["name"] for d in body["dimensions"]}
+    assert {g["name"] for g in body["granularities"]} == {"minute", "hour", "day", "week", "month"}
+    assert {o["name"]: o["value_type"] for o in body["operators"]}["not_in"] == "array"
+
+
+def test_generation_records_have_all_45_fields_and_parse(emu: EmulatorProcess, spec: SpecValidator) -> None:
+    day = yesterday()
+    ids = truth(emu, day)["ids"]
+    fields = set(spec.spec["components"]["schemas"]["GenerationResponse"]["properties"]["data"]["properties"])
+    assert len(fields) == 45
+    for gen_id in ids[:: len(ids) // 25]:
+        data = spec.check("/generation", "get", call(emu, "GET", "/generation", params={"id": gen_id},
+                                                     key="inference"))["data"]
+        assert set(data) == fields
+        assert data["id"] == gen_id and CREATED_PATTERN.match(data["created_at"])
+        generation = Generation.from_api(data, api_key_id="prod-backend")
+        assert generation.day == day
+        assert int(ID_PATTERN.match(gen_id).group(1)) == int(generation.created_at.timestamp())
+        assert data["usage"] == data["total_cost"] >= 0
+
+
+def test_generation_errors(emu: EmulatorProcess, spec: SpecValidator) -> None:
+    unknown = call(emu, "GET", "/generation", params={"id": "gen-1700000000-AAAAAAAAAAAAAAAAAAAA"})
+    assert spec.check("/generation", "get", unknown)["error"]["code"] == 404
+    assert spec.check("/generation", "get", call(emu, "GET", "/generation", params={"id": "nope"})).get("error")
+    missing = call(emu, "GET", "/generation")
+    assert missing.status_code == 400
+    assert "id" in spec.check("/generation", "get", missing, fallback=True)["error"]["message"]
+
+
+def test_there_is_no_generations_list(emu: EmulatorProcess, spec: SpecValidator) -> None:
+    assert "/generations" not in spec.spec["paths"]
+    for method in ("GET", "POST"):
+        response = call(emu, method, "/generations", params={"date": yesterday().isoformat()})
+        assert response.status_code == 404
+        assert spec.check("/generations", method.lower(), response, fallback=True)["error"]["code"] == 404
+    assert call(emu, "GET", "/no-such-endpoint").status_code == 404
+
+
+def test_activity_shape_and_totals_agree_with_analytics_and_truth(emu: EmulatorProcess,
+                                                                 spec: SpecValidator) -> None:
+    day = yesterday()
+    items = spec.check("/activity", "get", call(emu, "GET", "/activity", params={"date": day.isoformat()}))["data"]
+    expected = truth(emu, day)
+    assert {i["date"] for i in items} == {day.isoformat()}
+    assert len({(i["model"], i["endpoint_id"]) for i in items}) == len(items) > len(expected["by_model"])
+    by_model = Counter[str]()
+    for item in items:
+        by_model[item["model"]] += item["requests"]
+    assert dict(by_model) == expected["by_model"]
+    metrics = ["request_count", "total_usage", "tokens_prompt", "tokens_completion", "reasoning_tokens"]
+    [total] = rows_of(query(emu, {"metrics": metrics, "time_range": day_range(day)}).json())
+    assert int(total["request_count"]) == sum(i["requests"] for i in items) == expected["count"]
+    assert total["total_usage"] == pytest.approx(sum(i["usage"] for i in items), rel=1e-9)
+    assert total["total_usage"] == pytest.approx(expected["cost"], rel=1e-9)
+    assert int(total["tokens_prompt"]) == sum(i["prompt_tokens"] for i in items)
+    assert int(total["tokens_completion"]) == sum(i["completion_tokens"] for i in items)
+    assert int(total["reasoning_tokens"]) == sum(i["reasoning_tokens"] for i in items) > 0
+    assert sum(i["byok_usage_inference"] for i in items) > 0
+    everything = spec.check("/activity", "get", call(emu, "GET", "/activity"))["data"]
+    assert {i["date"] for i in everything} == {(today() - dt.timedelta(days=k)).isoformat() for k in (1, 2, 3)}
+
+
+def test_key_and_credits(emu: EmulatorProcess, spec: SpecValidator) -> None:
+    inference = spec.check("/key", "get", call(emu, "GET", "/key", key="inference"))["data"]
+    management = spec.check("/key", "get", call(emu, "GET", "/key"))["data"]
+    assert inference["is_management_key"] is False and management["is_management_key"] is True
+    assert emu.inference_key not in inference["label"] and inference["label"].startswith("sk-or-v1-")
+    credits_ = spec.check("/credits", "get", call(emu, "GET", "/credits"))["data"]
+    assert credits_["total_credits"] > credits_["total_usage"] > 0
+
+
+# --- Errors: windows, keys, bad queries, faults ---------------------------------------------------------
+
+
+def test_generation_id_only_within_31_days(emu: EmulatorProcess, spec: SpecValidator) -> None:
+    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40)
+    window = {"start": iso(start), "end": iso(start + dt.timedelta(days=1))}
+    for dimension in ("generation_id", "provider", "external_user"):
+        refused = query(emu, {"metrics": ["request_count"], "dimensions": [dimension], "time_range": window})
+        assert refused.status_code == 400
+        assert "31 days" in spec.check("/analytics/query", "post", refused)["error"]["message"]
+    by_model = query(emu, {"metrics": ["request_count"], "dimensions": ["model"], "time_range": window})
+    assert spec.check("/analytics/query", "post", by_model)["data"]["data"] == []  # allowed, just no traffic then
+    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=400)
+    too_old = query(emu, {"metrics": ["request_count"],
+                          "time_range": {"start": iso(old), "end": iso(old + dt.timedelta(days=1))}})
+    assert too_old.status_code == 400
+
+
+def test_activity_only_for_the_last_30_completed_days(emu: EmulatorProcess, spec: SpecValidator) -> None:
+    for day in (today(), today() - dt.timedelta(days=31), today() + dt.timedelta(days=1)):
+        refused = call(emu, "GET", "/activity", params={"date": day.isoformat()})
+        assert refused.status_code == 400
+        assert spec.check("/activity", "get", refused)["error"]["message"] == \
+            "Date must be within the last 30 (completed) UTC days"
+    oldest = call(emu, "GET", "/activity", params={"date": (today() - dt.timedelta(days=30)).isoformat()})
+    assert spec.check("/activity", "get", oldest)["data"] == []
+    assert call(emu, "GET", "/activity", params={"date": "yesterday"}).status_code == 400
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/analytics/query"), ("GET", "/analytics/meta"),
+                                              ("GET", "/activity"), ("GET", "/credits")])
+def test_management_only_endpoints_refuse_the_inference_key(emu: EmulatorProcess, spec: SpecValidator,
+                                                            method: str, path: str) -> None:
+    body = {"metrics": ["request_count"]} if method == "POST" else None
+    refused = call(emu, method, path, key="inference", json=body)
+    assert refused.status_code == 403
+    error = spec.check(path, method.lower(), refused)["error"]
+    assert error == {"code": 403, "message": "Only management keys can perform this operation"}
+    missing = call(emu, method, path, key=None, json=body)
+    assert missing.status_code == 401 and spec.check(path, method.lower(), missing)["error"]["code"] == 401
+    secret = "sk-or-v1-never-echo-this"
+    wrong = call(emu, method, path, key=secret, json=body)
+    assert wrong.status_code == 401 and secret not in wrong.text
+    assert call(emu, method, path, json=body).status_code == 200
+
+
+def test_inference_key_reads_generations_and_key(emu: EmulatorProcess, spec: SpecValidator) -> None:
+    gen_id = truth(emu, yesterday())["ids"][0]
+    assert call(emu, "GET", "/generation", key="inference", params={"id": gen_id}).status_code == 200
+    assert call(emu, "GET", "/key", key="inference").status_code == 200
+    assert spec.check("/generation", "get", call(emu, "GET", "/generation", key=None,
+                                                 params={"id": gen_id}))["error"]["code"] == 401
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ({"metrics": ["request_count", "tokens_per_dollar"]}, "Unknown metric"),
+    ({"metrics": []}, "metric"),
+    ({"dimensions": ["model"]}, "metric"),
+    ({"metrics": ["request_count"], "dimensions": ["model", "provider", "app"]}, "At most 2"),
+    ({"metrics": ["request_count"], "dimensions": ["country"]}, "Unknown dimension"),
+    ({"metrics": ["request_count"], "granularity": "minute"}, "3 hours"),
+    ({"metrics": ["request_count"], "filters": [{"field": "model", "operator": "like", "value": "x"}]}, "operator"),
+    ({"metrics": ["request_count"], "filters": [{"field": "model", "operator": "eq", "value": "a"}] * 21}, "20"),
+])
+def test_bad_analytics_queries_are_400(emu: EmulatorProcess, spec: SpecValidator, body: dict[str, Any],
+                                       needle: str) -> None:
+    response = query(emu, body)
+    assert response.status_code == 400
+    assert needle in spec.check("/analytics/query", "post", response)["error"]["message"]
+
+
+def test_filters_select_by_underlying_ids(emu: EmulatorProcess, spec: SpecValidator) -> None:
+    day = yesterday()
+    expected = truth(emu, day)
+    body = spec.check("/analytics/query", "post", query(emu, {
+        "metrics": ["request_count"], "dimensions": ["model"], "time_range": day_range(day),
+        "filters": [{"field": "model", "operator": "in", "value": ["openai/gpt-4.1", "x-ai/grok-3-mini"]},
+                    {"field": "api_key_id", "operator": "neq", "value": "ci-evals"}]}))
+    got = {r["model"]: int(r["request_count"]) for r in rows_of(body)}
+    assert set(got) == {"openai/gpt-4.1", "x-ai/grok-3-mini"}
+    assert 0 < got["openai/gpt-4.1"] < expected["by_model"]["openai/gpt-4.1"]
+    some = expected["ids"][:3]
+    picked = query(emu, {"metrics": ["request_count"], "dimensions": ["generation_id"], "time_range": day_range(day),
+                         "filters": [{"field": "generation_id", "operator": "in", "value": some}]}).json()
+    assert sorted(r["generation_id"] for r in rows_of(picked)) == some
+
+
+def test_fault_rules_answer_429_with_retry_after(emu: EmulatorProcess, spec: SpecValidator) -> None:
+    gen_id = truth(emu, yesterday())["ids"][0]
+    control(emu, "DELETE", "/stats")
+    control(emu, "POST", "/faults", json={"rules": [
+        {"path": "/generation", "status": 429, "count": 2, "retry_after": 3},
+        {"path": "*", "status": 503, "count": 1}]})
+    try:
+        for _ in range(2):
+            limited = call(emu, "GET", "/generation", params={"id": gen_id})
+            assert limited.status_code == 429 and limited.headers["Retry-After"] == "3"
+            assert spec.check("/generation", "get", limited)["error"] == {"code": 429, "message": "Rate limit exceeded"}
+        unavailable = call(emu, "GET", "/generation", params={"id": gen_id})
+        assert unavailable.status_code == 503
+        spec.check("/generation", "get", unavailable, fallback=True)
+        assert call(emu, "GET", "/generation", params={"id": gen_id}).status_code == 200
+        assert control(emu, "GET", "/faults")["rules"] == []
+        stats = control(emu, "GET", "/stats")
+        assert stats["by_path_status"]["/generation"] == {"429": 2, "503": 1, "200": 1}
+    finally:
+        control(emu, "DELETE", "/faults")
+
+
+def test_analytics_rate_limit_per_key(capped: EmulatorProcess, spec: SpecValidator) -> None:
+    control(capped, "POST", "/config", json={"analytics_rpm": 3})
+    try:
+        body = {"metrics": ["request_count"], "time_range": day_range(yesterday())}
+        assert [query(capped, body).status_code for _ in range(3)] == [200, 200, 200]
+        limited = query(capped, body)
+        assert limited.status_code == 429 and 1 <= int(limited.headers["Retry-After"]) <= 60
+        spec.check("/analytics/query", "post", limited, fallback=True)  # the spec lists no 429 here
+    finally:
+        control(capped, "POST", "/config", json={"analytics_rpm": 0})
+    assert query(capped, body).status_code == 200
+
+
+def test_generation_404_switches(emu: EmulatorProcess) -> None:
+    gen_id = truth(emu, yesterday())["ids"][1]
+    control(emu, "POST", "/config", json={"generation_404_first": 2})
+    try:
+        statuses = [call(emu, "GET", "/generation", params={"id": gen_id}).status_code for _ in range(3)]
+    finally:
+        control(emu, "POST", "/config", json={"generation_404_first": 0})
+    assert statuses == [404, 404, 200]
+    control(emu, "POST", "/config", json={"fresh_404_seconds": 10**9})  # every record counts as fresh
+    try:
+        assert call(emu, "GET", "/generation", params={"id": gen_id}).status_code == 404
+    finally:
+        control(emu, "POST", "/config", json={"fresh_404_seconds": 5})
+    assert call(emu, "GET", "/generation", params={"id": gen_id}).status_code == 200
+
+
+# --- Data: determinism, identical timestamps, late arrivals ----------------------------------------------
+
+
+def test_same_seed_same_day_in_two_processes(emu: EmulatorProcess, capped: EmulatorProcess,
+                                              tmp_path: Path) -> None:
+    day = yesterday()
+    first, second = truth(emu, day), truth(capped, day)
+    assert first == second and first["count"] == 2000
+    gen_id = first["ids"][123]
+    assert call(emu, "GET", "/generation", params={"id": gen_id}).json() == \
+        call(capped, "GET", "/generation", params={"id": gen_id}).json()
+    with run_emulator(seed=8, generations_per_day=200, days=1, log_path=tmp_path / "seed8.log") as other:
+        assert not set(truth(other, day)["ids"]) & set(first["ids"])
+
+
+def test_identical_timestamp_pairs_exist_and_stay_distinct(emu: EmulatorProcess) -> None:
+    day = yesterday()
+    ids = truth(emu, day)["ids"]
+
+    def fetch(chunk: list[str]) -> list[dict[str, Any]]:
+        with requests.Session() as session:
+            headers = {"Authorization": f"Bearer {emu.management_key}"}
+            return [session.get(f"{emu.base_url}/generation", params={"id": i}, headers=headers,
+                                timeout=30).json()["data"] for i in chunk]
+
+    with ThreadPoolExecutor(8) as pool:
+        records = [r for chunk in pool.map(fetch, [ids[k::8] for k in range(8)]) for r in chunk]
+    assert sorted(r["id"] for r in records) == ids
+    groups = Counter((r["created_at"], r["model"], r["provider_name"]) for r in records)
+    twins = [key for key, n in groups.items() if n >= 2]
+    assert 0.005 * len(ids) <= len(twins) <= 0.015 * len(ids)
+    assert max(groups.values()) == 2
+    byok = sum(r["is_byok"] for r in records) / len(records)
+    cancelled = [r for r in records if r["cancelled"]]
+    assert 0.01 < byok < 0.06 and 0.005 < len(cancelled) / len(records) < 0.04
+    assert {r["finish_reason"] for r in cancelled} <= {None, "cancelled"}
+    assert len({r["external_user"] for r in records}) > 30 and None in {r["external_user"] for r in records}
+
+
+def test_late_generations_join_the_day(capped: EmulatorProcess, spec: SpecValidator) -> None:
+    day = today() - dt.timedelta(days=2)
+    before = truth(capped, day)
+    added = control(capped, "POST", "/generations", json={"date": day.isoformat(), "count": 4})
+    assert added["count"] == 4 and not set(added["ids"]) & set(before["ids"])
+    after = truth(capped, day)
+    assert after["count"] == before["count"] + 4 and set(added["ids"]) <= set(after["ids"])
+    [total] = rows_of(query(capped, {"metrics": ["request_count"], "time_range": day_range(day)}).json())
+    assert int(total["request_count"]) == after["count"]
+    data = spec.check("/generation", "get", call(capped, "GET", "/generation", params={"id": added["ids"][0]}))
+    assert Generation.from_api(data["data"]).day == day
+
+
+def test_the_validator_rejects_what_the_spec_forbids(emu: EmulatorProcess, spec: SpecValidator) -> None:
+    record = call(emu, "GET", "/generation", params={"id": truth(emu, yesterday())["ids"][0]}).json()
+    pointer = "#/components/schemas/GenerationResponse"
+    spec.validate(pointer, record)
+    for broken in ({**record["data"], "total_cost": "0.1"}, {k: v for k, v in record["data"].items() if k != "usage"}):
+        with pytest.raises(jsonschema.ValidationError):
+            spec.validate(pointer, {"data": broken})
+
+
+def test_a_dead_emulator_reports_its_log(tmp_path: Path) -> None:
+    with pytest.raises(EmulatorStartError, match="invalid int value"):
+        start_emulator(extra_args=["--analytics-rpm", "many"], log_path=tmp_path / "dead.log")

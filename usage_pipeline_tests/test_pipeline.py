@@ -1,0 +1,223 @@
+"""The daily_usage job end to end: emulator -> real influxd -> checks -> DuckDB, in a real Dagster instance."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pytest
+import requests
+from dagster import (
+    AssetSelection,
+    DagsterInstance,
+    Definitions,
+    ExecuteInProcessResult,
+    Failure,
+    build_schedule_context,
+    define_asset_job,
+)
+
+from usage_pipeline.definitions import build_defs
+from usage_pipeline.defs.daily_usage import daily_usage, daily_usage_schedule
+from usage_pipeline.defs.generations import (
+    cost_matches_openrouter,
+    full_capture_matches_openrouter,
+    generations,
+    zero_duplicates,
+)
+from usage_pipeline.defs.partitions import capturable_day
+from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
+from usage_pipeline.influx.local_server import LocalInfluxd
+from usage_pipeline.influx.store import InfluxSettings, InfluxStore
+from usage_pipeline.openrouter.emulator.process import EmulatorProcess
+from usage_pipeline_tests.conftest import yesterday
+
+SUMMARY_TABLES = ("daily_usage", "daily_usage_by_provider", "daily_usage_by_api_key", "daily_usage_by_user",
+                  "daily_totals")
+
+
+class Ledger:
+    """One isolated ledger: its own InfluxDB database, DuckDB file and Dagster instance."""
+
+    def __init__(self, emulator: EmulatorProcess, influxd: LocalInfluxd, root: Path) -> None:
+        self.emulator = emulator
+        self.database = f"test_{uuid.uuid4().hex[:10]}"
+        self.duckdb_path = root / "usage.duckdb"
+        self.resources: dict[str, Any] = {
+            "openrouter": OpenRouterResource(api_key=emulator.management_key, base_url=emulator.base_url),
+            "influxdb": InfluxDBResource(url=influxd.url, database=self.database),
+            "usage_db": DailyUsageDatabase(path=str(self.duckdb_path)),
+        }
+        self.defs = build_defs(self.resources)
+        self.instance = DagsterInstance.ephemeral()
+        self.store = InfluxStore(InfluxSettings(url=influxd.url, database=self.database))
+
+    def run(self, day: dt.date, job_name: str = "daily_usage", defs: Definitions | None = None) -> ExecuteInProcessResult:
+        job = (defs or self.defs).resolve_job_def(job_name)
+        return job.execute_in_process(partition_key=day.isoformat(), instance=self.instance, raise_on_error=False)
+
+    def verify_only(self, day: dt.date) -> ExecuteInProcessResult:
+        """Run the checks and the summary without re-ingesting (so a tampered ledger stays tampered)."""
+        verify = define_asset_job("verify_day", selection=AssetSelection.checks_for_assets(generations)
+                                  | AssetSelection.assets(daily_usage))
+        defs = Definitions(assets=[generations, daily_usage],
+                           asset_checks=[zero_duplicates, full_capture_matches_openrouter, cost_matches_openrouter],
+                           jobs=[verify], resources=self.resources)
+        return self.run(day, "verify_day", defs)
+
+    def truth(self, day: dt.date) -> dict[str, Any]:
+        response = requests.get(f"{self.emulator.control_url}/truth", params={"date": day.isoformat()}, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def summary(self, day: dt.date) -> dict[str, list[tuple]]:
+        with duckdb.connect(str(self.duckdb_path), read_only=True) as conn:
+            return {t: sorted(conn.execute(f"SELECT * EXCLUDE (built_at) FROM {t} WHERE day = ?", [day]).fetchall()
+                              if t == "daily_totals" else
+                              conn.execute(f"SELECT * FROM {t} WHERE day = ?", [day]).fetchall(), key=repr)
+                    for t in SUMMARY_TABLES}
+
+
+def checks(result: ExecuteInProcessResult) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+def summarized(result: ExecuteInProcessResult) -> bool:
+    return bool(result.asset_materializations_for_node("duckdb__daily_usage"))
+
+
+@pytest.fixture
+def ledger(emulator: EmulatorProcess, influxd: LocalInfluxd, tmp_path: Path) -> Ledger:
+    return Ledger(emulator, influxd, tmp_path)
+
+
+ALL_GREEN = {"zero_duplicates": True, "full_capture_matches_openrouter": True, "cost_matches_openrouter": True}
+
+
+def test_a_day_end_to_end_then_again_without_duplicates(ledger: Ledger) -> None:
+    day = yesterday()
+    truth = ledger.truth(day)
+    first = ledger.run(day)
+    assert first.success and checks(first) == ALL_GREEN and summarized(first)
+    counts = ledger.store.day_counts(day)
+    assert counts.points == counts.distinct_ids == truth["count"]
+    assert ledger.store.ids_by_model(day) == truth["by_model"]
+    meta = first.asset_materializations_for_node("influxdb__generations")[0].metadata
+    assert meta["enumerated"].value == meta["fetched"].value == meta["written"].value == truth["count"]
+    assert meta["missing"].value == 0
+    summary = ledger.summary(day)
+    assert {row[1]: row[2] for row in summary["daily_usage"]} == truth["by_model"]
+    assert sum(row[2] for row in summary["daily_usage_by_api_key"]) == truth["count"]
+
+    second = ledger.run(day)
+    assert second.success and checks(second) == ALL_GREEN
+    again = ledger.store.day_counts(day)
+    assert again.points == again.distinct_ids == truth["count"]
+    assert ledger.summary(day) == summary
+
+
+def test_generations_with_identical_timestamps_are_all_kept(ledger: Ledger) -> None:
+    day = yesterday()
+    assert ledger.run(day).success
+    frame = pd.concat(list(ledger.store.iter_day_frames(day)))
+    same_instant = frame.assign(us=frame["time"] // 1000).groupby(["model", "provider", "us"]).size()
+    assert (same_instant > 1).sum() >= 1, "the emulated day must contain same-microsecond generations"
+    assert len(frame) == frame["generation_id"].nunique() == ledger.truth(day)["count"]
+
+
+def test_a_dropped_generation_fails_capture_and_skips_the_summary(ledger: Ledger) -> None:
+    day = yesterday() - dt.timedelta(days=1)
+    assert ledger.run(day).success
+    before = ledger.summary(day)
+    row = next(iter(ledger.store.iter_day_frames(day, chunk_size=1))).iloc[0]
+    ledger.store.delete_point(row["model"], row["provider"], int(row["time"]))
+    assert ledger.store.day_counts(day).points == ledger.truth(day)["count"] - 1
+
+    result = ledger.verify_only(day)
+    assert not result.success
+    assert checks(result)["full_capture_matches_openrouter"] is False
+    assert checks(result)["zero_duplicates"] is True
+    assert not summarized(result)
+    evaluation = next(e for e in result.get_asset_check_evaluations()
+                      if e.check_name == "full_capture_matches_openrouter")
+    assert evaluation.metadata["day"].value == day.isoformat()
+    assert row["model"] in evaluation.metadata["diff"].value
+    assert ledger.summary(day) == before  # the published summary still holds the last good build
+
+    healed = ledger.run(day)  # a rerun re-captures the day: the ledger is whole again
+    assert healed.success and checks(healed) == ALL_GREEN
+
+
+def test_a_duplicated_point_fails_the_duplicates_check(ledger: Ledger) -> None:
+    day = yesterday()
+    assert ledger.run(day).success
+    row = next(iter(ledger.store.iter_day_frames(day, chunk_size=1))).iloc[0]
+    ledger.store.write_lines([
+        f'generations,model={row["model"]},provider=duplicate-injected '
+        f'generation_id="{row["generation_id"]}",total_cost=0.0 {int(row["time"]) + 1}'
+    ])
+    result = ledger.verify_only(day)
+    assert checks(result)["zero_duplicates"] is False
+    assert not result.success and not summarized(result)
+    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "zero_duplicates")
+    assert evaluation.metadata["duplicate_points"].value == 1
+
+
+def test_a_late_generation_turns_capture_red_until_the_day_is_rerun(ledger: Ledger) -> None:
+    day = yesterday() - dt.timedelta(days=2)
+    assert ledger.run(day).success
+    requests.post(f"{ledger.emulator.control_url}/generations", json={"date": day.isoformat(), "count": 2},
+                  timeout=10).raise_for_status()
+    assert checks(ledger.verify_only(day))["full_capture_matches_openrouter"] is False
+    rerun = ledger.run(day)
+    assert rerun.success and checks(rerun) == ALL_GREEN
+    assert ledger.store.day_counts(day).distinct_ids == ledger.truth(day)["count"]
+
+
+def test_the_schedule_asks_for_yesterday() -> None:
+    now = dt.datetime.now(dt.timezone.utc).replace(hour=2, minute=0, second=0, microsecond=0)
+    requests_ = list(daily_usage_schedule.evaluate_tick(build_schedule_context(scheduled_execution_time=now)).run_requests or [])
+    assert [r.partition_key for r in requests_] == [(now.date() - dt.timedelta(days=1)).isoformat()]
+
+
+def test_days_outside_the_generation_window_fail_fast() -> None:
+    old = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=40)
+    with pytest.raises(Failure, match="31-day window"):
+        capturable_day(old.isoformat())
+
+
+ANALYST = textwrap.dedent("""
+    import sys, time, duckdb
+    conn = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == "ro")
+    conn.execute("BEGIN TRANSACTION")
+    print(conn.execute("SELECT count(*) FROM daily_usage").fetchone()[0], flush=True)
+    sys.stdin.readline()   # hold the file open until the test is done
+    print(conn.execute("SELECT count(*) FROM daily_usage").fetchone()[0], flush=True)
+""")
+
+
+@pytest.mark.parametrize("mode", ["rw", "ro"])
+def test_an_analyst_holding_the_duckdb_file_never_fails_a_run(ledger: Ledger, mode: str) -> None:
+    first, second = yesterday() - dt.timedelta(days=1), yesterday()
+    assert ledger.run(first).success
+    analyst = subprocess.Popen([sys.executable, "-c", ANALYST, str(ledger.duckdb_path), mode],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        rows_seen = int(analyst.stdout.readline())
+        assert rows_seen > 0
+        result = ledger.run(second)
+        assert result.success and summarized(result)
+        assert ledger.summary(second)["daily_usage"]  # a new connection sees the new day
+        analyst.stdin.write("\n")
+        analyst.stdin.flush()
+        assert int(analyst.stdout.readline()) == rows_seen  # the held connection still answers
+    finally:
+        analyst.kill()
+        analyst.wait()
