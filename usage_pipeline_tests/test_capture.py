@@ -132,12 +132,16 @@ def test_late_arriving_generations_are_captured_on_rerun(tmp_path: Path) -> None
 
 
 def test_a_window_that_cannot_be_narrowed_enough_fails_loudly(tmp_path: Path) -> None:
-    """With a 1-row cap, two generations in the same millisecond can never be enumerated apart."""
+    """40 generations in one microsecond against a 30-row cap can never be enumerated apart."""
     day = yesterday()
-    with run_emulator(seed=7, generations_per_day=300, days=1, log_path=tmp_path / "emu.log",
-                      extra_args=["--analytics-max-rows", "1", "--analytics-rpm", "0"]) as server:
-        with pytest.raises(WindowTooDense, match="cannot be enumerated exactly"):
+    with run_emulator(seed=7, generations_per_day=200, days=1, log_path=tmp_path / "emu.log",
+                      extra_args=["--analytics-max-rows", "30", "--analytics-rpm", "0"]) as server:
+        burst = f"{day.isoformat()}T13:14:15.161718+00:00"
+        requests.post(f"{server.control_url}/generations", json={"date": day.isoformat(), "count": 40, "at": burst},
+                      timeout=10).raise_for_status()
+        with pytest.raises(WindowTooDense, match="cannot be enumerated exactly") as info:
             capture(server, day, analytics_rpm=100_000)
+    assert "13:14:15.161" in str(info.value)
 
 
 def test_inference_key_is_refused_with_a_management_key_hint(no_faults: EmulatorProcess) -> None:

@@ -20,6 +20,7 @@ import pytest
 import requests
 from dagster import DagsterEventType, DagsterInstance
 
+from usage_pipeline.defs.recapture import run_day
 from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline.influx.store import InfluxSettings, InfluxStore
 from usage_pipeline.openrouter.emulator.process import EmulatorProcess
@@ -132,13 +133,14 @@ def test_a_three_day_backfill_runs_one_run_per_day_with_green_checks(dagster_dev
     try:
         runs = instance.get_runs()
         backfill_runs = [r for r in runs if r.tags.get("dagster/backfill") == backfill_id]
-        assert sorted(r.tags["dagster/partition"] for r in backfill_runs) == days  # one run per day
+        assert sorted(str(run_day(r.tags)) for r in backfill_runs) == days  # one run per day
         for run in backfill_runs:
             assert run.status.value == "SUCCESS", run.run_id
             evaluations = [e.dagster_event.event_specific_data
                            for e in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)]
             assert {e.check_name: e.passed for e in evaluations} == {
                 "zero_duplicates": True, "full_capture_matches_openrouter": True, "cost_matches_openrouter": True}
+            assert {e.metadata["day"].value for e in evaluations} == {str(run_day(run.tags))}
     finally:
         instance.dispose()
 

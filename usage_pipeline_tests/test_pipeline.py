@@ -114,7 +114,7 @@ def test_a_day_end_to_end_then_again_without_duplicates(ledger: Ledger) -> None:
     assert meta["missing"].value == 0
     summary = ledger.summary(day)
     assert {row[1]: row[2] for row in summary["daily_usage"]} == truth["by_model"]
-    assert sum(row[2] for row in summary["daily_usage_by_api_key"]) == truth["count"]
+    assert sum(row[3] for row in summary["daily_usage_by_api_key"]) == truth["count"]
 
     second = ledger.run(day)
     assert second.success and checks(second) == ALL_GREEN
@@ -181,10 +181,11 @@ def test_a_late_generation_turns_capture_red_until_the_day_is_rerun(ledger: Ledg
     assert ledger.store.day_counts(day).distinct_ids == ledger.truth(day)["count"]
 
 
-def test_the_schedule_asks_for_yesterday() -> None:
+def test_the_schedule_asks_for_yesterday(ledger: Ledger) -> None:
+    schedule = ledger.defs.resolve_schedule_def(daily_usage_schedule.name)
     now = dt.datetime.now(dt.timezone.utc).replace(hour=2, minute=0, second=0, microsecond=0)
-    requests_ = list(daily_usage_schedule.evaluate_tick(build_schedule_context(scheduled_execution_time=now)).run_requests or [])
-    assert [r.partition_key for r in requests_] == [(now.date() - dt.timedelta(days=1)).isoformat()]
+    tick = schedule.evaluate_tick(build_schedule_context(scheduled_execution_time=now))
+    assert [r.partition_key for r in tick.run_requests or []] == [(now.date() - dt.timedelta(days=1)).isoformat()]
 
 
 def test_days_outside_the_generation_window_fail_fast() -> None:

@@ -4,7 +4,7 @@ OpenRouter can still enumerate it: after 31 days its generation ids are gone for
 import datetime as dt
 import os
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Union
+from typing import Iterable, Iterator, Mapping, Optional, Union
 
 from dagster import (
     DagsterRunStatus,
@@ -19,6 +19,9 @@ from dagster import (
 from usage_pipeline.defs.daily_usage import daily_usage_job
 from usage_pipeline.openrouter.capture import DayOutOfRange, check_capturable
 
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
 RETRY_AFTER = dt.timedelta(hours=float(os.environ.get("USAGE_RECAPTURE_AFTER_HOURS", "6")))
 MAX_ATTEMPTS = int(os.environ.get("USAGE_RECAPTURE_MAX_ATTEMPTS", "5"))
 
@@ -49,15 +52,25 @@ def days_to_recapture(attempts: Iterable[Attempt], now: dt.datetime, *, retry_af
     return due
 
 
+def run_day(tags: Mapping[str, str]) -> Optional[dt.date]:
+    """The day a run was for: scheduled and sensor runs carry `dagster/partition`, asset backfill runs a
+    one-day partition range."""
+    key = tags.get(PARTITION_TAG)
+    start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
+    if not key and start and start == end:
+        key = start
+    return dt.date.fromisoformat(key) if key else None
+
+
 def _attempts(context: SensorEvaluationContext, since: dt.datetime) -> Iterator[Attempt]:
     records = context.instance.get_run_records(
         RunsFilter(job_name=daily_usage_job.name, created_after=since,
                    statuses=[DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]))
     for record in records:
-        key = record.dagster_run.tags.get("dagster/partition")
-        if not key or record.end_time is None:
+        day = run_day(record.dagster_run.tags)
+        if day is None or record.end_time is None:
             continue
-        yield Attempt(dt.date.fromisoformat(key), record.dagster_run.status == DagsterRunStatus.FAILURE,
+        yield Attempt(day, record.dagster_run.status == DagsterRunStatus.FAILURE,
                       dt.datetime.fromtimestamp(record.end_time, dt.timezone.utc))
 
 

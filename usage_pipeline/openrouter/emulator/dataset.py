@@ -422,8 +422,11 @@ class UsageDataset:
             columns = columns.concat(late)
         return columns
 
-    def add_generations(self, date: dt.date, count: int, now: float) -> list[str]:
-        """Late arrivals for `date`, visible from `now`; ids depend on (seed, date, batch number) only."""
+    def add_generations(self, date: dt.date, count: int, now: float, at_us: int | None = None) -> list[str]:
+        """Late arrivals for `date`, visible from `now`; ids depend on (seed, date, batch number) only.
+
+        `at_us` puts all of them at one instant (a burst), to test what no window can split.
+        """
         day = self.day(date, now)
         if day is None:
             raise ValueError(f"{date} is outside the emulated days")
@@ -436,6 +439,10 @@ class UsageDataset:
             self._batches[date] = batch
             rng = np.random.default_rng([self.seed, date.toordinal(), 2, batch])
             added = generate_columns(rng, count, start, span, bursty=False, twins=False, visible_at=now)
+            if at_us is not None:
+                if not start <= at_us < start + span:
+                    raise ValueError(f"'at' must lie inside {date} and before now")
+                added.created_us[:] = at_us
             added.flags[:] |= LATE
             current = self._days[date]
             self._days[date] = UsageDay(date, current.columns.concat(added))

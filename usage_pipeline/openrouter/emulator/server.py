@@ -751,13 +751,16 @@ class Emulator:
     def _add_generations(self, request: Request, now: float) -> Any:
         body = request.json()
         if not isinstance(body, dict):
-            raise ApiError(400, 'body must be {"date": "YYYY-MM-DD", "count": n}')
+            raise ApiError(400, 'body must be {"date": "YYYY-MM-DD", "count": n, "at"?: ISO date-time}')
         date = _control_date(body.get("date"))
         count = body.get("count", 1)
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1_000_000:
             raise ApiError(400, "count must be an integer from 1 to 1,000,000")
+        at = body.get("at")
         try:
-            ids = self.dataset.add_generations(date, count, now)
+            at_us = None if at is None else int(
+                (parse_created_at(str(at)) - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) / dt.timedelta(microseconds=1))
+            ids = self.dataset.add_generations(date, count, now, at_us)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         return {"date": date.isoformat(), "count": len(ids), "ids": ids}
@@ -823,10 +826,17 @@ class EmulatorHandler(BaseHTTPRequestHandler):
     emulator: Emulator  # set on the subclass made by `make_server`
 
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
         try:
-            response = self.emulator.handle(self.command, self.path, self.headers.get("Authorization"), body)
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        try:
+            if length < 0:
+                self.close_connection = True  # the body cannot be skipped, so the connection cannot be reused
+                response = Response(400, error_body(400, "Invalid Content-Length header"), {})
+            else:
+                body = self.rfile.read(length) if length else b""
+                response = self.emulator.handle(self.command, self.path, self.headers.get("Authorization"), body)
         except Exception:  # noqa: BLE001 - an emulator bug must still answer in the spec's shape
             traceback.print_exc(file=sys.stderr)
             response = Response(500, error_body(500), {})

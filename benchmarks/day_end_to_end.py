@@ -1,0 +1,64 @@
+"""One emulated day through the real job: emulator -> client -> influxd -> checks -> DuckDB.
+
+Prints the seconds of each part, the capture report's counts and this process's peak RSS (the emulator
+and influxd run in their own processes and are not counted). No assertions: figures for the notes.
+
+    python -m benchmarks.day_end_to_end --generations 50000
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import tempfile
+import time
+from pathlib import Path
+
+from dagster import DagsterInstance
+
+from benchmarks.influx_write import peak_rss_mb
+from usage_pipeline.definitions import build_defs
+from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
+from usage_pipeline.influx.local_server import run_influxd
+from usage_pipeline.openrouter.emulator.process import run_emulator
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--generations", type=int, default=50_000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    day = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        t0 = time.monotonic()
+        with run_emulator(generations_per_day=args.generations, days=1, log_path=root / "emulator.log") as emulator, \
+                run_influxd(root / "influxd", log_path=root / "influxd.log") as influxd:
+            started = time.monotonic() - t0
+            defs = build_defs({
+                "openrouter": OpenRouterResource(api_key=emulator.management_key, base_url=emulator.base_url,
+                                                 concurrency=args.concurrency),
+                "influxdb": InfluxDBResource(url=influxd.url, database="bench"),
+                "usage_db": DailyUsageDatabase(path=str(root / "usage.duckdb")),
+            })
+            t1 = time.monotonic()
+            result = defs.resolve_job_def("daily_usage").execute_in_process(
+                partition_key=day.isoformat(), instance=DagsterInstance.ephemeral(), raise_on_error=False)
+            job_seconds = time.monotonic() - t1
+    steps = {e.step_key: e for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+    meta = {k: v.value for k, v in result.asset_materializations_for_node("influxdb__generations")[0].metadata.items()}
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    print(f"day {day}: {args.generations} generations/day emulated, concurrency {args.concurrency}")
+    print(f"servers started in {started:.1f} s (emulator + influxd)")
+    print(f"job daily_usage: {'success' if result.success else 'FAILED'} in {job_seconds:.1f} s end to end")
+    for key, event in steps.items():
+        print(f"  step {key}: {event.event_specific_data.duration_ms / 1000:.2f} s")
+    print("capture:", {k: meta[k] for k in ("enumerated", "fetched", "written", "duplicates_skipped", "missing",
+                                            "windows", "windows_split", "analytics_queries", "retries", "seconds",
+                                            "influx_write_seconds")})
+    print("checks:", checks)
+    print(f"peak RSS of this process: {peak_rss_mb():.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
