@@ -9,12 +9,14 @@ from typing import Sequence
 
 
 def _influx_setup(_: argparse.Namespace) -> int:
-    from usage_pipeline.defs.resources import resources_from_env
+    from usage_pipeline.influx.store import InfluxSettings, InfluxStore
 
-    store = resources_from_env()["influxdb"].store()  # type: ignore[attr-defined]
-    version = store.ping()
-    store.ensure_database()
-    print(f"InfluxDB {version}: database {store.settings.database!r} ready")
+    settings = InfluxSettings.from_env()
+    with InfluxStore(settings) as store:
+        version = store.ping()
+        store.ensure_database()
+    retention = f"{settings.retention_days} days" if settings.retention_days else "forever"
+    print(f"InfluxDB {version}: database {settings.database!r} ready (retention: {retention})")
     return 0
 
 

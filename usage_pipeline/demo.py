@@ -78,7 +78,8 @@ def run_demo(days: int = 3, generations_per_day: int = 2000, data_dir: Path = Pa
         with DagsterInstance.get() as instance:
             print(f"Dagster instance: {home}")
             for day in wanted:
-                result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False)
+                result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False,
+                                                run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
                 checks = [f"{e.asset_check_evaluation_data.check_name}={'pass' if e.asset_check_evaluation_data.passed else 'FAIL'}"
                           for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
                 print(f"{day}: run {result.run_id[:8]} {'succeeded' if result.success else 'FAILED'}; {', '.join(checks)}")

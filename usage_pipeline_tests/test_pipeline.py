@@ -222,3 +222,25 @@ def test_an_analyst_holding_the_duckdb_file_never_fails_a_run(ledger: Ledger, mo
     finally:
         analyst.kill()
         analyst.wait()
+
+
+def readme_blocks(language: str) -> list[str]:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = text.split(f"```{language}\n")[1:]
+    return [q.strip() for block in blocks for q in block.split("```")[0].split(";") if q.strip()]
+
+
+def test_the_readme_queries_run_against_a_real_ledger(ledger: Ledger) -> None:
+    day = yesterday()
+    assert ledger.run(day).success
+    influxql = [q for q in readme_blocks("sql") if "FROM generations" in q]
+    duck = [q for q in readme_blocks("sql") if "FROM generations" not in q]
+    assert len(influxql) == 2 and len(duck) == 5
+    for query in influxql:
+        ledger.store.query(query.replace("2026-11-21T00:00:00Z", f"{day}T00:00:00Z")
+                           .replace("2026-11-22T00:00:00Z", f"{day + dt.timedelta(days=1)}T00:00:00Z"))
+    with duckdb.connect(str(ledger.duckdb_path), read_only=True) as conn:
+        results = [conn.execute(q).fetchall() for q in duck]
+    assert all(results), "every README example returns rows for a captured day"
+    exact = results[-1]
+    assert exact and all(row[3] is True for row in exact)
