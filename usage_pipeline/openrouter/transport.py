@@ -1,6 +1,6 @@
 """HTTP to OpenRouter: one session, urllib3 `Retry` for transient failures, errors that say what to do.
 
-Retried with exponential backoff and jitter, honouring `Retry-After`: 408, 429, 500, 502, 503, 524,
+Retried with exponential backoff and jitter, honouring `Retry-After`: 408, 429, 500, 502, 503, 504, 524,
 529 and connection errors. `GET /generation` additionally retries 404, because a record is answered
 404 for a few seconds after its request finishes. 401/402/403 are never retried.
 """
@@ -14,7 +14,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 524, 529})
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 524, 529})
 
 
 class OpenRouterError(RuntimeError):
