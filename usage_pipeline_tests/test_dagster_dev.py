@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -47,10 +48,9 @@ class DagsterDev:
         return body["data"]
 
 
-@pytest.fixture(scope="module")
-def dagster_dev(emulator: EmulatorProcess, influxd: LocalInfluxd,
-                tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
-    root = tmp_path_factory.mktemp("dagster_dev")
+@contextmanager
+def running(command: list[str], emulator: EmulatorProcess, influxd: LocalInfluxd, root: Path) -> Iterator[DagsterDev]:
+    """Start `dagster dev` or `dg dev` from the repository root against the test servers; stop it after."""
     home = root / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
@@ -64,48 +64,72 @@ def dagster_dev(emulator: EmulatorProcess, influxd: LocalInfluxd,
         "INFLUXDB_DATABASE": f"dev_{uuid.uuid4().hex[:8]}",
         "USAGE_DUCKDB_PATH": str(root / "usage.duckdb"),
     }
-    log = open(root / "dagster_dev.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = DagsterDev(f"http://127.0.0.1:{port}", home, env)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                data = server.graphql("{ repositoriesOrError { __typename ... on RepositoryConnection { nodes { name } } } }")
-                if data["repositoriesOrError"].get("nodes"):
-                    break
-            except (requests.RequestException, AssertionError):
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("dagster dev did not come up:\n" + (root / "dagster_dev.log").read_text()[-4000:])
-            time.sleep(1)
-        yield server
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
+    log_file = root / "dev.log"
+    with open(log_file, "w") as log:
+        process = subprocess.Popen([*command, "--host", "127.0.0.1", "--port", str(port)], cwd=REPO, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = DagsterDev(f"http://127.0.0.1:{port}", home, env)
         try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    data = server.graphql("{ repositoriesOrError { ... on RepositoryConnection { nodes { name } } } }")
+                    if data["repositoriesOrError"].get("nodes"):
+                        break
+                except (requests.RequestException, AssertionError):
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{command} did not come up:\n" + log_file.read_text()[-4000:])
+                time.sleep(1)
+            yield server
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
-def test_dagster_dev_shows_assets_checks_job_schedule_and_sensor(dagster_dev: DagsterDev) -> None:
-    data = dagster_dev.graphql("""{ repositoriesOrError { ... on RepositoryConnection { nodes {
+@pytest.fixture(scope="module")
+def dagster_dev(emulator: EmulatorProcess, influxd: LocalInfluxd,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
+    with running([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml"], emulator, influxd,
+                 tmp_path_factory.mktemp("dagster_dev")) as server:
+        yield server
+
+
+def shown_definitions(server: DagsterDev) -> dict[str, Any]:
+    data = server.graphql("""{ repositoriesOrError { ... on RepositoryConnection { nodes {
         jobs { name } schedules { name cronSchedule } sensors { name }
         assetNodes { assetKey { path } assetChecksOrError { ... on AssetChecks { checks { name blocking } } } }
     } } } }""")
     repo = data["repositoriesOrError"]["nodes"][0]
-    assert "daily_usage" in {j["name"] for j in repo["jobs"]}
-    assert {s["name"]: s["cronSchedule"] for s in repo["schedules"]} == {"daily_usage_schedule": "0 2 * * *"}
-    assert "recapture_failed_days" in {s["name"] for s in repo["sensors"]}
-    assets = {tuple(a["assetKey"]["path"]): a for a in repo["assetNodes"]}
-    assert {("influxdb", "generations"), ("duckdb", "daily_usage")} <= set(assets)
-    found = {c["name"]: c["blocking"] for c in assets[("influxdb", "generations")]["assetChecksOrError"]["checks"]}
-    assert found == {"zero_duplicates": True, "full_capture_matches_openrouter": True,
-                     "cost_matches_openrouter": False}
+    return {
+        "jobs": {j["name"] for j in repo["jobs"]},
+        "schedules": {s["name"]: s["cronSchedule"] for s in repo["schedules"]},
+        "sensors": {s["name"] for s in repo["sensors"]},
+        "checks": {tuple(a["assetKey"]["path"]): {c["name"]: c["blocking"] for c in a["assetChecksOrError"].get("checks", [])}
+                   for a in repo["assetNodes"]},
+    }
+
+
+def test_dagster_dev_shows_assets_checks_job_schedule_and_sensor(dagster_dev: DagsterDev) -> None:
+    shown = shown_definitions(dagster_dev)
+    assert "daily_usage" in shown["jobs"]
+    assert shown["schedules"] == {"daily_usage_schedule": "0 2 * * *"}
+    assert "recapture_failed_days" in shown["sensors"]
+    assert {("influxdb", "generations"), ("duckdb", "daily_usage")} <= set(shown["checks"])
+    assert shown["checks"][("influxdb", "generations")] == {
+        "zero_duplicates": True, "full_capture_matches_openrouter": True, "cost_matches_openrouter": False}
+
+
+def test_dg_dev_shows_the_same_definitions(dagster_dev: DagsterDev, emulator: EmulatorProcess, influxd: LocalInfluxd,
+                                          tmp_path: Path) -> None:
+    dg = shutil.which("dg")
+    assert dg, "dg (dagster-dg-cli) is installed with the project"
+    with running([dg, "dev"], emulator, influxd, tmp_path) as server:
+        assert shown_definitions(server) == shown_definitions(dagster_dev)
 
 
 def test_a_three_day_backfill_runs_one_run_per_day_with_green_checks(dagster_dev: DagsterDev) -> None:
