@@ -94,6 +94,7 @@ def cost_agrees(store: InfluxStore, api: ApiDayCounts) -> Verdict:
         passed=not rows,
         description=f"{api.day}: stored usage ${total_stored:.6f} vs OpenRouter ${total_api:.6f}",
         metadata={"day": api.day.isoformat(), "stored_usage_usd": round(total_stored, 9),
-                  "api_usage_usd": round(total_api, 9), "models_differing": len(rows)},
+                  "api_usage_usd": round(total_api, 9), "models_differing": len(rows),
+                  "stored_total_cost_usd": round(sum(store.cost_by_model(api.day).values()), 9)},
         diff_markdown=_table(["model", "stored usage", "OpenRouter usage", "difference"], rows) if rows else None,
     )

@@ -14,6 +14,7 @@ import duckdb
 import pandas as pd
 import pytest
 import requests
+from influxdb_client import Point, WritePrecision
 from dagster import (
     AssetSelection,
     DagsterInstance,
@@ -244,3 +245,22 @@ def test_the_readme_queries_run_against_a_real_ledger(ledger: Ledger) -> None:
     assert all(results), "every README example returns rows for a captured day"
     exact = results[-1]
     assert exact and all(row[3] is True for row in exact)
+
+
+def test_a_wrong_stored_cost_fails_the_cost_check_as_a_warning(ledger: Ledger) -> None:
+    day = yesterday()
+    assert ledger.run(day).success
+    row = next(iter(ledger.store.iter_day_frames(day, chunk_size=1))).iloc[0]
+    point = Point("generations").tag("model", row["model"]).field("usage", float(row["usage"]) + 1.25)
+    if isinstance(row["provider"], str):
+        point = point.tag("provider", row["provider"])
+    # Same measurement, tags and time: InfluxDB overwrites that field of the existing point (the upsert).
+    ledger.store.write_lines([point.time(int(row["time"]), WritePrecision.NS).to_line_protocol()])
+    assert ledger.store.day_counts(day).points == ledger.truth(day)["count"]
+
+    result = ledger.verify_only(day)
+    assert checks(result) == {**ALL_GREEN, "cost_matches_openrouter": False}
+    assert result.success and summarized(result)  # a warning does not block the summary
+    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "cost_matches_openrouter")
+    assert evaluation.severity.value == "WARN"
+    assert row["model"] in evaluation.metadata["diff"].value and "+1.250000" in evaluation.metadata["diff"].value

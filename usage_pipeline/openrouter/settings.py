@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
@@ -24,10 +23,3 @@ class OpenRouterSettings:
             raise ValueError(f"OPENROUTER_BASE_URL must be an http(s) URL, got {self.base_url!r}")
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
-
-    @classmethod
-    def from_env(cls) -> "OpenRouterSettings":
-        key = os.environ.get("OPENROUTER_API_KEY", "")
-        if not key:
-            raise ValueError("OPENROUTER_API_KEY is not set: it must hold an OpenRouter management key")
-        return cls(api_key=key, base_url=os.environ.get("OPENROUTER_BASE_URL", DEFAULT_BASE_URL).rstrip("/"))
