@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -36,7 +35,3 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProce
 def client_for(server: EmulatorProcess, *, key: str | None = None, **kwargs: object) -> OpenRouterClient:
     settings = OpenRouterSettings(api_key=key or server.management_key, base_url=server.base_url)
     return OpenRouterClient(settings, **kwargs)  # type: ignore[arg-type]
-
-
-def log_path(tmp_path: Path, name: str) -> Path:
-    return tmp_path / f"{name}.log"

@@ -57,6 +57,26 @@ def test_fifty_thousand_generation_day_is_captured_exactly(tmp_path: Path) -> No
     assert report.windows_queried >= math.ceil(expected["count"] / 10_000)
 
 
+def test_heavy_hours_are_planned_from_minute_counts_so_no_window_is_cut(tmp_path: Path) -> None:
+    """300,000 generations: peak hours hold several windows' worth, so their 3-hour blocks are counted per
+    minute. Enumeration (ids only, no record fetches) then needs no split and stays near the minimum."""
+    day = yesterday()
+    with run_emulator(seed=13, generations_per_day=300_000, days=1, log_path=tmp_path / "emu.log") as server:
+        expected = truth(server, day)
+        with client_for(server) as client:
+            run = DayCapture(client, day)
+            buckets = run.count_buckets()
+            ids: set[str] = set()
+            for _window, window_ids in run._enumerate(buckets):
+                ids.update(window_ids)
+            queries = client.analytics_queries
+    assert ids == set(expected["ids"])
+    assert sum(b.count for b in buckets) == expected["count"]
+    assert run.report.count_queries > 1 and any(b.end - b.start == dt.timedelta(minutes=1) for b in buckets)
+    assert run.report.windows_split == 0
+    assert queries <= math.ceil(expected["count"] / (0.9 * 10_000)) + run.report.count_queries + 1
+
+
 def test_server_cap_below_the_asked_limit_is_learned_from_truncated(tmp_path: Path) -> None:
     """The server caps at 1,500 rows though we ask for 10,000: `truncated` drives the splitting."""
     day = yesterday()

@@ -56,3 +56,15 @@ def test_influx_setup_creates_the_database(influxd, tmp_path: Path) -> None:
     shown = requests.get(f"{influxd.url}/query", params={"q": 'SHOW RETENTION POLICIES ON "cli_setup"'}, timeout=10).json()
     values = shown["results"][0]["series"][0]["values"]
     assert any(row[1].startswith("9600h") for row in values), values
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_dagster_and_dg_validate_the_definitions(tmp_path: Path) -> None:
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    for command in (["dagster", "definitions", "validate", "-w", "workspace.yaml"], ["dg", "check", "defs"]):
+        exe = shutil.which(command[0])
+        assert exe, f"{command[0]} is installed with the project"
+        out = subprocess.run([exe, *command[1:]], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, f"{command}: {(out.stdout + out.stderr)[-3000:]}"

@@ -25,6 +25,9 @@ from usage_pipeline.openrouter.windows import Bucket, Window
 UTC = dt.timezone.utc
 
 
+REFINE_BLOCK_HOURS = 3  # minute granularity is only served for windows of 3 hours or less
+
+
 class DayOutOfRange(ValueError):
     """The day cannot be captured: not complete yet, or older than the 31-day generation_id window."""
 
@@ -56,7 +59,8 @@ class CaptureReport:
     """What a capture did, for the run's metadata and for the checks."""
 
     day: str
-    expected_from_hourly_counts: int = 0
+    expected_from_counts: int = 0
+    count_queries: int = 1  # the hourly request_count, plus minute counts for dense 3-hour blocks
     windows_queried: int = 0
     windows_split: int = 0
     analytics_queries: int = 0
@@ -78,8 +82,8 @@ class CaptureReport:
         return asdict(self)
 
 
-def _bucket_start(row: dict[str, Any]) -> dt.datetime | None:
-    for key in ("date__hour", "created_at__hour"):
+def _bucket_start(row: dict[str, Any], granularity: str) -> dt.datetime | None:
+    for key in (f"date__{granularity}", f"created_at__{granularity}"):
         if row.get(key):
             return parse_created_at(str(row[key]))
     return None
@@ -94,19 +98,35 @@ class DayCapture:
         self.day = day
         self.report = CaptureReport(day=day.isoformat())
 
-    def hourly_buckets(self) -> list[Bucket]:
-        start, end = day_bounds(self.day)
-        result = self.client.analytics(metrics=["request_count"], granularity="hour", start=start, end=end, limit=1000)
+    def _counts(self, start: dt.datetime, end: dt.datetime, granularity: str, width: dt.timedelta) -> list[Bucket]:
+        result = self.client.analytics(metrics=["request_count"], granularity=granularity, start=start, end=end,
+                                       limit=1000)
         if result.truncated:
-            raise OpenRouterError(f"hourly request_count for {self.day} came back truncated")
+            raise OpenRouterError(f"{granularity} request_count for {start.isoformat()}..{end.isoformat()} came back truncated")
         buckets = []
         for row in result.rows:
-            moment = _bucket_start(row)
+            moment = _bucket_start(row, granularity)
             if moment is None:
-                raise OpenRouterError(f"hourly request_count row without a time bucket: {sorted(row)}")
-            count = int(row.get("request_count") or 0)
-            buckets.append(Bucket(moment, moment + dt.timedelta(hours=1), count))
+                raise OpenRouterError(f"{granularity} request_count row without a time bucket: {sorted(row)}")
+            buckets.append(Bucket(moment, moment + width, int(row.get("request_count") or 0)))
         return sorted(buckets, key=lambda b: b.start)
+
+    def count_buckets(self) -> list[Bucket]:
+        """Hourly counts for the day, refined to minutes inside the 3-hour blocks that hold an hour bigger
+        than one window: there windows are minutes wide and hourly interpolation misses bursts. Quiet days
+        spend one query here; only heavy hours pay for detail."""
+        start, end = day_bounds(self.day)
+        hourly = self._counts(start, end, "hour", dt.timedelta(hours=1))
+        block = dt.timedelta(hours=REFINE_BLOCK_HOURS)
+        dense_blocks = sorted({start + block * ((b.start - start) // block) for b in hourly
+                               if b.count > plan_windows.FILL * ANALYTICS_MAX_ROWS})
+        if not dense_blocks:
+            return hourly
+        refined = [b for b in hourly if not any(d <= b.start < d + block for d in dense_blocks)]
+        for block_start in dense_blocks:
+            refined += self._counts(block_start, block_start + block, "minute", dt.timedelta(minutes=1))
+            self.report.count_queries += 1
+        return sorted(refined, key=lambda b: b.start)
 
     def _enumerate(self, buckets: list[Bucket]) -> Iterator[tuple[Window, dict[str, str | None]]]:
         """Yield each final (untruncated) window with its ids -> api key label, splitting as needed."""
@@ -161,8 +181,8 @@ class DayCapture:
         retries_before = self.client.retries
         start, end = day_bounds(self.day)
         try:
-            buckets = self.hourly_buckets()
-            self.report.expected_from_hourly_counts = sum(b.count for b in buckets)
+            buckets = self.count_buckets()
+            self.report.expected_from_counts = sum(b.count for b in buckets)
             previous: set[str] = set()
             with ThreadPoolExecutor(max_workers=self.client.settings.concurrency,
                                     thread_name_prefix="openrouter-generation") as pool:
