@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from usage_pipeline.influx.store import InfluxStore
@@ -50,9 +50,6 @@ class DayRecording:
             "seconds": round(self.elapsed_s, 3),
             "influx_write_seconds": round(self.write_seconds, 3),
         }
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "complete": self.complete}
 
 
 class IncompleteDay(RuntimeError):

@@ -153,7 +153,7 @@ class DayCapture:
             if 0 < result.row_count < limit:
                 limit = result.row_count
                 self.report.row_limit = limit
-            if window.width <= 2 * plan_windows.MIN_WIDTH:
+            if window.width < 2 * plan_windows.MIN_WIDTH:
                 raise WindowTooDense(
                     f"{window.start.isoformat()}..{window.end.isoformat()} holds more than {limit} generations "
                     "in the narrowest window the analytics API takes; it cannot be enumerated exactly")

@@ -138,7 +138,3 @@ class Generation:
             raise InvalidGeneration(f"generation {gen_id}: required field {exc.args[0]!r} is missing") from exc
         except (TypeError, ValueError) as exc:
             raise InvalidGeneration(f"generation {gen_id}: {exc}") from exc
-
-    @property
-    def day(self) -> dt.date:
-        return self.created_at.date()

@@ -46,7 +46,7 @@ def _retry(total: int, statuses: frozenset[int]) -> Retry:
 
 
 class Transport:
-    """Thread-safe counters around a pooled `requests.Session`; never logs the key."""
+    """A pooled `requests.Session` with a thread-safe retry counter; never logs the key."""
 
     def __init__(self, base_url: str, api_key: str, *, pool_size: int = 16, timeout_s: float = 60.0,
                  retries: int = 8, not_found_retries: int = 6) -> None:
@@ -65,7 +65,6 @@ class Transport:
         self.session.mount(f"{self.base_url}/generation?", lagging)
         self._lock = threading.Lock()
         self.retries = 0
-        self.requests = 0
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                 json: dict[str, Any] | None = None, allow_404: bool = False) -> dict[str, Any] | None:
@@ -79,7 +78,6 @@ class Transport:
             raise OpenRouterError(f"{method} {path}: no answer from OpenRouter after retries ({type(exc).__name__})") from exc
         history = getattr(getattr(response.raw, "retries", None), "history", ()) or ()
         with self._lock:
-            self.requests += 1
             self.retries += len(history)
         if response.status_code == 404 and allow_404:
             return None

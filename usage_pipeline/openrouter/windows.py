@@ -68,7 +68,8 @@ def _time_at(buckets: Sequence[Bucket], start: dt.datetime, target: float) -> dt
 def split(buckets: Sequence[Bucket], start: dt.datetime, end: dt.datetime, parts: int) -> list[Window]:
     """Cut [start, end) into `parts` windows of equal expected count (equal width where nothing is known).
 
-    Cuts are floored to whole milliseconds; windows narrower than MIN_WIDTH are merged away.
+    Cuts are floored to whole milliseconds; windows narrower than MIN_WIDTH are merged away. Any window
+    at least 2 x MIN_WIDTH wide is cut at least once when parts > 1.
     """
     parts = max(1, parts)
     expected = expected_between(buckets, start, end)
@@ -81,6 +82,10 @@ def split(buckets: Sequence[Bucket], start: dt.datetime, end: dt.datetime, parts
         moment = _floor_ms(moment)
         if cuts[-1] + MIN_WIDTH <= moment <= end - MIN_WIDTH:
             cuts.append(moment)
+    if parts > 1 and len(cuts) == 1 and end - start >= 2 * MIN_WIDTH:
+        # Every interpolated cut fell on the edge (all the expected traffic in the first millisecond):
+        # halve by width, so a split always makes progress.
+        cuts.append(_floor_ms(start + (end - start) / 2))
     cuts.append(end)
     return [Window(a, b, expected_between(buckets, a, b)) for a, b in zip(cuts, cuts[1:])]
 

@@ -1,0 +1,50 @@
+"""Window planning from request counts (pure: no HTTP)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+from usage_pipeline.openrouter.windows import MIN_WIDTH, Bucket, expected_between, plan, split
+
+DAY = dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
+HOUR = dt.timedelta(hours=1)
+
+
+def hourly(counts: list[int]) -> list[Bucket]:
+    return [Bucket(DAY + h * HOUR, DAY + (h + 1) * HOUR, c) for h, c in enumerate(counts)]
+
+
+def test_windows_cover_the_day_exactly_with_equal_expected_counts() -> None:
+    counts = [int(200 + 3800 * math.exp(-((h - 14) / 4) ** 2)) for h in range(24)]
+    windows = plan(hourly(counts), DAY, DAY + 24 * HOUR, 10_000)
+    assert windows[0].start == DAY and windows[-1].end == DAY + 24 * HOUR
+    assert all(a.end == b.start for a, b in zip(windows, windows[1:]))
+    assert len(windows) == math.ceil(sum(counts) / 9_000)
+    assert all(w.expected <= 9_000 for w in windows)
+    assert sum(w.expected for w in windows) == sum(counts)
+
+
+def test_an_hour_bigger_than_a_window_is_cut_inside_the_hour() -> None:
+    counts = [0] * 24
+    counts[9] = 45_000
+    windows = plan(hourly(counts), DAY, DAY + 24 * HOUR, 10_000)
+    inside = [w for w in windows if DAY + 9 * HOUR < w.end < DAY + 10 * HOUR]
+    assert len(windows) == 5 and len(inside) == 4
+    assert all(w.start.microsecond % 1000 == 0 for w in windows)  # millisecond cuts
+
+
+def test_a_split_always_makes_progress_even_when_all_traffic_sits_in_the_first_millisecond() -> None:
+    minute = dt.timedelta(minutes=1)
+    edge = DAY + 10 * minute
+    buckets = [Bucket(edge - minute, edge, 9_000), Bucket(edge, edge + minute, 0)]
+    start = edge - MIN_WIDTH
+    pieces = split(buckets, start, start + 10 * MIN_WIDTH, parts=4)
+    assert len(pieces) >= 2
+    assert pieces[0].start == start and pieces[-1].end == start + 10 * MIN_WIDTH
+    assert expected_between(buckets, start, start + 10 * MIN_WIDTH) > 0
+
+
+def test_a_window_too_narrow_to_cut_stays_whole() -> None:
+    start = DAY + HOUR
+    assert len(split(hourly([1000] * 24), start, start + MIN_WIDTH, parts=3)) == 1
