@@ -36,14 +36,14 @@ SETTLE_HOURS = 2  # analytics can lag live traffic; a day is final some time aft
 def daily_usage(context: AssetExecutionContext, influxdb: InfluxDBResource, openrouter: OpenRouterResource,
                 usage_db: DailyUsageDatabase) -> MaterializeResult:
     day = capturable_day(context.partition_key)
-    store = influxdb.store()
     with openrouter.client() as client:
         counts = api_day_counts(client, day)
-    verdict = full_capture(store, counts)
-    if not verdict.passed:  # the blocking check passed moments ago; never summarize a day that is not whole
-        raise Failure(description=f"not summarizing: {verdict.description}", metadata=verdict.metadata)
-    summary = summarize_day(day, store.iter_day_frames(day),
-                            CaptureStatus(api_requests=counts.requests, api_cost=counts.usage, status="complete"))
+    with influxdb.store() as store:
+        verdict = full_capture(store, counts)
+        if not verdict.passed:  # the blocking check passed moments ago; never summarize a day that is not whole
+            raise Failure(description=f"not summarizing: {verdict.description}", metadata=verdict.metadata)
+        summary = summarize_day(day, store.iter_day_frames(day),
+                                CaptureStatus(api_requests=counts.requests, api_cost=counts.usage, status="complete"))
     with usage_db.store_connection() as conn:
         replace_day(conn, summary)
         published = publish(conn, usage_db.published)

@@ -36,9 +36,8 @@ OPENROUTER_POOL = "openrouter_api"
 def generations(context: AssetExecutionContext, openrouter: OpenRouterResource,
                 influxdb: InfluxDBResource) -> MaterializeResult:
     day = capturable_day(context.partition_key)
-    store = influxdb.store()
-    store.ensure_database()
-    with openrouter.client() as client:
+    with influxdb.store() as store, openrouter.client() as client:
+        store.ensure_database()
         recording = record_day(client, store, day)
     metadata = recording.summary()
     context.log.info(f"{day}: {metadata}")
@@ -62,7 +61,8 @@ def _day(context: AssetCheckExecutionContext) -> dt.date:
 @asset_check(asset=generations, blocking=True,
              description="InfluxDB holds exactly one point per generation of the day (points == distinct ids).")
 def zero_duplicates(context: AssetCheckExecutionContext, influxdb: InfluxDBResource) -> AssetCheckResult:
-    return _result(no_duplicates(influxdb.store(), _day(context)))
+    with influxdb.store() as store:
+        return _result(no_duplicates(store, _day(context)))
 
 
 @asset_check(asset=generations, blocking=True, pool=OPENROUTER_POOL,
@@ -72,7 +72,8 @@ def full_capture_matches_openrouter(context: AssetCheckExecutionContext, influxd
                                     openrouter: OpenRouterResource) -> AssetCheckResult:
     with openrouter.client() as client:
         counts = api_day_counts(client, _day(context))
-    return _result(full_capture(influxdb.store(), counts))
+    with influxdb.store() as store:
+        return _result(full_capture(store, counts))
 
 
 @asset_check(asset=generations, pool=OPENROUTER_POOL,
@@ -81,4 +82,5 @@ def cost_matches_openrouter(context: AssetCheckExecutionContext, influxdb: Influ
                             openrouter: OpenRouterResource) -> AssetCheckResult:
     with openrouter.client() as client:
         counts = api_day_counts(client, _day(context))
-    return _result(cost_agrees(influxdb.store(), counts), AssetCheckSeverity.WARN)
+    with influxdb.store() as store:
+        return _result(cost_agrees(store, counts), AssetCheckSeverity.WARN)
