@@ -20,7 +20,7 @@ from benchmarks.influx_write import peak_rss_mb
 from usage_pipeline.definitions import build_defs
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
 from usage_pipeline.influx.local_server import run_influxd
-from usage_pipeline.openrouter.emulator.process import run_emulator
+from openrouter_emulator.process import run_emulator
 
 
 def main() -> None:

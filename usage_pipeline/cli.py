@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="usage-pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    from usage_pipeline.openrouter.emulator.server import add_cli_arguments, serve_from_args
+    from openrouter_emulator.server import add_cli_arguments, serve_from_args
 
     emulator = commands.add_parser("emulator", help="serve the local OpenRouter emulator under /api/v1")
     add_cli_arguments(emulator)

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 
 from usage_pipeline.influx.local_server import run_influxd
-from usage_pipeline.openrouter.emulator.process import run_emulator
+from openrouter_emulator.process import run_emulator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """Record one UTC day of OpenRouter generations in the InfluxDB ledger, as a stream.
 
-windows -> records -> batches: each analytics window's records are written as they arrive, so memory is
-bounded by one window, never by the day. Writes are upserts (same identity overwrites), so a rerun of a
+windows -> records -> batches: each analytics window's records are written here while the capture goes on
+fetching the next ones on its own thread, so memory is bounded by a few windows, never by the day. Writes are upserts (same identity overwrites), so a rerun of a
 day never adds a point; a failed batch raises and fails the caller.
 """
 
@@ -38,6 +38,7 @@ class DayRecording:
             "fetched": c.records_fetched,
             "written": self.written,
             "duplicates_skipped": c.duplicate_ids_across_windows,
+            "next_day_ids_skipped": c.next_day_ids_skipped,
             "missing": len(c.missing),
             "invalid": len(c.invalid),
             "windows": c.windows_queried,
@@ -47,6 +48,13 @@ class DayRecording:
             "analytics_row_limit": c.row_limit,
             "expected_from_counts": c.expected_from_counts,
             "retries": c.retries,
+            "throttled_429": c.throttled,
+            "fetch_requests": c.fetch_requests,
+            "hedged_requests": c.hedged,
+            "records_per_second": round(c.records_per_second, 1),
+            "peak_in_flight": c.peak_in_flight,
+            "fetch_p50_ms": c.fetch_p50_ms,
+            "fetch_p99_ms": c.fetch_p99_ms,
             "seconds": round(self.elapsed_s, 3),
             "influx_write_seconds": round(self.write_seconds, 3),
         }

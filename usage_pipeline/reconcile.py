@@ -44,57 +44,87 @@ def no_duplicates(store: InfluxStore, day: dt.date) -> Verdict:
     )
 
 
+def _labels_table(api: ApiDayCounts) -> str:
+    rows = [[label, u.requests, f"{u.usage:.6f}"] for label, u in sorted(api.by_label.items())]
+    return _table(["analytics model label (not matched by name)", "requests", "usage USD"], rows)
+
+
 def full_capture(store: InfluxStore, api: ApiDayCounts) -> Verdict:
-    """Distinct ids stored per model == OpenRouter's request_count per model (and /activity's, when in range)."""
+    """The day's distinct stored ids == OpenRouter's count, exactly: analytics' total, and /activity's total
+    and per-model counts (slugs, as `/generation` names models) when the day is inside its window.
+
+    Analytics names models by label, so its per-model figures are shown beside, never compared by name.
+    """
     stored = store.ids_by_model(api.day)
-    sources: dict[str, dict[str, int]] = {"analytics": {m: u.requests for m, u in api.analytics.items()}}
-    if api.activity_requests is not None:
-        sources["activity"] = api.activity_requests
-    rows = []
-    for model in sorted(set(stored).union(*sources.values())):
-        mine = stored.get(model, 0)
-        theirs = {name: counts.get(model, 0) for name, counts in sources.items()}
-        if any(mine != n for n in theirs.values()):
-            rows.append([model, mine, *theirs.values(), *(mine - n for n in theirs.values())])
     total = sum(stored.values())
+    totals = {"analytics": api.requests}
+    if api.activity is not None:
+        totals["activity"] = sum(u.requests for u in api.activity.values())
+    rows: list[list[Any]] = []
+    if api.activity is not None:
+        activity = {model: u.requests for model, u in api.activity.items()}
+        for model in sorted(set(stored) | set(activity)):
+            mine, theirs = stored.get(model, 0), activity.get(model, 0)
+            if mine != theirs:
+                rows.append([model, mine, theirs, mine - theirs])
+    totals_differ = {name: n for name, n in totals.items() if n != total}
     metadata: dict[str, Any] = {
         "day": api.day.isoformat(),
         "stored_distinct_ids": total,
-        "api_request_count": sum(sources["analytics"].values()),
+        "api_request_count": api.requests,
         "models": len(stored),
-        "activity_checked": api.activity_requests is not None,
+        "activity_checked": api.activity is not None,
+        "analytics_labels": len(api.by_label),
     }
-    if api.activity_requests is not None:
-        metadata["activity_requests"] = sum(api.activity_requests.values())
+    if "activity" in totals:
+        metadata["activity_requests"] = totals["activity"]
     diff = None
-    if rows:
-        names = list(sources)
-        diff = _table(["model", "stored", *names, *(f"stored - {n}" for n in names)], rows)
-        metadata["models_differing"] = len(rows)
+    if rows or totals_differ:
+        lines = [f"stored {total} vs " + ", ".join(f"{name} {n}" for name, n in totals.items())]
+        if rows:
+            lines.append(_table(["model", "stored", "activity", "stored - activity"], rows))
+            metadata["models_differing"] = len(rows)
+        elif api.activity is None:
+            lines.append("(the day is outside /activity's 30-day window: no per-model counts by slug)")
+        lines.append(_labels_table(api))
+        diff = "\n\n".join(lines)
+    passed = not rows and not totals_differ
     return Verdict(
-        passed=not rows,
-        description=(f"{api.day}: {total} generations stored, matching OpenRouter's counts for every model"
-                     if not rows else f"{api.day}: {len(rows)} model(s) differ from OpenRouter's counts"),
+        passed=passed,
+        description=(f"{api.day}: {total} generations stored, matching OpenRouter's count"
+                     + (" for every model" if api.activity is not None else "")
+                     if passed else f"{api.day}: stored {total} generations, OpenRouter counts "
+                     + ", ".join(f"{n} ({name})" for name, n in totals.items())
+                     + (f"; {len(rows)} model(s) differ" if rows else "")),
         metadata=metadata,
         diff_markdown=diff,
     )
 
 
 def cost_agrees(store: InfluxStore, api: ApiDayCounts) -> Verdict:
-    """Stored `usage` per model vs analytics `total_usage` (credits spent) for the day."""
+    """Stored `usage` (credits charged) vs analytics' `total_usage` for the day, and per model vs
+    /activity's `usage` when the day is inside its window."""
     stored = store.usage_by_model(api.day)
+    total_stored = sum(stored.values())
     rows = []
-    for model in sorted(set(stored) | set(api.analytics)):
-        mine = stored.get(model, 0.0)
-        theirs = api.analytics[model].usage if model in api.analytics else 0.0
-        if not math.isclose(mine, theirs, rel_tol=COST_RELATIVE_TOLERANCE, abs_tol=COST_ABSOLUTE_TOLERANCE):
-            rows.append([model, f"{mine:.6f}", f"{theirs:.6f}", f"{mine - theirs:+.6f}"])
-    total_stored, total_api = sum(stored.values()), api.usage
+    if not _close(total_stored, api.usage):
+        rows.append(["(all models, analytics)", f"{total_stored:.6f}", f"{api.usage:.6f}",
+                     f"{total_stored - api.usage:+.6f}"])
+    if api.activity is not None:
+        for model in sorted(set(stored) | set(api.activity)):
+            mine = stored.get(model, 0.0)
+            theirs = api.activity[model].usage if model in api.activity else 0.0
+            if not _close(mine, theirs):
+                rows.append([model, f"{mine:.6f}", f"{theirs:.6f}", f"{mine - theirs:+.6f}"])
     return Verdict(
         passed=not rows,
-        description=f"{api.day}: stored usage ${total_stored:.6f} vs OpenRouter ${total_api:.6f}",
+        description=f"{api.day}: stored usage ${total_stored:.6f} vs OpenRouter ${api.usage:.6f}",
         metadata={"day": api.day.isoformat(), "stored_usage_usd": round(total_stored, 9),
-                  "api_usage_usd": round(total_api, 9), "models_differing": len(rows),
+                  "api_usage_usd": round(api.usage, 9), "models_differing": len(rows),
                   "stored_total_cost_usd": round(sum(store.cost_by_model(api.day).values()), 9)},
         diff_markdown=_table(["model", "stored usage", "OpenRouter usage", "difference"], rows) if rows else None,
     )
+
+
+def _close(mine: float, theirs: float) -> bool:
+    return math.isclose(mine, theirs, rel_tol=COST_RELATIVE_TOLERANCE, abs_tol=COST_ABSOLUTE_TOLERANCE)

@@ -9,7 +9,7 @@ import pytest
 
 from usage_pipeline.influx.local_server import LocalInfluxd, run_influxd
 from usage_pipeline.openrouter.client import OpenRouterClient
-from usage_pipeline.openrouter.emulator.process import EmulatorProcess, run_emulator
+from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.openrouter.settings import OpenRouterSettings
 
 

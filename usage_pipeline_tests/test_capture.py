@@ -11,7 +11,7 @@ import requests
 
 from usage_pipeline.openrouter.capture import DayCapture, DayOutOfRange, WindowTooDense
 from usage_pipeline.openrouter.counts import api_day_counts
-from usage_pipeline.openrouter.emulator.process import EmulatorProcess, run_emulator
+from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.openrouter.transport import OpenRouterAuthError
 from usage_pipeline_tests.conftest import client_for, yesterday
 

@@ -24,7 +24,7 @@ from dagster import DagsterEventType, DagsterInstance
 from usage_pipeline.defs.recapture import run_day
 from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline.influx.store import InfluxSettings, InfluxStore
-from usage_pipeline.openrouter.emulator.process import EmulatorProcess
+from openrouter_emulator.process import EmulatorProcess
 from usage_pipeline_tests.conftest import yesterday
 
 REPO = Path(__file__).resolve().parent.parent

@@ -37,7 +37,7 @@ from usage_pipeline.defs.partitions import capturable_day
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
 from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline.influx.store import InfluxSettings, InfluxStore
-from usage_pipeline.openrouter.emulator.process import EmulatorProcess
+from openrouter_emulator.process import EmulatorProcess
 from usage_pipeline_tests.conftest import yesterday
 
 SUMMARY_TABLES = ("daily_usage", "daily_usage_by_provider", "daily_usage_by_api_key", "daily_usage_by_user",

@@ -7,7 +7,7 @@ import os
 
 from dagster import DailyPartitionsDefinition, Failure
 
-from usage_pipeline.openrouter.capture import DayOutOfRange, check_capturable
+from usage_pipeline.openrouter.day import DayOutOfRange, check_capturable
 
 
 def start_date() -> str:

@@ -17,7 +17,7 @@ from dagster import (
 )
 
 from usage_pipeline.defs.daily_usage import daily_usage_job
-from usage_pipeline.openrouter.capture import DayOutOfRange, check_capturable
+from usage_pipeline.openrouter.day import DayOutOfRange, check_capturable
 
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"

@@ -22,11 +22,14 @@ class OpenRouterResource(ConfigurableResource):
 
     api_key: str
     base_url: str = DEFAULT_BASE_URL
-    concurrency: int = 16
+    max_concurrency: int = 512
+    max_rps: Optional[float] = None
+    record_timeout_s: float = 10.0
 
     def client(self) -> OpenRouterClient:
-        return OpenRouterClient(OpenRouterSettings(api_key=self.api_key, base_url=self.base_url.rstrip("/"),
-                                                   concurrency=self.concurrency))
+        return OpenRouterClient(OpenRouterSettings(
+            api_key=self.api_key, base_url=self.base_url.rstrip("/"), max_concurrency=self.max_concurrency,
+            max_rps=self.max_rps, record_timeout_s=self.record_timeout_s))
 
 
 class InfluxDBResource(ConfigurableResource):
@@ -71,13 +74,30 @@ def _secret(name: str) -> Optional[EnvVar]:
     return EnvVar(name) if os.environ.get(name) else None
 
 
+def _number(name: str, kind: type[int] | type[float], default: Optional[float]) -> Optional[float]:
+    """A positive number from the environment, or a one-line error naming the variable."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not value > 0:
+        form = "a positive integer" if kind is int else "a positive number"
+        raise ValueError(f"{name} must be {form}, got {text!r}")
+    return value
+
+
 def resources_from_env() -> dict[str, ConfigurableResource]:
     retention = os.environ.get("INFLUXDB_RETENTION_DAYS")
     return {
         "openrouter": OpenRouterResource(
             api_key=EnvVar("OPENROUTER_API_KEY"),
             base_url=os.environ.get("OPENROUTER_BASE_URL", DEFAULT_BASE_URL),
-            concurrency=int(os.environ.get("OPENROUTER_CONCURRENCY", "16")),
+            max_concurrency=int(_number("OPENROUTER_MAX_CONCURRENCY", int, 512) or 512),
+            max_rps=_number("OPENROUTER_MAX_RPS", float, None),
+            record_timeout_s=float(_number("OPENROUTER_RECORD_TIMEOUT_S", float, 10.0) or 10.0),
         ),
         "influxdb": InfluxDBResource(
             url=EnvVar("INFLUXDB_URL"),

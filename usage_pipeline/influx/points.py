@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from typing import Sequence
+from operator import attrgetter
+from typing import Iterator, Mapping, Sequence
 
 from influxdb_client import Point, WritePrecision
 
+from usage_pipeline.influx.line_protocol import LineEncoder
 from usage_pipeline.openrouter.generation import Generation
 
 MEASUREMENT = "generations"
@@ -120,8 +122,14 @@ def _field_value(generation: Generation, name: str, kind: type) -> object:
     return kind(value)
 
 
+# Writes go through this: the same line as `to_point(...).to_line_protocol()` (tests hold them equal), with
+# every field read by one attrgetter and encoded by one generated function (see line_protocol).
+_ENCODER = LineEncoder(MEASUREMENT, TAGS, FIELD_TYPES)
+_FIELD_VALUES = attrgetter(*(_SOURCE_ATTR.get(name, name) for name in FIELD_TYPES))
+
+
 def to_point(generation: Generation, rank: int) -> Point:
-    """Build the point of one generation at the given rank."""
+    """Build the point of one generation at the given rank (an `influxdb_client.Point`; writes use `to_lines`)."""
     point = Point(MEASUREMENT).tag("model", generation.model)
     provider = _provider_tag(generation)
     if provider is not None:
@@ -143,7 +151,37 @@ def unique_by_id(generations: Sequence[Generation]) -> list[Generation]:
 
 
 def to_points(generations: Sequence[Generation]) -> list[Point]:
-    """Points for a complete window of generations (every generation of each µs must be present)."""
+    """Points for a complete window of generations (every generation of each µs must be present).
+
+    Kept for the package's public API and as the reference the tests hold `to_lines` to; ~4x slower.
+    """
     unique = unique_by_id(generations)
     ranks = assign_ranks(unique)
     return [to_point(generation, ranks[generation.id]) for generation in unique]
+
+
+def _lines(generations: Sequence[Generation], ranks: Mapping[str, int]) -> list[str]:
+    encode, field_values, provider_tag, time_ns = _ENCODER.encode, _FIELD_VALUES, _provider_tag, point_time_ns
+    return [
+        encode((g.model, provider_tag(g)), field_values(g), time_ns(g.created_at, ranks[g.id])) for g in generations
+    ]
+
+
+def to_lines(generations: Sequence[Generation]) -> list[str]:
+    """Line protocol for a complete window of generations (every generation of each µs must be present)."""
+    unique = unique_by_id(generations)
+    return _lines(unique, assign_ranks(unique))
+
+
+def iter_line_batches(generations: Sequence[Generation], batch_size: int) -> Iterator[list[str]]:
+    """`to_lines` in batches of at most `batch_size`, each encoded only when asked for.
+
+    Ranks are assigned for the whole window before the first batch, so a rank overflow raises before any
+    line is handed out; a value that cannot be encoded raises when its batch is.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    unique = unique_by_id(generations)
+    ranks = assign_ranks(unique)
+    for start in range(0, len(unique), batch_size):
+        yield _lines(unique[start : start + batch_size], ranks)

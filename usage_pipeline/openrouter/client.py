@@ -1,4 +1,7 @@
-"""The OpenRouter endpoints the ledger reads, as typed calls. No Dagster in here.
+"""OpenRouter's analytics and activity endpoints, as typed calls. No Dagster in here.
+
+Record fetches (`GET /generation`, by the hundred in flight) are `records.RecordFetcher`'s; this client
+carries the settings they use.
 
 `POST /analytics/query` is paced client-side to its documented 64 requests/minute so a day's
 enumeration does not spend its time in 429 back-offs; the server's 429 + Retry-After stays the
@@ -19,7 +22,6 @@ from usage_pipeline.openrouter.transport import OpenRouterError, Transport
 
 ANALYTICS_MAX_ROWS = 10_000
 ANALYTICS_RPM = 64
-GENERATION_ID_WINDOW = dt.timedelta(days=31)
 ACTIVITY_WINDOW_DAYS = 30
 
 
@@ -62,8 +64,8 @@ class OpenRouterClient:
     def __init__(self, settings: OpenRouterSettings, *, analytics_rpm: int = ANALYTICS_RPM,
                  not_found_retries: int = 6) -> None:
         self.settings = settings
-        self.transport = Transport(settings.base_url, settings.api_key, pool_size=settings.concurrency,
-                                   timeout_s=settings.timeout_s, not_found_retries=not_found_retries)
+        self.not_found_retries = not_found_retries  # per record; records.RecordRetries applies it
+        self.transport = Transport(settings.base_url, settings.api_key, timeout_s=settings.timeout_s)
         self._limiter = PerMinuteLimiter(analytics_rpm)
         self.analytics_queries = 0
 
@@ -87,7 +89,7 @@ class OpenRouterClient:
             body["filters"] = list(filters)
         self._limiter.acquire()
         self.analytics_queries += 1
-        payload = self.transport.request("POST", "/analytics/query", json=body) or {}
+        payload = self.transport.request("POST", "/analytics/query", json=body)
         try:
             inner = payload["data"]
             meta = inner["metadata"]
@@ -97,18 +99,8 @@ class OpenRouterClient:
         except (KeyError, TypeError) as exc:
             raise OpenRouterError(f"POST /analytics/query: unexpected answer shape (missing {exc})") from exc
 
-    def generation(self, generation_id: str) -> dict[str, Any] | None:
-        """The record's `data`, or None when it is still 404 after the lag retries."""
-        payload = self.transport.request("GET", "/generation", params={"id": generation_id}, allow_404=True)
-        if payload is None:
-            return None
-        data = payload.get("data")
-        if not isinstance(data, dict):
-            raise OpenRouterError(f"GET /generation?id={generation_id}: answer has no 'data' object")
-        return data
-
     def activity(self, day: dt.date) -> list[dict[str, Any]]:
-        payload = self.transport.request("GET", "/activity", params={"date": day.isoformat()}) or {}
+        payload = self.transport.request("GET", "/activity", params={"date": day.isoformat()})
         rows = payload.get("data")
         if not isinstance(rows, list):
             raise OpenRouterError("GET /activity: answer has no 'data' list")

@@ -1,44 +1,62 @@
-"""OpenRouter's own counts for a day, the yardstick of the full-capture and cost checks."""
+"""OpenRouter's own counts for a day, the yardstick of the full-capture and cost checks.
+
+Two sources, never joined by name. Analytics gives the day's exact total; its `model` dimension comes
+back as human-readable labels ("OpenAI: GPT-4.1"), not the slug `GET /generation` records
+(`openai/gpt-4.1`), so per-label figures are shown but never matched to stored models. `/activity` names
+models by slug (and permaslug), so per-model comparisons use it, within its 30-day window.
+
+The day is asked as [00:00, next 00:00) with `granularity: day`, and only the day's own bucket is read:
+a server that treats `time_range.end` as inclusive adds generations of the next day's first instant,
+which land in the next day's bucket, so inclusive and exclusive servers give the same figures.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
 
-from usage_pipeline.openrouter.capture import day_bounds
 from usage_pipeline.openrouter.client import ACTIVITY_WINDOW_DAYS, ANALYTICS_MAX_ROWS, OpenRouterClient
+from usage_pipeline.openrouter.day import day_bounds
+from usage_pipeline.openrouter.enumeration import bucket_start
 from usage_pipeline.openrouter.transport import OpenRouterError
 
 
 @dataclass(frozen=True)
-class ModelUsage:
+class Usage:
     requests: int
-    usage: float
+    usage: float  # USD
     tokens_prompt: int
     tokens_completion: int
 
 
 @dataclass(frozen=True)
 class ApiDayCounts:
-    """Per-model counts from analytics, and from /activity when the day is inside its 30-day window."""
-
     day: dt.date
-    analytics: dict[str, ModelUsage]
-    activity_requests: dict[str, int] | None
-    activity_usage: dict[str, float] | None
+    total: Usage  # analytics, exact for the day
+    by_label: dict[str, Usage]  # analytics per model *label*: for people to read, never an identity
+    activity: dict[str, Usage] | None  # /activity per model slug, when the day is inside its window
 
     @property
     def requests(self) -> int:
-        return sum(m.requests for m in self.analytics.values())
+        return self.total.requests
 
     @property
     def usage(self) -> float:
-        return sum(m.usage for m in self.analytics.values())
+        return self.total.usage
 
 
 def _int(value: object) -> int:
-    """Analytics returns counts as strings ("1523"); absent means zero."""
-    return int(float(value)) if value not in (None, "") else 0
+    """Analytics returns counts as strings ("1523"); absent means zero. A fraction is not a count."""
+    if value in (None, ""):
+        return 0
+    number = float(str(value))
+    if not number.is_integer():
+        raise OpenRouterError(f"a count came back as {value!r}, not a whole number")
+    return int(number)
+
+
+def _float(value: object) -> float:
+    return float(str(value)) if value not in (None, "") else 0.0
 
 
 def within_activity_window(day: dt.date, today: dt.date | None = None) -> bool:
@@ -46,27 +64,37 @@ def within_activity_window(day: dt.date, today: dt.date | None = None) -> bool:
     return today - dt.timedelta(days=ACTIVITY_WINDOW_DAYS) <= day < today
 
 
+def _sum(rows: list[Usage]) -> Usage:
+    return Usage(sum(r.requests for r in rows), sum(r.usage for r in rows),
+                 sum(r.tokens_prompt for r in rows), sum(r.tokens_completion for r in rows))
+
+
 def api_day_counts(client: OpenRouterClient, day: dt.date, today: dt.date | None = None) -> ApiDayCounts:
     start, end = day_bounds(day)
     result = client.analytics(
         metrics=["request_count", "total_usage", "tokens_prompt", "tokens_completion"],
-        dimensions=["model"], start=start, end=end, limit=ANALYTICS_MAX_ROWS)
+        dimensions=["model"], granularity="day", start=start, end=end, limit=ANALYTICS_MAX_ROWS)
     if result.truncated:
         raise OpenRouterError(f"per-model analytics for {day} came back truncated")
-    analytics = {
-        str(row["model"]): ModelUsage(
-            requests=_int(row.get("request_count")), usage=float(row.get("total_usage") or 0.0),
-            tokens_prompt=_int(row.get("tokens_prompt")), tokens_completion=_int(row.get("tokens_completion")))
-        for row in result.rows if _int(row.get("request_count"))
-    }
-    activity_requests: dict[str, int] | None = None
-    activity_usage: dict[str, float] | None = None
+    by_label: dict[str, list[Usage]] = {}
+    for row in result.rows:
+        bucket = bucket_start(row, "day")
+        if bucket is None:
+            raise OpenRouterError(f"day request_count row without a time bucket: {sorted(row)}")
+        if bucket != start:
+            continue  # the next day's first instant, from a server whose end bound is inclusive
+        usage = Usage(_int(row.get("request_count")), _float(row.get("total_usage")),
+                      _int(row.get("tokens_prompt")), _int(row.get("tokens_completion")))
+        by_label.setdefault(str(row.get("model")), []).append(usage)
+    labels = {label: _sum(rows) for label, rows in by_label.items()}
+    activity: dict[str, Usage] | None = None
     if within_activity_window(day, today):
-        activity_requests, activity_usage = {}, {}
+        per_model: dict[str, list[Usage]] = {}
         for row in client.activity(day):
             if row.get("date") not in (None, day.isoformat()):
                 continue
-            model = str(row["model"])
-            activity_requests[model] = activity_requests.get(model, 0) + _int(row.get("requests"))
-            activity_usage[model] = activity_usage.get(model, 0.0) + float(row.get("usage") or 0.0)
-    return ApiDayCounts(day, analytics, activity_requests, activity_usage)
+            per_model.setdefault(str(row["model"]), []).append(Usage(
+                _int(row.get("requests")), _float(row.get("usage")),
+                _int(row.get("prompt_tokens")), _int(row.get("completion_tokens"))))
+        activity = {model: _sum(rows) for model, rows in per_model.items()}
+    return ApiDayCounts(day, _sum(list(labels.values())), labels, activity)

@@ -1,18 +1,23 @@
-"""HTTP to OpenRouter: one session, urllib3 `Retry` for transient failures, errors that say what to do.
+"""HTTP to OpenRouter's analytics and activity endpoints: one session, urllib3 `Retry`, clear errors.
 
-Retried with exponential backoff and jitter, honouring `Retry-After`: 408, 429, 500, 502, 503, 504, 524,
-529 and connection errors. `GET /generation` additionally retries 404, because a record is answered
-404 for a few seconds after its request finishes. 401/402/403 are never retried.
+These calls are few (analytics is paced at 64/minute), so a synchronous `requests` session serves them;
+record fetches, by the hundred in flight, go through `records.RecordFetcher` instead. Retried with
+exponential backoff and jitter: 408, 429, 500, 502, 503, 504, 524, 529 and connection errors, honouring
+`Retry-After` and OpenRouter's `X-RateLimit-Reset` (epoch ms). 401/402/403 are never retried.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
+
+from usage_pipeline.openrouter.adaptive_limit import MAX_PAUSE_S
+from usage_pipeline.openrouter.records import reset_seconds
 
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 524, 529})
 
@@ -29,8 +34,19 @@ class OpenRouterAuthError(OpenRouterError):
     """401/402/403: the key is wrong, out of credit, or not a management key. Never retried."""
 
 
+class RateLimitRetry(Retry):
+    """urllib3's Retry, which also reads OpenRouter's `X-RateLimit-Reset` (epoch ms) when a 429 carries
+    no `Retry-After`: urllib3 knows only the standard header."""
+
+    def get_retry_after(self, response: Any) -> float | None:
+        seconds = super().get_retry_after(response)
+        if seconds is None and response.status == 429:
+            seconds = reset_seconds(response.headers.get("X-RateLimit-Reset"), time.time())
+        return None if seconds is None else min(seconds, MAX_PAUSE_S)
+
+
 def _retry(total: int, statuses: frozenset[int]) -> Retry:
-    return Retry(
+    return RateLimitRetry(
         total=total,
         connect=total,
         read=total,
@@ -48,27 +64,23 @@ def _retry(total: int, statuses: frozenset[int]) -> Retry:
 class Transport:
     """A pooled `requests.Session` with a thread-safe retry counter; never logs the key."""
 
-    def __init__(self, base_url: str, api_key: str, *, pool_size: int = 16, timeout_s: float = 60.0,
-                 retries: int = 8, not_found_retries: int = 6) -> None:
+    def __init__(self, base_url: str, api_key: str, *, pool_size: int = 4, timeout_s: float = 60.0,
+                 retries: int = 8) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {api_key}"
         self.session.headers["User-Agent"] = "usage_pipeline"
-        default = HTTPAdapter(max_retries=_retry(retries, TRANSIENT_STATUSES),
+        adapter = HTTPAdapter(max_retries=_retry(retries, TRANSIENT_STATUSES),
                               pool_connections=2, pool_maxsize=pool_size)
-        # requests picks the adapter with the longest matching prefix: /generation gets 404 retries.
-        lagging = HTTPAdapter(max_retries=_retry(not_found_retries, TRANSIENT_STATUSES | {404}),
-                              pool_connections=2, pool_maxsize=pool_size)
-        self.session.mount("http://", default)
-        self.session.mount("https://", default)
-        self.session.mount(f"{self.base_url}/generation?", lagging)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self._lock = threading.Lock()
         self.retries = 0
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                json: dict[str, Any] | None = None, allow_404: bool = False) -> dict[str, Any] | None:
-        """Send one request; return the JSON body, None for an allowed 404, else raise OpenRouterError."""
+                json: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Send one request; return the JSON body, else raise OpenRouterError."""
         url = f"{self.base_url}{path}"
         if params:
             url = requests.Request("GET", url, params=params).prepare().url or url
@@ -79,25 +91,33 @@ class Transport:
         history = getattr(getattr(response.raw, "retries", None), "history", ()) or ()
         with self._lock:
             self.retries += len(history)
-        if response.status_code == 404 and allow_404:
-            return None
         if response.status_code >= 400:
             raise _error_for(method, path, response)
         try:
-            return response.json()
+            payload = response.json()
         except ValueError as exc:
-            raise OpenRouterError(f"{method} {path}: answer is not JSON (status {response.status_code})") from exc
+            raise OpenRouterError(f"{method} {path}: answer is not JSON (status {response.status_code}, "
+                                  f"{_body_kind(response)})") from exc
+        if not isinstance(payload, dict):
+            raise OpenRouterError(f"{method} {path}: answer is not a JSON object")
+        return payload
 
     def close(self) -> None:
         self.session.close()
 
 
+def _body_kind(response: requests.Response) -> str:
+    if "html" in response.headers.get("Content-Type", "").lower() or response.text.lstrip().startswith("<"):
+        return "an HTML error page, not OpenRouter's JSON"
+    return "a body that is not JSON"
+
+
 def _error_for(method: str, path: str, response: requests.Response) -> OpenRouterError:
     status = response.status_code
     try:
-        message = response.json().get("error", {}).get("message", "")
+        message = str(response.json().get("error", {}).get("message", ""))
     except (ValueError, AttributeError):
-        message = response.text[:200]
+        message = _body_kind(response)
     where = f"{method} {path}"
     if status == 401:
         return OpenRouterAuthError(f"{where}: 401 {message!r}: OpenRouter did not accept the key; "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -94,3 +95,45 @@ def plan(buckets: Sequence[Bucket], start: dt.datetime, end: dt.datetime, row_li
     """The fewest windows whose expected counts each fit FILL x row_limit."""
     expected = expected_between(buckets, start, end)
     return split(buckets, start, end, math.ceil(expected / (FILL * row_limit)) if expected else 1)
+
+
+class WindowTooDense(ValueError):
+    """A window at the minimum width is still truncated: capturing it exactly is impossible."""
+
+
+class WindowQueue:
+    """The windows still to query for [start, end), in time order, re-planned when one comes back cut.
+
+    No I/O: the caller queries `next()` and reports a cut window with `truncated()`. The server may cap
+    rows below the limit asked for, so the cap is learned from a truncated answer's row count (never from
+    a full, untruncated one) and every queued window is re-planned against it.
+    """
+
+    def __init__(self, buckets: Sequence[Bucket], start: dt.datetime, end: dt.datetime, row_limit: int) -> None:
+        self.buckets = list(buckets)
+        self.row_limit = row_limit
+        self.splits = 0
+        self._queue: deque[Window] = deque(plan(self.buckets, start, end, row_limit))
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def next(self) -> Window | None:
+        """The earliest window not yet queried, or None when the range is covered."""
+        return self._queue.popleft() if self._queue else None
+
+    def truncated(self, window: Window, row_count: int) -> None:
+        """`window` came back cut after `row_count` rows: query its pieces next, then the re-planned rest."""
+        if 0 < row_count < self.row_limit:
+            self.row_limit = row_count
+        if window.width < 2 * MIN_WIDTH:
+            raise WindowTooDense(
+                f"{window.start.isoformat()}..{window.end.isoformat()} holds more than {self.row_limit} generations "
+                "in the narrowest window the analytics API takes; it cannot be enumerated exactly")
+        expected = max(window.expected, row_count + 1)
+        parts = max(2, math.ceil(expected / (FILL * self.row_limit)))
+        self.splits += 1
+        pieces = split(self.buckets, window.start, window.end, parts)
+        rest = [piece for queued in self._queue for piece in split(
+            self.buckets, queued.start, queued.end, math.ceil(queued.expected / (FILL * self.row_limit)) or 1)]
+        self._queue = deque(pieces + rest)

@@ -1,8 +1,8 @@
 """The emulator against OpenRouter's own OpenAPI spec, over real HTTP to real emulator processes.
 
 Every response (200s and errors) is validated against the spec's schema for that path, method and
-status; the rest checks the behaviour the pipeline relies on: exact ground truth, truncation,
-windows, keys, identical timestamps, faults.
+status; the rest checks the behaviour clients rely on: exact ground truth, truncation, windows, keys,
+identical timestamps, faults. (The hostile behaviours are in `test_hostile.py`.)
 """
 
 from __future__ import annotations
@@ -12,137 +12,28 @@ import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 import pytest
 import requests
-import yaml
-from openapi_schema_validator import OAS31Validator
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
 
-from usage_pipeline.openrouter.emulator.process import (
-    EmulatorProcess, EmulatorStartError, run_emulator, start_emulator,
+from openrouter_emulator.process import EmulatorProcess, EmulatorStartError, run_emulator, start_emulator
+from openrouter_emulator_tests.support import (
+    SpecValidator, call, control, created_at, day_range, iso, query, rows_of, today, yesterday,
 )
-from usage_pipeline.openrouter.generation import Generation
 
-SPEC_PATH = Path("/work/shared/openrouter/openapi.yaml")
-SPEC_URI = "urn:openrouter:openapi"
 ID_PATTERN = re.compile(r"^gen-(\d{10})-[A-Za-z0-9]{20}$")
 CREATED_PATTERN = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
-# Error statuses the emulator answers on paths whose spec entry does not list them (documented deviations).
-COMPONENT_BY_STATUS = {400: "BadRequestResponse", 404: "NotFoundResponse", 429: "TooManyRequestsResponse",
-                       503: "ServiceUnavailableResponse"}
-
-
-class SpecValidator:
-    """Validates a live response against the spec's schema for (path, method, status), `$ref`s resolved."""
-
-    def __init__(self, spec: dict[str, Any]) -> None:
-        self.spec = spec
-        resource = Resource.from_contents(spec, default_specification=DRAFT202012)
-        self.registry = Registry().with_resource(SPEC_URI, resource)
-
-    def check(self, path: str, method: str, response: requests.Response, *, fallback: bool = False) -> Any:
-        """The parsed body, after validation; `fallback` allows a status the path does not list."""
-        status = str(response.status_code)
-        responses = self.spec["paths"][path][method]["responses"] if path in self.spec["paths"] else {}
-        if status in responses:
-            escaped = path.replace("~", "~0").replace("/", "~1")
-            pointer = f"#/paths/{escaped}/{method}/responses/{status}/content/application~1json/schema"
-        else:
-            assert fallback, f"the spec lists no {status} for {method.upper()} {path}"
-            pointer = f"#/components/schemas/{COMPONENT_BY_STATUS[response.status_code]}"
-        assert response.headers["Content-Type"].startswith("application/json")
-        body = response.json()
-        self.validate(pointer, body)
-        return body
-
-    def validate(self, pointer: str, body: Any) -> None:
-        validator = OAS31Validator({"$ref": SPEC_URI + pointer}, registry=self.registry,
-                                   format_checker=OAS31Validator.FORMAT_CHECKER)
-        validator.validate(body)
-
-
-@pytest.fixture(scope="module")
-def spec() -> SpecValidator:
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with SPEC_PATH.open() as stream:
-        return SpecValidator(yaml.load(stream, Loader=loader))
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorProcess, EmulatorProcess]]:
-    """Two processes with the same seed: `emu` with defaults (rate limit off), `capped` at 500 rows."""
-    logs = tmp_path_factory.mktemp("emulators")
-    emu = start_emulator(seed=7, extra_args=["--analytics-rpm", "0"], log_path=logs / "emu.log")
-    try:
-        capped = start_emulator(seed=7, extra_args=["--analytics-rpm", "0", "--analytics-max-rows", "500"],
-                                log_path=logs / "capped.log")
-        try:
-            yield emu, capped
-        finally:
-            capped.stop()
-    finally:
-        emu.stop()
-
-
-@pytest.fixture(scope="module")
-def emu(servers: tuple[EmulatorProcess, EmulatorProcess]) -> EmulatorProcess:
-    return servers[0]
-
-
-@pytest.fixture(scope="module")
-def capped(servers: tuple[EmulatorProcess, EmulatorProcess]) -> EmulatorProcess:
-    return servers[1]
-
-
-_session = requests.Session()
-
-
-def today() -> dt.date:
-    return dt.datetime.now(dt.timezone.utc).date()
-
-
-def yesterday() -> dt.date:
-    return today() - dt.timedelta(days=1)
-
-
-def iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def day_range(day: dt.date) -> dict[str, str]:
-    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
-    return {"start": iso(start), "end": iso(start + dt.timedelta(days=1))}
-
-
-def call(server: EmulatorProcess, method: str, path: str, *, key: str | None = "management",
-         **kwargs: Any) -> requests.Response:
-    headers = {}
-    if key is not None:
-        token = {"management": server.management_key, "inference": server.inference_key}.get(key, key)
-        headers["Authorization"] = f"Bearer {token}"
-    return _session.request(method, f"{server.base_url}{path}", headers=headers, timeout=30, **kwargs)
-
-
-def query(server: EmulatorProcess, body: dict[str, Any], **kwargs: Any) -> requests.Response:
-    return call(server, "POST", "/analytics/query", json=body, **kwargs)
-
-
-def control(server: EmulatorProcess, method: str, path: str, **kwargs: Any) -> Any:
-    response = _session.request(method, f"{server.control_url}{path}", timeout=30, **kwargs)
-    response.raise_for_status()
-    return response.json()
 
 
 def truth(server: EmulatorProcess, day: dt.date) -> dict[str, Any]:
-    return control(server, "GET", "/truth", params={"date": day.isoformat()})
+    return server.truth(day)
 
 
-def rows_of(body: dict[str, Any]) -> list[dict[str, Any]]:
-    return body["data"]["data"]
+def slug_of(expected: dict[str, Any]) -> dict[str, str]:
+    """Analytics model label -> /generation slug, from the emulator's catalogue (tests only)."""
+    return {m["label"]: m["slug"] for m in expected["models"]}
 
 
 # --- Shapes: every endpoint against the spec -----------------------------------------------------------
@@ -172,10 +63,11 @@ def test_analytics_model_dimension_matches_truth(emu: EmulatorProcess, spec: Spe
     expected = truth(emu, day)
     assert all(isinstance(r["request_count"], str) and isinstance(r["byok_request_count"], str) for r in rows)
     assert all(isinstance(r["total_usage"], float) and isinstance(r["avg_latency"], float) for r in rows)
-    assert {r["model"]: int(r["request_count"]) for r in rows} == expected["by_model"]
+    slugs = slug_of(expected)  # analytics names models by label by default, as OpenRouter does
+    assert {slugs[r["model"]]: int(r["request_count"]) for r in rows} == expected["by_model"]
     for row in rows:
-        assert row["total_usage"] == pytest.approx(expected["by_model_cost"][row["model"]], rel=1e-9)
-    assert len(rows) >= 10 and len({r["model"].split("/")[0] for r in rows}) >= 5
+        assert row["total_usage"] == pytest.approx(expected["by_model_cost"][slugs[row["model"]]], rel=1e-9)
+    assert len(rows) >= 10 and len({r["model"].split(":")[0] for r in rows}) >= 5
     counts = [int(r["request_count"]) for r in rows]
     assert counts == sorted(counts, reverse=True)  # default order: busiest first
     assert 0 < sum(int(r["byok_request_count"]) for r in rows) < 0.06 * expected["count"]
@@ -235,8 +127,13 @@ def test_time_range_is_half_open_to_the_microsecond(emu: EmulatorProcess, spec: 
 
 def test_analytics_meta(emu: EmulatorProcess, spec: SpecValidator) -> None:
     body = spec.check("/analytics/meta", "get", call(emu, "GET", "/analytics/meta"))["data"]
+    names = {m["name"] for m in body["metrics"]}
     assert {"request_count", "total_usage", "tokens_prompt", "tokens_completion", "reasoning_tokens",
-            "cached_tokens", "avg_latency", "byok_request_count"} <= {m["name"] for m in body["metrics"]}
+            "cached_tokens", "avg_latency", "byok_request_count"} <= names
+    documented = {"request_count", "tokens_total", "tokens_prompt", "tokens_completion", "reasoning_tokens",
+                  "cached_tokens", "byok_request_count", "total_usage", "byok_usage", "credits_usage",
+                  "openrouter_usage", "usage_upstream", "usage_cache", "avg_latency"}
+    assert names <= documented and "total_cost" not in names  # only metrics OpenRouter documents
     assert {"generation_id", "model", "provider", "api_key_id", "external_user", "finish_reason", "origin", "app",
             "user", "workspace"} == {d["name"] for d in body["dimensions"]}
     assert {g["name"] for g in body["granularities"]} == {"minute", "hour", "day", "week", "month"}
@@ -253,9 +150,9 @@ def test_generation_records_have_all_45_fields_and_parse(emu: EmulatorProcess, s
                                                      key="inference"))["data"]
         assert set(data) == fields
         assert data["id"] == gen_id and CREATED_PATTERN.match(data["created_at"])
-        generation = Generation.from_api(data, api_key_id="prod-backend")
-        assert generation.created_at.date() == day
-        assert int(ID_PATTERN.match(gen_id).group(1)) == int(generation.created_at.timestamp())
+        created = created_at(data)
+        assert created.date() == day
+        assert int(ID_PATTERN.match(gen_id).group(1)) == int(created.timestamp())
         assert data["usage"] == data["total_cost"] >= 0
 
 
@@ -366,6 +263,7 @@ def test_inference_key_reads_generations_and_key(emu: EmulatorProcess, spec: Spe
 
 @pytest.mark.parametrize(("body", "needle"), [
     ({"metrics": ["request_count", "tokens_per_dollar"]}, "Unknown metric"),
+    ({"metrics": ["total_cost"]}, "Unknown metric"),  # OpenRouter documents total_usage, no total_cost
     ({"metrics": []}, "metric"),
     ({"dimensions": ["model"]}, "metric"),
     ({"metrics": ["request_count"], "dimensions": ["model", "provider", "app"]}, "At most 2"),
@@ -387,8 +285,10 @@ def test_filters_select_by_underlying_ids(emu: EmulatorProcess, spec: SpecValida
     body = spec.check("/analytics/query", "post", query(emu, {
         "metrics": ["request_count"], "dimensions": ["model"], "time_range": day_range(day),
         "filters": [{"field": "model", "operator": "in", "value": ["openai/gpt-4.1", "x-ai/grok-3-mini"]},
-                    {"field": "api_key_id", "operator": "neq", "value": "ci-evals"}]}))
-    got = {r["model"]: int(r["request_count"]) for r in rows_of(body)}
+                    {"field": "api_key_id", "operator": "neq", "value": "1005"}]}))  # ci-evals, by numeric id
+    slugs = slug_of(expected)
+    got = {slugs[r["model"]]: int(r["request_count"]) for r in rows_of(body)}
+    assert "warnings" not in body["data"]
     assert set(got) == {"openai/gpt-4.1", "x-ai/grok-3-mini"}
     assert 0 < got["openai/gpt-4.1"] < expected["by_model"]["openai/gpt-4.1"]
     some = expected["ids"][:3]
@@ -497,7 +397,7 @@ def test_late_generations_join_the_day(capped: EmulatorProcess, spec: SpecValida
     [total] = rows_of(query(capped, {"metrics": ["request_count"], "time_range": day_range(day)}).json())
     assert int(total["request_count"]) == after["count"]
     data = spec.check("/generation", "get", call(capped, "GET", "/generation", params={"id": added["ids"][0]}))
-    assert Generation.from_api(data["data"]).created_at.date() == day
+    assert created_at(data["data"]).date() == day
 
 
 def test_the_validator_rejects_what_the_spec_forbids(emu: EmulatorProcess, spec: SpecValidator) -> None:

@@ -1,12 +1,14 @@
-"""Start and stop the emulator as a real subprocess, so tests and the demo talk real HTTP to it.
+"""Start and stop the emulator as a real subprocess, so tests and demos talk real HTTP to it.
 
-The module form (`python -m ...emulator.server`) is used rather than the `usage-pipeline` CLI so the
-emulator does not depend on the rest of the project being importable.
+`EmulatorProcess` also drives the running emulator's `/_emulator` control API (settings, faults, ground
+truth, counters) over real HTTP, with nothing but the standard library.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import os
 import socket
 import subprocess
@@ -14,18 +16,27 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator, Sequence
+from typing import IO, Any, Iterator, Sequence
 
 STARTUP_TIMEOUT_S = 30.0
-_PROJECT_ROOT = Path(__file__).resolve().parents[3]
+CONTROL_TIMEOUT_S = 60.0
 
 
 class EmulatorStartError(RuntimeError):
     """The emulator died or never answered; the message carries the tail of its log."""
+
+
+class EmulatorControlError(RuntimeError):
+    """A `/_emulator` control call was refused; the message carries the emulator's reason."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
 
 
 @dataclass
@@ -53,8 +64,73 @@ class EmulatorProcess:
             self._log = None
 
     @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    # -- the control API (`/_emulator/...`) --
+
+    def control(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
+        """One control call; the parsed JSON answer, or EmulatorControlError with the emulator's reason."""
+        url = f"{self.control_url}{path}"
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, method=method,
+                                         headers={"Content-Type": "application/json"} if data is not None else {})
+        try:
+            with urllib.request.urlopen(request, timeout=CONTROL_TIMEOUT_S) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            text = error.read().decode(errors="replace")
+            try:
+                message = json.loads(text)["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = text[:500]
+            raise EmulatorControlError(error.code, message) from None
+
+    def config(self) -> dict[str, Any]:
+        """Every runtime setting and its current value."""
+        return self.control("GET", "/config")
+
+    def configure(self, **settings: Any) -> dict[str, Any]:
+        """Change runtime settings (e.g. `latency_median_ms=50, rate_limit_rps=20`); answers all of them."""
+        return self.control("POST", "/config", settings)
+
+    def reset_config(self) -> dict[str, Any]:
+        """Every runtime setting back to what the command line gave."""
+        return self.control("DELETE", "/config")
+
+    def stats(self) -> dict[str, Any]:
+        return self.control("GET", "/stats")
+
+    def reset_stats(self) -> dict[str, Any]:
+        return self.control("DELETE", "/stats")
+
+    def truth(self, day: dt.date) -> dict[str, Any]:
+        """The day's ground truth: count, sorted ids, per model (slug) and per key (label), the catalogue."""
+        return self.control("GET", "/truth", params={"date": day.isoformat()})
+
+    def set_faults(self, rules: Sequence[dict[str, Any]], append: bool = False) -> list[dict[str, Any]]:
+        """Scripted faults: `{"path", "status"?, "count", "retry_after"?, "delay_ms"?}` each; the rules now."""
+        return self.control("POST", "/faults", {"rules": list(rules), "append": append})["rules"]
+
+    def clear_faults(self) -> None:
+        self.control("DELETE", "/faults")
+
+    def add_generations(self, day: dt.date, count: int, at: dt.datetime | str | None = None) -> list[str]:
+        """`count` late generations on `day`, visible from now (all at the instant `at` when given); their ids."""
+        body: dict[str, Any] = {"date": day.isoformat(), "count": count}
+        if at is not None:
+            if isinstance(at, dt.datetime):
+                if at.tzinfo is None:
+                    raise ValueError("at must be timezone-aware")
+                at = at.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            body["at"] = at
+        return self.control("POST", "/generations", body)["ids"]
 
 
 def _free_port() -> int:
@@ -97,14 +173,13 @@ def start_emulator(*, seed: int = 7, generations_per_day: int = 2000, days: int 
         log_path = Path(name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     last_error = ""
     for _attempt in range(3):  # the free port can be taken between probing and binding
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
         log = open(log_path, "ab")
-        command = [sys.executable, "-m", "usage_pipeline.openrouter.emulator.server", "--host", "127.0.0.1",
+        command = [sys.executable, "-m", "openrouter_emulator.server", "--host", "127.0.0.1",
                    "--port", str(port), "--seed", str(seed), "--generations-per-day", str(generations_per_day),
                    "--days", str(days), *extra_args]
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
@@ -119,7 +194,7 @@ def start_emulator(*, seed: int = 7, generations_per_day: int = 2000, days: int 
             time.sleep(0.05)
         emulator.stop()
         last_error = _log_tail(log_path)
-        if "Address already in use" not in last_error:
+        if "address already in use" not in last_error.lower():
             break
     raise EmulatorStartError(f"OpenRouter emulator did not start (log {log_path}):\n{last_error}")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from usage_pipeline.openrouter.emulator.dataset import (
+from openrouter_emulator.dataset import (
     API_KEYS, APPS, EXTERNAL_USERS, FINISH_REASONS, MEMBERS, MODELS, PROVIDERS, WORKSPACES,
 )
 
@@ -29,7 +29,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("request_count", "Request Count", "number", False, True),
     Metric("byok_request_count", "BYOK Request Count", "number", False, True),
     Metric("total_usage", "Total Usage", "currency", False, False),
-    Metric("total_cost", "Total Cost", "currency", False, False),
+    Metric("tokens_total", "Total Tokens", "number", False, True),
     Metric("tokens_prompt", "Prompt Tokens", "number", False, True),
     Metric("tokens_completion", "Completion Tokens", "number", False, True),
     Metric("reasoning_tokens", "Reasoning Tokens", "number", False, True),
@@ -40,28 +40,39 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 
 @dataclass(frozen=True, slots=True)
 class Category:
-    """One value of a dimension: the label the API answers and the ids a filter may name it by."""
+    """One value of a dimension: what the API answers for it and the ids a filter may name it by.
+
+    OpenRouter enriches `model`, `api_key_id`, `user`, `workspace` and `app` in answers (a human-readable
+    `label`) while filters must use the underlying id; `raw` is what a server without that enrichment
+    answers (`analytics_labels` off). The other dimensions answer and filter by the same value.
+    """
 
     label: str
-    ids: frozenset[str]  # lower-cased
+    raw: str
+    ids: frozenset[str]  # lower-cased filter values that select this category
     sort_id: str
 
+    def shown(self, labels: bool) -> str:
+        return self.label if labels else self.raw
 
-def _categories(rows: list[tuple[str, list[str], str]]) -> tuple[Category, ...]:
-    return tuple(Category(label, frozenset(i.lower() for i in ids), sort_id) for label, ids, sort_id in rows)
+
+def _categories(rows: list[tuple[str, str, list[str], str]]) -> tuple[Category, ...]:
+    return tuple(Category(label, raw, frozenset(i.lower() for i in ids), sort_id) for label, raw, ids, sort_id in rows)
 
 
 CATEGORIES: dict[str, tuple[Category, ...]] = {
-    "model": _categories([(m.slug, [m.slug, m.permaslug], m.slug) for m in MODELS]),
-    "provider": _categories([(p, [p, p.replace(" ", "-")], p) for p in PROVIDERS]),
-    "api_key_id": _categories([(k.label, [str(k.numeric_id), k.hash, k.label], str(k.numeric_id)) for k in API_KEYS]),
-    "external_user": _categories([(u, [u], u) for u in EXTERNAL_USERS]),
-    "finish_reason": _categories([(f, [f], f) for f in FINISH_REASONS]),
-    "origin": _categories([(a.origin, [a.origin], a.origin) for a in APPS]),
-    "app": _categories([(a.title, [str(a.app_id), a.title], str(a.app_id)) for a in APPS]),
-    "user": _categories([(m.name, [m.clerk_id, m.name], m.clerk_id) for m in MEMBERS]),
-    "workspace": _categories([(w.name, [w.workspace_id, w.name], w.workspace_id) for w in WORKSPACES]),
+    "model": _categories([(m.name, m.permaslug, [m.slug, m.permaslug], m.slug) for m in MODELS]),
+    "provider": _categories([(p, p, [p, p.replace(" ", "-")], p) for p in PROVIDERS]),
+    "api_key_id": _categories([(k.label, k.hash, [str(k.numeric_id), k.hash], str(k.numeric_id)) for k in API_KEYS]),
+    "external_user": _categories([(u, u, [u], u) for u in EXTERNAL_USERS]),
+    "finish_reason": _categories([(f, f, [f], f) for f in FINISH_REASONS]),
+    "origin": _categories([(a.origin, a.origin, [a.origin], a.origin) for a in APPS]),
+    "app": _categories([(a.title, str(a.app_id), [str(a.app_id)], str(a.app_id)) for a in APPS]),
+    "user": _categories([(m.name, m.clerk_id, [m.clerk_id], m.clerk_id) for m in MEMBERS]),
+    "workspace": _categories([(w.name, w.workspace_id, [w.workspace_id], w.workspace_id) for w in WORKSPACES]),
 }
+# Dimensions whose filters take only underlying ids: a label (or anything else unknown) is not resolved.
+ENRICHED_DIMENSIONS = frozenset({"model", "api_key_id", "app", "user", "workspace"})
 DIMENSION_LABELS: dict[str, str] = {
     "generation_id": "Generation ID", "model": "Model", "provider": "Provider", "api_key_id": "API Key",
     "external_user": "External User", "finish_reason": "Finish Reason", "origin": "Origin", "app": "App",

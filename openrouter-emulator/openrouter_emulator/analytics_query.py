@@ -6,16 +6,15 @@ only ever sees a well-formed `AnalyticsQuery`.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from usage_pipeline.openrouter.emulator.analytics_catalogue import (
+from openrouter_emulator.analytics_catalogue import (
     ARRAY_OPERATORS, DIMENSION_LABELS, GRANULARITIES, METRICS, RECENT_ONLY_DIMENSIONS, SCALAR_OPERATORS,
 )
-from usage_pipeline.openrouter.emulator.dataset import EPOCH, US_PER_DAY, US_PER_SECOND
-from usage_pipeline.openrouter.emulator.protocol import ApiError
-from usage_pipeline.openrouter.generation import parse_created_at
+from openrouter_emulator.dataset import US_PER_DAY, US_PER_SECOND
+from openrouter_emulator.isotime import parse_iso8601, to_epoch_us
+from openrouter_emulator.protocol import ApiError
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +50,10 @@ def _timestamp_us(value: Any, where: str) -> int:
     if not isinstance(value, str):
         raise ApiError(400, f"{where} must be an ISO 8601 date-time string")
     try:
-        moment = parse_created_at(value)
+        moment = parse_iso8601(value)
     except ValueError:
         raise ApiError(400, f"{where} is not a valid ISO 8601 date-time: {value[:40]!r}") from None
-    return (moment - EPOCH) // dt.timedelta(microseconds=1)
+    return to_epoch_us(moment)
 
 
 def parse_query(body: Any, now: float) -> AnalyticsQuery:

@@ -12,34 +12,36 @@ from typing import Any
 
 import numpy as np
 
-from usage_pipeline.openrouter.emulator.analytics_catalogue import (
-    ARRAY_OPERATORS, CATEGORIES, KEY_MEMBER, KEY_WORKSPACE, METRICS, SCALAR_OPERATORS,
+from openrouter_emulator.analytics_catalogue import (
+    ARRAY_OPERATORS, CATEGORIES, ENRICHED_DIMENSIONS, KEY_MEMBER, KEY_WORKSPACE, METRICS, SCALAR_OPERATORS,
 )
-from usage_pipeline.openrouter.emulator.analytics_query import AnalyticsQuery, Filter
-from usage_pipeline.openrouter.emulator.dataset import (
+from openrouter_emulator.analytics_query import AnalyticsQuery, Filter
+from openrouter_emulator.dataset import (
     BYOK, ENDPOINT_PROVIDER, EPOCH, US_PER_DAY, US_PER_SECOND, DayColumns, UsageDataset, day_start_us,
 )
 
 MAX_ANALYTICS_ROWS = 10_000
-_METRIC_COLUMNS = {"total_usage": "usage", "total_cost": "usage", "tokens_prompt": "tokens_prompt",
+_METRIC_COLUMNS = {"total_usage": "usage", "tokens_prompt": "tokens_prompt",
                    "tokens_completion": "tokens_completion", "reasoning_tokens": "tokens_reasoning",
                    "cached_tokens": "tokens_cached"}
 
 
 class Selection:
-    """The visible generations inside a half-open time range, across the days it touches."""
+    """The visible generations inside a time range ([start, end), or [start, end] when `inclusive_end`)."""
 
-    def __init__(self, dataset: UsageDataset, start_us: int, end_us: int, now: float) -> None:
+    def __init__(self, dataset: UsageDataset, start_us: int, end_us: int, now: float,
+                 inclusive_end: bool = False) -> None:
         self.parts: list[tuple[DayColumns, np.ndarray]] = []
         for date in dataset.dates(now):
             first = day_start_us(date)
-            if first + US_PER_DAY <= start_us or first >= end_us:
+            if first + US_PER_DAY <= start_us or first > end_us or (first == end_us and not inclusive_end):
                 continue
             day = dataset.day(date, now)
             if day is None:
                 continue
             c = day.columns
-            lo, hi = np.searchsorted(c.created_us, [start_us, end_us], side="left")
+            lo = int(np.searchsorted(c.created_us, start_us, side="left"))
+            hi = int(np.searchsorted(c.created_us, end_us, side="right" if inclusive_end else "left"))
             rows = lo + np.flatnonzero(c.visible_at[lo:hi] <= now)
             if len(rows):
                 self.parts.append((c, rows))
@@ -95,7 +97,15 @@ def _compare(left: str, right: str, operator: str) -> bool:
     return {"gt": a > b, "gte": a >= b, "lt": a < b, "lte": a <= b}[operator]  # type: ignore[operator]
 
 
-def _filter_mask(selection: Selection, f: Filter, warnings: list[str]) -> np.ndarray:
+def _unresolved(f: Filter) -> list[str]:
+    """Warnings for values of an enriched dimension's filter that name no underlying id (e.g. a label)."""
+    if f.field not in ENRICHED_DIMENSIONS or f.operator in SCALAR_OPERATORS[2:]:
+        return []
+    known = set().union(*(c.ids for c in CATEGORIES[f.field]))
+    return [f"Could not resolve {f.field} filter value {v!r}" for v in f.values if v.lower() not in known]
+
+
+def _filter_mask(selection: Selection, f: Filter) -> np.ndarray:
     if f.field == "generation_id":
         ids = selection.id_bytes()
         wanted = np.array([v.encode() for v in f.values])
@@ -107,9 +117,6 @@ def _filter_mask(selection: Selection, f: Filter, warnings: list[str]) -> np.nda
         return {"gt": ids > bound, "gte": ids >= bound, "lt": ids < bound, "lte": ids <= bound}[f.operator]
     categories = CATEGORIES[f.field]
     values = [v.lower() for v in f.values]
-    if f.field == "api_key_id":
-        known = set().union(*(c.ids for c in categories))
-        warnings.extend(f"Could not resolve api_key_id filter value {v!r}" for v in f.values if v.lower() not in known)
     if f.operator in SCALAR_OPERATORS[2:]:
         ok = [_compare(c.sort_id, f.values[0], f.operator) for c in categories]
     else:
@@ -136,22 +143,27 @@ def _dense_rank(values: np.ndarray) -> np.ndarray:
     return np.unique(values, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
-def run_query(dataset: UsageDataset, query: AnalyticsQuery, now: float, max_rows: int) -> dict[str, Any]:
-    """Group the visible generations like the analytics backend: by time bucket and dimensions."""
+def run_query(dataset: UsageDataset, query: AnalyticsQuery, now: float, max_rows: int, *, labels: bool = True,
+              inclusive_end: bool = False) -> dict[str, Any]:
+    """Group the visible generations like the analytics backend: by time bucket and dimensions.
+
+    `labels`: enriched dimensions answer human-readable labels (else underlying ids); `inclusive_end`:
+    `time_range.end` is included (else the range is half-open).
+    """
     started = time.perf_counter()
-    selection = Selection(dataset, query.start_us, query.end_us, now)
-    warnings: list[str] = []
+    selection = Selection(dataset, query.start_us, query.end_us, now, inclusive_end)
+    warnings = [w for f in query.filters for w in _unresolved(f)]
     positions = np.arange(selection.size)
     if selection.size:
         mask = np.ones(selection.size, dtype=bool)
         for f in query.filters:
-            mask &= _filter_mask(selection, f, warnings)
+            mask &= _filter_mask(selection, f)
         positions = np.flatnonzero(mask)
     limit = max(1, min(query.limit, max_rows, MAX_ANALYTICS_ROWS))
     rows: list[dict[str, Any]] = []
     truncated = False
     if len(positions):
-        rows, truncated = _aggregate(selection, positions, query, limit)
+        rows, truncated = _aggregate(selection, positions, query, limit, labels)
     payload: dict[str, Any] = {"data": rows, "metadata": {
         "query_time_ms": round((time.perf_counter() - started) * 1000, 3), "row_count": len(rows),
         "truncated": truncated}}
@@ -161,7 +173,7 @@ def run_query(dataset: UsageDataset, query: AnalyticsQuery, now: float, max_rows
 
 
 def _aggregate(selection: Selection, positions: np.ndarray, query: AnalyticsQuery,
-               limit: int) -> tuple[list[dict[str, Any]], bool]:
+               limit: int, labels: bool) -> tuple[list[dict[str, Any]], bool]:
     created = selection.column("created_us")[positions]
     buckets = _bucket_starts(created, query.granularity) if query.granularity else None
     codes = {d: selection.codes(d)[positions] for d in query.dimensions if d != "generation_id"}
@@ -185,6 +197,10 @@ def _aggregate(selection: Selection, positions: np.ndarray, query: AnalyticsQuer
         if name == "byok_request_count":
             byok = (selection.column("flags")[positions] & BYOK) > 0
             values[name] = np.bincount(inverse, weights=byok, minlength=groups)
+        elif name == "tokens_total":
+            tokens = (selection.column("tokens_prompt")[positions].astype(np.float64)
+                      + selection.column("tokens_completion")[positions])
+            values[name] = np.bincount(inverse, weights=tokens, minlength=groups)
         elif name == "avg_latency":
             total = np.bincount(inverse, weights=selection.column("latency_ms")[positions], minlength=groups)
             values[name] = total / np.maximum(counts, 1)
@@ -203,8 +219,8 @@ def _aggregate(selection: Selection, positions: np.ndarray, query: AnalyticsQuer
         elif field == "generation_id":
             primary = _dense_rank(selection.id_bytes()[positions[first]]).astype(np.float64)
         else:
-            labels = np.array([c.label for c in CATEGORIES[field]] + ["\uffff"])
-            primary = _dense_rank(labels[codes[field][first]]).astype(np.float64)
+            shown = np.array([c.shown(labels) for c in CATEGORIES[field]] + ["\uffff"])
+            primary = _dense_rank(shown[codes[field][first]]).astype(np.float64)
         sort_keys.append(-primary if query.order_direction == "desc" else primary)
     if buckets is not None:
         sort_keys.append(group_time)
@@ -220,8 +236,8 @@ def _aggregate(selection: Selection, positions: np.ndarray, query: AnalyticsQuer
         if d == "generation_id":
             columns.append((d, selection.ids(positions[first[chosen]])))
         else:
-            labels = [c.label for c in CATEGORIES[d]] + [None]
-            columns.append((d, [labels[c] for c in codes[d][first[chosen]].tolist()]))
+            shown_names = [c.shown(labels) for c in CATEGORIES[d]] + [None]
+            columns.append((d, [shown_names[c] for c in codes[d][first[chosen]].tolist()]))
     for name in query.metrics:
         picked = values[name][chosen]
         if METRICS[name].is_count:

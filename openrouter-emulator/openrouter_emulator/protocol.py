@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from usage_pipeline.openrouter.emulator.faults import error_body
+from openrouter_emulator.faults import error_body
 
 
 class ApiError(Exception):
@@ -46,9 +46,13 @@ class Request:
 
 @dataclass(slots=True)
 class Response:
+    """A JSON answer (`payload`), or, when `raw` is set, those bytes as `content_type` (a CDN's HTML page)."""
+
     status: int
     payload: Any
     headers: dict[str, str]
+    raw: bytes | None = None
+    content_type: str = "application/json"
 
 
 def error_response(error: ApiError) -> Response:

@@ -7,6 +7,6 @@ request, response and error shapes they share; `dataset` the deterministic synth
 the switchable misbehaviour.
 """
 
-from usage_pipeline.openrouter.emulator.process import EmulatorProcess, run_emulator, start_emulator
+from openrouter_emulator.process import EmulatorProcess, run_emulator, start_emulator
 
 __all__ = ["EmulatorProcess", "run_emulator", "start_emulator"]

@@ -35,8 +35,9 @@ def stable_uuid(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Model:
-    slug: str
-    permaslug: str
+    slug: str  # what GET /generation and /activity answer as `model`
+    permaslug: str  # the underlying id analytics filters take (and /activity's `model_permaslug`)
+    name: str  # the human-readable label analytics answers (OpenRouter's model name)
     prompt_usd_per_mtok: float
     completion_usd_per_mtok: float
     providers: tuple[tuple[str, float], ...]  # (provider name, share of the model's traffic)
@@ -54,32 +55,46 @@ class Model:
 
 
 MODELS: tuple[Model, ...] = (
-    Model("openai/gpt-4.1", "openai/gpt-4.1-2025-04-14", 2.0, 8.0, (("OpenAI", 0.8), ("Azure", 0.2)),
-          0.10, 1800, 350, False, True, 550, 80),
-    Model("openai/gpt-4.1-mini", "openai/gpt-4.1-mini-2025-04-14", 0.4, 1.6, (("OpenAI", 1.0),),
+    Model("openai/gpt-4.1", "openai/gpt-4.1-2025-04-14", "OpenAI: GPT-4.1",
+          2.0, 8.0, (("OpenAI", 0.8), ("Azure", 0.2)),
+          0.1, 1800, 350, False, True, 550, 80),
+    Model("openai/gpt-4.1-mini", "openai/gpt-4.1-mini-2025-04-14", "OpenAI: GPT-4.1 Mini",
+          0.4, 1.6, (("OpenAI", 1.0),),
           0.18, 1500, 300, False, True, 400, 110),
-    Model("openai/o4-mini", "openai/o4-mini-2025-04-16", 1.1, 4.4, (("OpenAI", 1.0),),
+    Model("openai/o4-mini", "openai/o4-mini-2025-04-16", "OpenAI: o4 Mini",
+          1.1, 4.4, (("OpenAI", 1.0),),
           0.04, 1200, 400, True, True, 2500, 120),
-    Model("anthropic/claude-sonnet-4", "anthropic/claude-4-sonnet-20250522", 3.0, 15.0,
-          (("Anthropic", 0.6), ("Amazon Bedrock", 0.25), ("Google", 0.15)), 0.15, 3500, 500, False, True, 1400, 60),
-    Model("anthropic/claude-3.5-haiku", "anthropic/claude-3-5-haiku-20241022", 0.8, 4.0,
-          (("Anthropic", 0.7), ("Amazon Bedrock", 0.3)), 0.06, 1600, 250, False, True, 700, 90),
-    Model("google/gemini-2.5-flash", "google/gemini-2.5-flash", 0.3, 2.5, (("Google AI Studio", 0.7), ("Google", 0.3)),
+    Model("anthropic/claude-sonnet-4", "anthropic/claude-4-sonnet-20250522", "Anthropic: Claude Sonnet 4",
+          3.0, 15.0, (("Anthropic", 0.6), ("Amazon Bedrock", 0.25), ("Google", 0.15)),
+          0.15, 3500, 500, False, True, 1400, 60),
+    Model("anthropic/claude-3.5-haiku", "anthropic/claude-3-5-haiku-20241022", "Anthropic: Claude 3.5 Haiku",
+          0.8, 4.0, (("Anthropic", 0.7), ("Amazon Bedrock", 0.3)),
+          0.06, 1600, 250, False, True, 700, 90),
+    Model("google/gemini-2.5-flash", "google/gemini-2.5-flash", "Google: Gemini 2.5 Flash",
+          0.3, 2.5, (("Google AI Studio", 0.7), ("Google", 0.3)),
           0.17, 2200, 400, False, True, 500, 160),
-    Model("google/gemini-2.5-pro", "google/gemini-2.5-pro", 1.25, 10.0, (("Google AI Studio", 0.6), ("Google", 0.4)),
+    Model("google/gemini-2.5-pro", "google/gemini-2.5-pro", "Google: Gemini 2.5 Pro",
+          1.25, 10.0, (("Google AI Studio", 0.6), ("Google", 0.4)),
           0.05, 3000, 600, True, True, 3000, 85),
-    Model("meta-llama/llama-3.3-70b-instruct", "meta-llama/llama-3.3-70b-instruct", 0.13, 0.39,
-          (("Together", 0.35), ("DeepInfra", 0.3), ("Groq", 0.2), ("Fireworks", 0.15)), 0.08, 900, 250, False, False,
-          350, 140),
-    Model("mistralai/mistral-small-3.2-24b-instruct", "mistralai/mistral-small-3.2-24b-instruct-2506", 0.1, 0.3,
-          (("Mistral", 0.6), ("DeepInfra", 0.4)), 0.04, 700, 200, False, False, 300, 150),
-    Model("deepseek/deepseek-chat-v3-0324", "deepseek/deepseek-chat-v3-0324", 0.27, 1.1,
-          (("DeepSeek", 0.5), ("DeepInfra", 0.3), ("Novita", 0.2)), 0.07, 1400, 350, False, True, 900, 45),
-    Model("deepseek/deepseek-r1-0528", "deepseek/deepseek-r1-0528", 0.5, 2.15,
-          (("DeepSeek", 0.4), ("Together", 0.3), ("Fireworks", 0.3)), 0.03, 1000, 500, True, False, 2000, 50),
-    Model("qwen/qwen3-235b-a22b-2507", "qwen/qwen3-235b-a22b-07-25", 0.13, 0.6,
-          (("Together", 0.4), ("Fireworks", 0.3), ("Alibaba", 0.3)), 0.02, 1100, 300, False, False, 600, 70),
-    Model("x-ai/grok-3-mini", "x-ai/grok-3-mini", 0.3, 0.5, (("xAI", 1.0),), 0.01, 800, 200, True, True, 1200, 100),
+    Model("meta-llama/llama-3.3-70b-instruct", "meta-llama/llama-3.3-70b-instruct", "Meta: Llama 3.3 70B Instruct",
+          0.13, 0.39, (("Together", 0.35), ("DeepInfra", 0.3), ("Groq", 0.2), ("Fireworks", 0.15)),
+          0.08, 900, 250, False, False, 350, 140),
+    Model("mistralai/mistral-small-3.2-24b-instruct", "mistralai/mistral-small-3.2-24b-instruct-2506",
+          "Mistral: Mistral Small 3.2 24B",
+          0.1, 0.3, (("Mistral", 0.6), ("DeepInfra", 0.4)),
+          0.04, 700, 200, False, False, 300, 150),
+    Model("deepseek/deepseek-chat-v3-0324", "deepseek/deepseek-chat-v3-0324", "DeepSeek: DeepSeek V3 0324",
+          0.27, 1.1, (("DeepSeek", 0.5), ("DeepInfra", 0.3), ("Novita", 0.2)),
+          0.07, 1400, 350, False, True, 900, 45),
+    Model("deepseek/deepseek-r1-0528", "deepseek/deepseek-r1-0528", "DeepSeek: R1 0528",
+          0.5, 2.15, (("DeepSeek", 0.4), ("Together", 0.3), ("Fireworks", 0.3)),
+          0.03, 1000, 500, True, False, 2000, 50),
+    Model("qwen/qwen3-235b-a22b-2507", "qwen/qwen3-235b-a22b-07-25", "Qwen: Qwen3 235B A22B Instruct 2507",
+          0.13, 0.6, (("Together", 0.4), ("Fireworks", 0.3), ("Alibaba", 0.3)),
+          0.02, 1100, 300, False, False, 600, 70),
+    Model("x-ai/grok-3-mini", "x-ai/grok-3-mini", "xAI: Grok 3 Mini",
+          0.3, 0.5, (("xAI", 1.0),),
+          0.01, 800, 200, True, True, 1200, 100),
 )
 
 
@@ -461,11 +476,19 @@ class UsageDataset:
         return None if row is None else (day, row)
 
     def truth(self, date: dt.date, now: float) -> dict[str, Any]:
-        """The ground truth of one UTC day as the API would show it now."""
+        """The ground truth of one UTC day as the API would show it now (models by slug, keys by label).
+
+        `models` and `api_keys` name every model and key each way the API does, a bridge the real API
+        does not offer in one place (tests use it to check label-named analytics against the truth).
+        """
+        catalogue = {
+            "models": [{"slug": m.slug, "permaslug": m.permaslug, "label": m.name} for m in MODELS],
+            "api_keys": [{"numeric_id": k.numeric_id, "hash": k.hash, "label": k.label} for k in API_KEYS],
+        }
         day = self.day(date, now)
         if day is None:
             return {"date": date.isoformat(), "count": 0, "ids": [], "by_model": {}, "cost": 0.0,
-                    "by_model_cost": {}, "by_api_key": {}}
+                    "by_model_cost": {}, "by_api_key": {}, **catalogue}
         rows = np.flatnonzero(day.visible(now))
         c = day.columns
         model = c.model[rows]
@@ -480,6 +503,7 @@ class UsageDataset:
             "cost": float(c.usage[rows].sum()),
             "by_model_cost": {MODELS[m].slug: float(costs[m]) for m in range(len(MODELS)) if counts[m]},
             "by_api_key": {API_KEYS[k].label: int(keys[k]) for k in range(len(API_KEYS)) if keys[k]},
+            **catalogue,
         }
 
 

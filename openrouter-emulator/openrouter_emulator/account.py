@@ -13,11 +13,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from usage_pipeline.openrouter.emulator.analytics_catalogue import KEY_WORKSPACE
-from usage_pipeline.openrouter.emulator.dataset import (
+from openrouter_emulator.analytics_catalogue import KEY_WORKSPACE
+from openrouter_emulator.dataset import (
     API_KEYS, BYOK, ENDPOINTS, MEMBERS, MODELS, WORKSPACES, UsageDataset, utc_today,
 )
-from usage_pipeline.openrouter.emulator.protocol import ApiError, query_param
+from openrouter_emulator.protocol import ApiError, query_param
 
 
 def activity(dataset: UsageDataset, params: Mapping[str, list[str]], now: float) -> dict[str, Any]:

@@ -131,3 +131,90 @@ class SlidingWindowLimiter:
                 return max(1, math.ceil(times[0] + self.window_s - now))
             times.append(now)
             return None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A request the account-wide limiter refused: its budget and when its window ends."""
+
+    budget: int
+    reset_epoch_ms: int
+    retry_after_s: int
+
+
+class AccountLimiter:
+    """An account-wide request budget over fixed windows aligned to multiples of `window_s` since the epoch.
+
+    Every key draws on the same budget (extra keys add no capacity, as on OpenRouter); refused requests
+    do not consume it. `rps` 0 switches it off. Only the event loop calls it, so it needs no lock.
+    """
+
+    def __init__(self, rps: float, window_s: float) -> None:
+        self.rps = rps
+        self.window_s = window_s
+        self._window = -1
+        self._used = 0
+
+    @property
+    def budget(self) -> int:
+        return max(1, round(self.rps * self.window_s))
+
+    def acquire(self, now: float | None = None) -> Refusal | None:
+        """None when the request fits the current window's budget, else the refusal to answer."""
+        if self.rps <= 0 or self.window_s <= 0:
+            return None
+        now = time.time() if now is None else now
+        window = math.floor(now / self.window_s)
+        if window != self._window:
+            self._window, self._used = window, 0
+        budget = self.budget
+        if self._used < budget:
+            self._used += 1
+            return None
+        reset = (window + 1) * self.window_s
+        return Refusal(budget, int(math.ceil(reset * 1000)), max(1, math.ceil(reset - now)))
+
+
+# What a CDN in front of the API answers instead of the origin's JSON, per status (Cloudflare-like).
+_CDN_TITLES: dict[int, tuple[str, str]] = {
+    429: ("Error 1015", "You are being rate limited"),
+    500: ("500 Internal Server Error", "Internal Server Error"),
+    502: ("502 Bad Gateway", "Bad gateway"),
+    503: ("503 Service Temporarily Unavailable", "Service Temporarily Unavailable"),
+    504: ("504 Gateway Timeout", "Gateway time-out"),
+    520: ("Error 520", "Web server is returning an unknown error"),
+    521: ("Error 521", "Web server is down"),
+    522: ("Error 522", "Connection timed out"),
+    524: ("Error 524", "A timeout occurred"),
+    529: ("529 Site is overloaded", "The origin is overloaded"),
+}
+
+
+def cdn_error_page(status: int, ray_id: str) -> bytes:
+    """A Cloudflare-like HTML error page naming the status, as a CDN sends it in place of JSON."""
+    title, detail = _CDN_TITLES.get(status, (f"Error {status}", "The origin returned an error"))
+    return f"""<!DOCTYPE html>
+<!--[if lt IE 7]> <html class="no-js ie6 oldie" lang="en-US"> <![endif]-->
+<html lang="en-US">
+<head>
+<title>{title} | openrouter.ai | Cloudflare</title>
+<meta charset="UTF-8" />
+<meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />
+<meta name="robots" content="noindex, nofollow" />
+</head>
+<body>
+<div id="cf-wrapper">
+  <div id="cf-error-details" class="cf-error-details-wrapper">
+    <h1><span class="cf-error-type">{title}</span> <span class="cf-error-detail">{detail}</span></h1>
+    <h2 class="cf-subheadline">{status} {detail}</h2>
+    <p>The owner of this website (openrouter.ai) has a problem answering your request right now.
+       Please try again in a few moments.</p>
+    <div class="cf-error-footer">
+      <span>Cloudflare Ray ID: <strong class="font-semibold">{ray_id}</strong></span>
+      <span>Performance &amp; security by Cloudflare</span>
+    </div>
+  </div>
+</div>
+</body>
+</html>
+""".encode()
