@@ -1,8 +1,13 @@
 """Throughput of the ledger's InfluxDB writes and the memory profile of streaming a day back.
 
 Run from the repository root: `python -m benchmarks.influx_write [--points 200000] [--url URL]`.
-Without --url it starts a private influxd. The read side runs in a fresh subprocess so its peak RSS
-measures streaming alone; two days of different sizes show whether memory grows with the point count.
+Without --url it starts a private influxd. Writes go as the ledger sends them: one `write_generations`
+call per time-contiguous window of at most --window generations (shuffled inside, as fetched). Each round
+measures, on a fresh database each: the server alone (POST of prebuilt lines, same batches) and end to end
+(Generation objects -> lines -> POST); rounds alternate their order, and the ratio is the median of the
+rounds' ratios, so drift and other load on the machine weigh on both sides alike. Building lines alone is
+timed per round too. The read side runs in a fresh subprocess so its peak RSS measures streaming alone;
+two days of different sizes show whether memory grows with the point count.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import datetime as dt
 import json
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -20,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from usage_pipeline.influx.local_server import run_influxd
-from usage_pipeline.influx.points import to_points
-from usage_pipeline.influx.store import InfluxSettings, InfluxStore
+from usage_pipeline.influx.points import to_lines
+from usage_pipeline.influx.store import WRITE_BATCH_SIZE, InfluxSettings, InfluxStore
 from usage_pipeline.openrouter.generation import Generation
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -109,34 +115,90 @@ def stream_in_subprocess(url: str, database: str, day: dt.date, chunk_size: int)
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def write_and_measure(store: InfluxStore, count: int, day: dt.date, batch_size: int, seed: int) -> None:
-    generations = make_generations(count, day, seed)
-    started = time.perf_counter()
-    lines = [p.to_line_protocol() for p in to_points(generations)]
-    encode_s = time.perf_counter() - started
-    started = time.perf_counter()
-    written = store.write_generations(generations, batch_size=batch_size)
-    total_s = time.perf_counter() - started
-    counts = store.day_counts(day)
-    print(f"write {day}: {written} points in {total_s:.2f}s = {written / total_s:,.0f} points/s end to end "
-          f"(batch {batch_size}); building line protocol alone: {encode_s:.2f}s = {len(lines) / encode_s:,.0f}/s; "
-          f"day_counts={counts}")
-    started = time.perf_counter()
-    for start in range(0, len(lines), batch_size):
-        store.write_lines(lines[start : start + batch_size])
-    rewrite_s = time.perf_counter() - started
-    print(f"  rewrite of the same prebuilt lines (server side only): {rewrite_s:.2f}s = "
-          f"{len(lines) / rewrite_s:,.0f} points/s; day_counts after={store.day_counts(day)}")
+def day_windows(generations: list[Generation], window: int, seed: int) -> list[list[Generation]]:
+    """Time-contiguous windows of at most ~`window` generations (a µs is never split, as ranks need),
+    each shuffled: the ledger's write calls."""
+    ordered = sorted(generations, key=lambda g: g.created_at)
+    rng = random.Random(seed)
+    windows: list[list[Generation]] = []
+    start = 0
+    while start < len(ordered):
+        end = min(start + window, len(ordered))
+        while end < len(ordered) and ordered[end].created_at == ordered[end - 1].created_at:
+            end += 1
+        chunk = ordered[start:end]
+        rng.shuffle(chunk)
+        windows.append(chunk)
+        start = end
+    return windows
 
 
-def run(url: str, points: int, batch_size: int, chunk_size: int) -> None:
-    database = f"bench_{uuid.uuid4().hex[:8]}"
+def fresh_store(url: str) -> InfluxStore:
+    store = InfluxStore(InfluxSettings(url=url, database=f"bench_{uuid.uuid4().hex[:8]}"))
+    store.ensure_database()
+    return store
+
+
+def timed_write(url: str, day: dt.date, expected: int, write: Any) -> float:
+    """Seconds `write(store)` takes on a fresh database, checked to hold `expected` points, then dropped."""
+    store = fresh_store(url)
+    try:
+        started = time.perf_counter()
+        write(store)
+        seconds = time.perf_counter() - started
+        counts = store.day_counts(day)
+        if counts.points != expected or counts.distinct_ids != expected:
+            raise RuntimeError(f"expected {expected} points on {day}, found {counts}")
+        return seconds
+    finally:
+        store.query(f'DROP DATABASE "{store.settings.database}"')
+        store.close()
+
+
+def measure_writes(url: str, count: int, day: dt.date, window: int, batch_size: int, rounds: int) -> None:
+    windows = day_windows(make_generations(count, day, seed=1), window, seed=1)
+    print(f"{count:,} points on {day} in {len(windows)} write calls of <= {window:,} generations, "
+          f"POSTs of <= {batch_size:,} lines, {rounds} rounds")
+
+    def server_alone(store: InfluxStore) -> None:
+        for lines in prebuilt:
+            for start in range(0, len(lines), batch_size):
+                store.write_lines(lines[start : start + batch_size])
+
+    def end_to_end(store: InfluxStore) -> None:
+        for generations in windows:
+            store.write_generations(generations, batch_size=batch_size)
+
+    build, server, e2e, ratios = [], [], [], []
+    for round_no in range(rounds):
+        started = time.perf_counter()
+        prebuilt = [to_lines(generations) for generations in windows]
+        build.append(count / (time.perf_counter() - started))
+        order = [("server", server_alone), ("e2e", end_to_end)]
+        rates = {name: count / timed_write(url, day, count, write) for name, write in order[:: 1 - 2 * (round_no % 2)]}
+        server.append(rates["server"])
+        e2e.append(rates["e2e"])
+        ratios.append(rates["e2e"] / rates["server"])
+        print(f"  round {round_no + 1}: build lines {build[-1]:,.0f}/s, server alone {server[-1]:,.0f}/s, "
+              f"end to end {e2e[-1]:,.0f}/s ({ratios[-1]:.0%})")
+    median = statistics.median
+    print(f"build lines alone (Generation -> line protocol): {median(build):>9,.0f} points/s")
+    print(f"server alone (POST of prebuilt lines):           {median(server):>9,.0f} points/s")
+    print(f"end to end (Generation -> lines -> POST):        {median(e2e):>9,.0f} points/s")
+    print(f"end to end / server alone:                       {median(ratios):>9.0%} (median of the rounds' ratios)")
+
+
+def run(url: str, points: int, window: int, batch_size: int, rounds: int, chunk_size: int) -> None:
     big_day, small_day = dt.date(2025, 6, 1), dt.date(2025, 6, 2)
-    with InfluxStore(InfluxSettings(url=url, database=database)) as store:
-        store.ensure_database()
-        print(f"influxd {store.ping()} at {url}, database {database}")
-        write_and_measure(store, points, big_day, batch_size, seed=1)
-        write_and_measure(store, points // 4, small_day, batch_size, seed=2)
+    with fresh_store(url) as store:
+        print(f"influxd {store.ping()} at {url}")
+        store.query(f'DROP DATABASE "{store.settings.database}"')
+    measure_writes(url, points, big_day, window, batch_size, rounds)
+    with fresh_store(url) as store:  # the days the read side streams
+        database = store.settings.database
+        for day, count, seed in ((big_day, points, 1), (small_day, points // 4, 2)):
+            for generations in day_windows(make_generations(count, day, seed), window, seed):
+                store.write_generations(generations, batch_size=batch_size)
         for day in (small_day, big_day):
             r = stream_in_subprocess(url, database, day, chunk_size)
             growth = r["peak_rss_mb"] - r["rss_before_mb"]
@@ -149,7 +211,9 @@ def run(url: str, points: int, batch_size: int, chunk_size: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--points", type=int, default=200_000)
-    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--window", type=int, default=10_000, help="generations per write_generations call")
+    parser.add_argument("--batch-size", type=int, default=WRITE_BATCH_SIZE, help="lines per POST")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--chunk-size", type=int, default=10_000)
     parser.add_argument("--url", help="a running InfluxDB 1.x (default: start a private influxd)")
     parser.add_argument("--database", default="bench")
@@ -159,10 +223,10 @@ def main() -> None:
     if args.stream_only:
         print(json.dumps(stream_day(args.url, args.database, args.day, args.chunk_size)))
     elif args.url:
-        run(args.url, args.points, args.batch_size, args.chunk_size)
+        run(args.url, args.points, args.window, args.batch_size, args.rounds, args.chunk_size)
     else:
         with run_influxd() as server:
-            run(server.url, args.points, args.batch_size, args.chunk_size)
+            run(server.url, args.points, args.window, args.batch_size, args.rounds, args.chunk_size)
 
 
 if __name__ == "__main__":

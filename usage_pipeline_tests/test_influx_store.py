@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from usage_pipeline.influx.local_server import LocalInfluxd, render_config, run_influxd
-from usage_pipeline.influx.points import FIELD_TYPES, MEASUREMENT, RankOverflowError, point_time_ns, to_points
+from usage_pipeline.influx.points import FIELD_TYPES, MEASUREMENT, RankOverflowError, point_time_ns, to_lines
 from usage_pipeline.influx.store import (
     DayCounts,
     InfluxQueryError,
@@ -125,7 +125,7 @@ def test_point_time_is_microsecond_plus_rank_and_stays_inside_the_day() -> None:
 
 def test_points_carry_only_model_and_provider_tags_and_stable_field_types() -> None:
     g = gen("gen-1", at(DAY), total_cost=2, latency=None, app_id=7, external_user='a "b"\nc')
-    (line,) = [p.to_line_protocol() for p in to_points([g])]
+    (line,) = to_lines([g])
     head, _, rest = line.partition(" ")
     assert head == "generations,model=openai/gpt-4o,provider=OpenAI"
     assert ',total_cost=2,' in rest and "total_cost=2i" not in rest  # an int cost is still written as float
@@ -133,10 +133,10 @@ def test_points_carry_only_model_and_provider_tags_and_stable_field_types() -> N
     assert 'generation_id="gen-1"' in rest and 'api_key="key-1"' in rest
     assert "latency=" not in rest and "moderation_latency=" not in rest  # None fields are omitted
     assert rest.endswith(f" {point_time_ns(g.created_at, 0)}")
-    none, empty = to_points([gen("gen-2", at(DAY), provider=None), gen("gen-3", at(DAY), provider="")])
-    assert none.to_line_protocol().startswith("generations,model=openai/gpt-4o ")
+    none, empty = to_lines([gen("gen-2", at(DAY), provider=None), gen("gen-3", at(DAY), provider="")])
+    assert none.startswith("generations,model=openai/gpt-4o ") and empty.startswith("generations,model=openai/gpt-4o ")
     # "" is dropped by line protocol just like None, so both must share one rank space, not both take rank 0.
-    assert {p.to_line_protocol().rsplit(" ", 1)[1] for p in (none, empty)} == {
+    assert {line.rsplit(" ", 1)[1] for line in (none, empty)} == {
         str(point_time_ns(at(DAY), 0)),
         str(point_time_ns(at(DAY), 1)),
     }
@@ -144,9 +144,9 @@ def test_points_carry_only_model_and_provider_tags_and_stable_field_types() -> N
 
 def test_ranks_follow_id_order_and_repeated_ids_collapse() -> None:
     t = at(DAY, micro=5)
-    points = to_points([gen("c", t), gen("a", t), gen("b", t), gen("a", t), gen("z", t, provider="Other")])
-    lines = {p.to_line_protocol().split('generation_id="')[1].split('"')[0]: p.to_line_protocol() for p in points}
-    assert len(points) == 4
+    written = to_lines([gen("c", t), gen("a", t), gen("b", t), gen("a", t), gen("z", t, provider="Other")])
+    lines = {line.split('generation_id="')[1].split('"')[0]: line for line in written}
+    assert len(written) == 4
     base = point_time_ns(t, 0)
     assert {gid: int(line.rsplit(" ", 1)[1]) - base for gid, line in lines.items()} == {"a": 0, "b": 1, "c": 2, "z": 0}
 
@@ -155,8 +155,8 @@ def test_more_than_1000_in_one_microsecond_is_a_clear_error() -> None:
     t = at(DAY, micro=1)
     expected = r"1001 generations share model='openai/gpt-4o' provider='OpenAI' created_at=2025-03-10T12:00:00.000001"
     with pytest.raises(RankOverflowError, match=expected):
-        to_points([gen(f"g{i:04d}", t) for i in range(1001)])
-    assert len(to_points([gen(f"g{i:04d}", t) for i in range(1000)])) == 1000
+        to_lines([gen(f"g{i:04d}", t) for i in range(1001)])
+    assert len(to_lines([gen(f"g{i:04d}", t) for i in range(1000)])) == 1000
 
 
 def test_config_keeps_everything_on_loopback_and_in_the_data_dir(tmp_path: Path) -> None:
@@ -179,6 +179,18 @@ def test_rewriting_the_same_batch_adds_no_point(store: InfluxStore) -> None:
     assert store.ids_by_model(DAY) == {"m0": 17, "m1": 17, "m2": 16}
 
 
+def test_a_bad_value_stops_a_multi_batch_write_at_its_batch(store: InfluxStore) -> None:
+    """Batches are encoded while the previous one is in flight: earlier batches stay written (upserts)."""
+    batch = [gen(f"gen-{i:03d}", at(DAY, 1, i)) for i in range(30)]
+    batch[25] = gen("gen-025", at(DAY, 1, 25), latency=float("inf"))
+    with pytest.raises(ValueError, match="field 'latency' is inf"):
+        store.write_generations(batch, batch_size=10)
+    assert store.day_counts(DAY).points == 20  # batches 0 and 1: batch 1 was in flight when batch 2 failed
+    batch[25] = gen("gen-025", at(DAY, 1, 25))
+    assert store.write_generations(batch, batch_size=10) == 30
+    assert store.day_counts(DAY) == DayCounts(points=30, distinct_ids=30)
+
+
 def test_same_microsecond_generations_are_kept_with_stable_ranks_and_no_stale_point(store: InfluxStore) -> None:
     t = at(DAY, 9, 30, 0, 123456)
     base = point_time_ns(t, 0)
@@ -195,7 +207,7 @@ def test_same_microsecond_generations_are_kept_with_stable_ranks_and_no_stale_po
 
 def test_a_duplicate_generation_id_shows_up_in_day_counts(store: InfluxStore) -> None:
     store.write_generations([gen("gen-1", at(DAY, 1)), gen("gen-2", at(DAY, 2))])
-    stray = to_points([gen("gen-1", at(DAY, 3), provider="Azure")])[0].to_line_protocol()
+    (stray,) = to_lines([gen("gen-1", at(DAY, 3), provider="Azure")])
     store.write_lines([stray])
     assert store.day_counts(DAY) == DayCounts(points=3, distinct_ids=2)
 
@@ -233,6 +245,9 @@ def test_writes_to_a_missing_database_fail_without_leaking_credentials(influxd: 
         text = f"{err} {err!r} {err.server_text} {store.settings!r}"
         assert err.status == 404 and err.batch_size == 2
         assert 'database not found: "no_such_db"' in str(err)
+        with pytest.raises(InfluxWriteError, match="database not found") as in_thread:  # POSTed by the writer thread
+            store.write_generations([gen(f"gen-{i}", at(DAY, i)) for i in range(5)], batch_size=2)
+        assert in_thread.value.status == 404 and in_thread.value.batch_size == 2
         assert SECRET_TOKEN not in text and SECRET_PASSWORD not in text
         with pytest.raises(InfluxQueryError) as query_err:
             store.query("SELECT FROM")

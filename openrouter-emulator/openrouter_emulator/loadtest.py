@@ -45,6 +45,44 @@ async def _hammer(base: str, key: str, ids: list[str], concurrency: int, seconds
         return ok, failed, time.monotonic() - started
 
 
+async def _hammer_raw(base: str, key: str, ids: list[str], concurrency: int,
+                      seconds: float) -> tuple[int, int, float]:
+    """The same load from a minimal keep-alive HTTP/1.1 client on raw asyncio streams (little client CPU)."""
+    from urllib.parse import quote, urlsplit
+
+    url = urlsplit(base)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    requests_ = [(f"GET /api/v1/generation?id={quote(i)} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                  f"Authorization: Bearer {key}\r\n\r\n").encode() for i in ids]
+    ok = failed = 0
+    deadline = time.monotonic() + seconds
+
+    async def worker(offset: int) -> None:
+        nonlocal ok, failed
+        reader, writer = await asyncio.open_connection(host, port)
+        i = offset
+        try:
+            while time.monotonic() < deadline:
+                writer.write(requests_[i % len(requests_)])
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                await reader.readexactly(length)
+                if head.startswith(b"HTTP/1.1 200"):
+                    ok += 1
+                else:
+                    failed += 1
+                i += concurrency
+        finally:
+            writer.close()
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    return ok, failed, time.monotonic() - started
+
+
 async def _hold(base: str, key: str, ids: list[str], connections: int) -> tuple[int, float]:
     """`connections` simultaneous keep-alive connections, one GET each; how many answered 200."""
     import aiohttp
@@ -78,6 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=0, help="instead: hold this many connections at once")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="the emulator's latency_median_ms meanwhile")
+    parser.add_argument("--client", choices=("raw", "aiohttp"), default="raw",
+                        help="raw: a minimal keep-alive HTTP/1.1 client (fast, so the server is what is measured); "
+                             "aiohttp: aiohttp's ClientSession (itself ~2x the server's CPU per request)")
     parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
                         help="the started emulator's event loop")
     args = parser.parse_args(argv)
@@ -104,10 +145,11 @@ def main(argv: list[str] | None = None) -> None:
                   f"emulator max_in_flight {stats['max_in_flight']}")
         else:
             cpu_before = _cpu_seconds(pid)
-            ok, failed, seconds = asyncio.run(_hammer(base, args.key, ids, args.concurrency, args.seconds))
+            hammer = _hammer_raw if args.client == "raw" else _hammer
+            ok, failed, seconds = asyncio.run(hammer(base, args.key, ids, args.concurrency, args.seconds))
             cpu = _cpu_seconds(pid) - cpu_before
             stats = _control(base, "GET", "/stats")
-            print(f"GET /generation, {args.concurrency} concurrent clients, latency {args.latency_ms:g} ms: "
+            print(f"GET /generation, {args.concurrency} concurrent {args.client} clients, latency {args.latency_ms:g} ms: "
                   f"{ok / seconds:,.0f} requests/s answered 200 ({ok} in {seconds:.1f} s, {failed} not 200); "
                   f"emulator served {stats['served_per_second']:,.0f}/s, peak {stats['peak_served_per_second']:,}/s, "
                   f"max_in_flight {stats['max_in_flight']}"

@@ -23,6 +23,7 @@ import math
 import random
 import signal
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -186,6 +187,7 @@ class Emulator:
                         for name in ("latency", "hang", "retry_after", "html", "ray")}
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="emulator-numpy")
         self._gets: dict[str, int] = {}
+        self._gets_lock = threading.Lock()  # `_generation` runs in the pool when its day is not built yet
         # (method, path) -> (management only, runs in the thread pool, handler)
         self._api_routes: dict[tuple[str, str], tuple[bool, bool, Handler]] = {
             ("GET", "/activity"): (True, True, lambda r, now: activity(self.dataset, r.params, now)),
@@ -365,7 +367,8 @@ class Emulator:
             raise ApiError(400, "Missing required query parameter: id")
         first_404 = self.config.generation_404_first
         if first_404 > 0:
-            seen = self._gets[gen_id] = self._gets.get(gen_id, 0) + 1
+            with self._gets_lock:
+                seen = self._gets[gen_id] = self._gets.get(gen_id, 0) + 1
             if seen <= first_404:
                 raise ApiError(404, f"Generation {gen_id} not found")
         found = self.dataset.find(gen_id, now)
@@ -439,7 +442,8 @@ class Emulator:
         for name, value in checked.items():  # all or nothing: set only once every value is valid
             setattr(self.config, name, value)
         if "generation_404_first" in checked:
-            self._gets.clear()  # "the first N GETs" count from now on
+            with self._gets_lock:
+                self._gets.clear()  # "the first N GETs" count from now on
         self.config.analytics_max_rows = max(1, self.config.analytics_max_rows)
         self.limiter.per_minute = self.config.analytics_rpm
         self.faults.fault_rate = self.config.fault_rate
@@ -599,15 +603,15 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
                         help="event loop: uvloop when it imports (auto), or the stdlib's")
     g = parser.add_argument_group("API behaviour (runtime keys of POST /_emulator/config in brackets)")
-    g.add_argument("--analytics-max-rows", dest="analytics_max_rows", type=_number(int), default=MAX_ANALYTICS_ROWS,
+    g.add_argument("--analytics-max-rows", dest="analytics_max_rows", metavar="ROWS", type=_number(int), default=MAX_ANALYTICS_ROWS,
                    help="server-side row cap; effective limit = min(requested, this, 10000) [analytics_max_rows]")
-    g.add_argument("--analytics-rpm", dest="analytics_rpm", type=_number(int), default=64,
+    g.add_argument("--analytics-rpm", dest="analytics_rpm", metavar="N", type=_number(int), default=64,
                    help="analytics requests per key per 60 s, sliding window; 0: off [analytics_rpm]")
-    g.add_argument("--fresh-404-seconds", dest="fresh_404_seconds", type=_number(float), default=5.0,
+    g.add_argument("--fresh-404-seconds", dest="fresh_404_seconds", metavar="S", type=_number(float), default=5.0,
                    help="GET /generation answers 404 this long after created_at [fresh_404_seconds]")
-    g.add_argument("--generation-404-first", dest="generation_404_first", type=_number(int), default=0,
+    g.add_argument("--generation-404-first", dest="generation_404_first", metavar="N", type=_number(int), default=0,
                    help="first N GETs of each id answer 404 [generation_404_first]")
-    g.add_argument("--fault-rate", dest="fault_rate", type=_number(float, share=True), default=0.0,
+    g.add_argument("--fault-rate", dest="fault_rate", metavar="SHARE", type=_number(float, share=True), default=0.0,
                    help="probability of a random 500/502/503/524/529 per /api/v1 request [fault_rate]")
     g.add_argument("--analytics-labels", dest="analytics_labels", type=_on_off, default=True, metavar="{on,off}",
                    help="on (default, as OpenRouter): analytics rows name model, api_key_id, app, user and "
@@ -618,25 +622,25 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                    help="on: analytics time_range.end is inclusive (created_at <= end); off (default): "
                         "[start, end) [inclusive_end]")
     h = parser.add_argument_group("Hostile traffic behaviour (off by default)")
-    h.add_argument("--latency-ms", dest="latency_median_ms", type=_number(float), default=0.0,
+    h.add_argument("--latency-ms", dest="latency_median_ms", metavar="MS", type=_number(float), default=0.0,
                    help="median of a lognormal delay of every /api/v1 answer, ms; 0: none [latency_median_ms]")
-    h.add_argument("--latency-sigma", dest="latency_sigma", type=_number(float), default=0.6,
+    h.add_argument("--latency-sigma", dest="latency_sigma", metavar="SIGMA", type=_number(float), default=0.6,
                    help="sigma of that lognormal (0: constant; 0.6: p95 ~2.7x the median) [latency_sigma]")
-    h.add_argument("--analytics-ms-per-1k-rows", dest="analytics_ms_per_1k_rows", type=_number(float), default=0.0,
+    h.add_argument("--analytics-ms-per-1k-rows", dest="analytics_ms_per_1k_rows", metavar="MS", type=_number(float), default=0.0,
                    help="extra delay of an analytics answer per 1,000 rows it returns [analytics_ms_per_1k_rows]")
-    h.add_argument("--hang-share", dest="hang_share", type=_number(float, share=True), default=0.0,
+    h.add_argument("--hang-share", dest="hang_share", metavar="SHARE", type=_number(float, share=True), default=0.0,
                    help="share of GET /generation answers that first hang --hang-seconds [hang_share]")
-    h.add_argument("--hang-seconds", dest="hang_seconds", type=_number(float), default=60.0,
+    h.add_argument("--hang-seconds", dest="hang_seconds", metavar="S", type=_number(float), default=60.0,
                    help="how long a hanging answer waits (a disconnecting client is dropped) [hang_seconds]")
-    h.add_argument("--rate-limit", dest="rate_limit_rps", type=_number(float), default=0.0,
+    h.add_argument("--rate-limit", dest="rate_limit_rps", metavar="RPS", type=_number(float), default=0.0,
                    help="account-wide requests/s over all /api/v1 paths and keys, fixed windows; over it 429 "
                         "with X-RateLimit-* headers; 0: off [rate_limit_rps]")
-    h.add_argument("--rate-limit-window", dest="rate_limit_window_s", type=_number(float, positive=True),
+    h.add_argument("--rate-limit-window", dest="rate_limit_window_s", metavar="S", type=_number(float, positive=True),
                    default=1.0, help="window of that limit, s, aligned to the epoch; budget = "
                                      "round(rate x window), at least 1 [rate_limit_window_s]")
-    h.add_argument("--retry-after-share", dest="retry_after_share", type=_number(float, share=True), default=0.5,
+    h.add_argument("--retry-after-share", dest="retry_after_share", metavar="SHARE", type=_number(float, share=True), default=0.5,
                    help="share of rate-limit 429s (and CDN pages) that carry Retry-After [retry_after_share]")
-    h.add_argument("--html-error-share", dest="html_error_share", type=_number(float, share=True), default=0.0,
+    h.add_argument("--html-error-share", dest="html_error_share", metavar="SHARE", type=_number(float, share=True), default=0.0,
                    help="share of 429 (account limiter) and 5xx (faults) answers sent as a CDN's HTML error page "
                         "instead of JSON [html_error_share]")
 
@@ -647,9 +651,19 @@ def serve_from_args(args: argparse.Namespace) -> None:
     _run(serve_async(args), getattr(args, "loop", "auto"))
 
 
+CONTROL_HELP = """control API (tests switch behaviour at runtime, no restart):
+  GET|POST|DELETE /_emulator/config   every key in brackets above; POST {"key": value, ...}; DELETE restores
+  GET /_emulator/truth?date=D         the day's ground truth (count, ids, per model and key, the catalogue)
+  GET|POST|DELETE /_emulator/faults   scripted faults {"rules": [{"path", "status", "count", ...}]}
+  POST /_emulator/generations         late generations {"date", "count", "at"?}
+  GET|DELETE /_emulator/stats         answers per path/status, rates, peak, 429s, HTML pages, hangs, in flight
+All chance (latency, hangs, Retry-After, HTML pages, faults) is drawn from --seed."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openrouter-emulator",
-                                     description="Local, hostile emulator of the OpenRouter usage API")
+                                     description="Local, hostile emulator of the OpenRouter usage API",
+                                     epilog=CONTROL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_cli_arguments(parser)
     return parser
 

@@ -9,8 +9,8 @@ Escaping, per the 1.x line protocol reference (checked against influxd 1.6.7):
 - floats: `repr` (shortest round trip) without a trailing ".0"; integers: `i` suffix; booleans:
   `true`/`false`; the timestamp: integer nanoseconds.
 
-Names and tag values that 1.x cannot carry raise ValueError instead of writing something else: a newline
-(it ends the line), a trailing backslash (it escapes the separator after it) or an empty name. Tag and
+Names and tag values that 1.x cannot carry raise ValueError instead of writing something else: empty, or
+with a newline, a trailing backslash, or a backslash before a space (1.x has no escape for backslash). Tag and
 field values that are None are omitted, and so are empty tag values (line protocol has no empty tag).
 Tags and fields are written sorted by key, as InfluxDB recommends and as `influxdb_client.Point` does.
 
@@ -33,13 +33,19 @@ _SERIES_CACHE_LIMIT = 10_000  # distinct tag sets remembered per encoder; the le
 
 
 def _check_name_or_tag(what: str, text: str) -> str:
+    """`text` unless influxd 1.x would misread it, whatever the escaping: it has no escape for backslash."""
     if not isinstance(text, str):
         raise TypeError(f"{what} must be a str, got {type(text).__name__}: {text!r}")
     if "\n" in text:
-        raise ValueError(f"{what} {text!r} contains a newline, which line protocol cannot carry")
-    if text.endswith("\\"):
-        raise ValueError(f"{what} {text!r} ends with a backslash, which line protocol cannot carry")
-    return text
+        problem = "a newline (it would end the line)"
+    elif text.endswith("\\"):
+        problem = "a trailing backslash (it would escape the separator after it)"
+    elif "\\ " in text:
+        # Escaped, `\ ` becomes `\\ `: 1.x's line splitter reads `\\` + separator, its tag parser `\` + `\ `.
+        problem = "a backslash before a space (influxd 1.x reads its escape two ways)"
+    else:
+        return text
+    raise ValueError(f"{what} {text!r} contains {problem}, which line protocol cannot carry")
 
 
 def escape_measurement(name: str) -> str:

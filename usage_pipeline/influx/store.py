@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Iterator, Mapping, Sequence
@@ -20,11 +21,12 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util import Retry
 
-from usage_pipeline.influx.points import FIELD_TYPES, MEASUREMENT, TAGS, to_points
+from usage_pipeline.influx.points import FIELD_TYPES, MEASUREMENT, TAGS, iter_line_batches
 from usage_pipeline.openrouter.generation import Generation
 
 log = logging.getLogger(__name__)
 
+WRITE_BATCH_SIZE = 5000  # points per POST /write
 RETENTION_POLICY = "autogen"  # data already lives here; switching the default RP would hide it
 _RETRY_STATUSES = (500, 502, 503, 504)
 _DTYPES: dict[type, str] = {float: "float64", int: "Int64", bool: "boolean", str: "string"}
@@ -256,14 +258,31 @@ class InfluxStore:
 
     # ---- writes -------------------------------------------------------------------------------
 
-    def write_generations(self, generations: Sequence[Generation], batch_size: int = 5000) -> int:
-        """Upsert a complete window of generations; returns the number of points written."""
+    def write_generations(self, generations: Sequence[Generation], batch_size: int = WRITE_BATCH_SIZE) -> int:
+        """Upsert a complete window of generations; returns the number of points written.
+
+        Batch k+1 is encoded while batch k is POSTed by one background thread, so at most one request is
+        in flight and one more batch is held. The first failure (a bad value, or InfluxWriteError) ends
+        the call; batches already written stay written, which is safe because writes are upserts.
+        """
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        lines = [point.to_line_protocol() for point in to_points(generations)]
-        for start in range(0, len(lines), batch_size):
-            self.write_lines(lines[start : start + batch_size])
-        return len(lines)
+        batches = iter_line_batches(generations, batch_size)
+        if len(generations) <= batch_size:  # one request: nothing to overlap
+            lines = next(batches, [])
+            self.write_lines(lines)
+            return len(lines)
+        written = 0
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="influx-write") as poster:
+            in_flight: Future[None] | None = None
+            for lines in batches:  # encodes the next batch while the previous one is in flight
+                if in_flight is not None:
+                    in_flight.result()
+                in_flight = poster.submit(self.write_lines, lines)
+                written += len(lines)
+            if in_flight is not None:
+                in_flight.result()
+        return written
 
     def write_lines(self, lines: Sequence[str]) -> None:
         """POST line protocol (ns precision) as one request; raise InfluxWriteError unless 2xx."""

@@ -62,6 +62,7 @@ class AdaptiveLimit:
     known_reset: float = -math.inf  # the latest budget reset time a 429 named
     reset_period: float | None = None  # the shortest gap seen between two named reset times
     _last_decrease: float = -math.inf
+    _saturated_at: float = -math.inf
     _hintless: int = 0
     _tokens: float = 0.0
     _tokens_at: float | None = None
@@ -92,13 +93,15 @@ class AdaptiveLimit:
             return math.inf
         if self.max_rps is not None:
             self._refill(now)
-            if self._tokens < 1.0:
+            if self._tokens < 1.0 - 1e-9:  # float rounding must not leave a wait of 1e-17 s
                 return (1.0 - self._tokens) / self.max_rps
         return 0.0
 
     def started(self, now: float) -> None:
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        if self.in_flight >= 0.9 * self.limit:
+            self._saturated_at = now
         if self.max_rps is not None:
             self._refill(now)
             self._tokens -= 1.0
@@ -107,19 +110,17 @@ class AdaptiveLimit:
                  reset_at: float | None = None, retry_at: float | None = None) -> None:
         """Report one answer; for a 429, `reset_at` is when its X-RateLimit-Reset says the budget resets and
         `retry_at` when its Retry-After says to try again (both monotonic, either may be None)."""
-        in_use = self.in_flight
         self.in_flight = max(0, self.in_flight - 1)
         if signal is Signal.CLEAN:
             self._hintless = 0
             if latency_s is not None:
                 self.round_trip_s += 0.1 * (latency_s - self.round_trip_s)
-            if in_use >= 0.9 * self.limit:  # only a limit that was really used may grow
+            if now - self._saturated_at <= 2 * self.round_trip_s:  # only a limit really used lately may grow
                 self.limit = min(float(self.ceiling), self.limit + self._step())
         elif signal is Signal.THROTTLED:
             self.throttled += 1
-            self._decrease(now, THROTTLE_DECREASE)
-            if self.slow_start:
-                self.limit = max(self.floor, self.limit * SLOW_START_EXIT)  # the overshoot of doubling
+            # The first 429 also undoes the overshoot of doubling per round trip.
+            self._decrease(now, THROTTLE_DECREASE * (SLOW_START_EXIT if self.slow_start else 1.0))
             if reset_at is not None:
                 self._learn_reset(reset_at)
                 resume_at = reset_at

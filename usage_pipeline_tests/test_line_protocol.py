@@ -1,0 +1,275 @@
+"""The line-protocol encoder: the same lines as influxdb_client.Point where Point is right, and every value
+read back exactly from a real influxd 1.6.7 where it matters most (awkward tags and strings, float bits)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+import re
+import struct
+import uuid
+from typing import Any, Iterator
+
+import pytest
+from influxdb_client import Point, WritePrecision
+
+from usage_pipeline.influx.line_protocol import LineEncoder, escape_key, escape_measurement
+from usage_pipeline.influx.local_server import LocalInfluxd
+from usage_pipeline.influx.points import FIELD_TYPES, MEASUREMENT, to_lines, to_points
+from usage_pipeline.influx.store import DayCounts, InfluxSettings, InfluxStore
+from usage_pipeline.openrouter.generation import Generation
+
+UTC = dt.timezone.utc
+DAY = dt.date(2025, 4, 2)
+DAY_START = dt.datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC)
+SOURCE = {"generation_id": "id", "api_key": "api_key_id"}  # field -> Generation attribute, where they differ
+FLOAT_FIELDS = [name for name, kind in FIELD_TYPES.items() if kind is float]
+
+# Everything line protocol escapes or that could confuse a parser, plus multi-byte text.
+AWKWARD = [" ", ",", "=", '"', "\\", "'", "#", "{", "}", "é", "中", "😀", "\u00a0", "a", "Z", "0", "/", "-", "."]
+CONTROL = ["\n", "\t", "\r"]
+
+
+def text(rng: random.Random, *, tag: bool) -> str:
+    """Random awkward text. A tag never has what 1.x cannot carry (and Point mangles on 1.6.7): newline,
+    tab, CR, a trailing backslash or a backslash before a space. String fields may have all of them."""
+    chars = AWKWARD if tag else AWKWARD + CONTROL
+    value = "".join(rng.choice(chars) for _ in range(rng.randint(1, 14)))
+    if tag:
+        value = value.replace("\\ ", "\\x")
+        if value.endswith("\\"):
+            value += "x"
+    return value
+
+
+def random_float(rng: random.Random) -> float | int:
+    pick = rng.randrange(6)
+    if pick == 0:
+        return rng.uniform(-1e6, 1e6)
+    if pick == 1:  # any finite double, subnormals and extremes included
+        while True:
+            value: float = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
+            if math.isfinite(value):
+                return value
+    if pick == 2:
+        return float(rng.randrange(-10**6, 10**6))  # integral: written without ".0"
+    if pick == 3:
+        return rng.choice([0.0, -0.0, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 0.1 + 0.2, 1e16, 1e-7])
+    if pick == 4:
+        return rng.randrange(-1000, 1000)  # an int in a float field is still written as a float
+    return rng.random() * 10 ** rng.randint(-12, 3)
+
+
+def random_value(rng: random.Random, kind: type) -> Any:
+    if kind is float:
+        return random_float(rng)
+    if kind is int:
+        return rng.choice([rng.randrange(-(2**63), 2**63), rng.randrange(0, 100_000), 0, True])
+    if kind is bool:
+        return rng.choice([True, False, 0, 1])
+    return rng.choice([text(rng, tag=False), text(rng, tag=False), "", 42])  # str() of a stray int
+
+
+def random_generations(rng: random.Random, count: int) -> list[Generation]:
+    """Awkward generations over one day; about a fifth share a few µs, so ranks above 0 are exercised."""
+    shared = [rng.randrange(86_400 * 10**6) for _ in range(5)]
+    models = [text(rng, tag=True) for _ in range(6)]
+    providers: list[str | None] = [text(rng, tag=True) for _ in range(4)] + [None, ""]
+    out = []
+    for i in range(count):
+        micros = rng.choice(shared) if rng.random() < 0.2 else rng.randrange(86_400 * 10**6)
+        values: dict[str, Any] = {
+            "id": f"gen-{i:05d}-{text(rng, tag=False)}",
+            "created_at": DAY_START + dt.timedelta(microseconds=micros),
+            "model": rng.choice(models),
+            "provider_name": rng.choice(providers),
+        }
+        for name, kind in FIELD_TYPES.items():
+            attr = SOURCE.get(name, name)
+            if attr not in values:
+                values[attr] = None if name != "total_cost" and rng.random() < 0.2 else random_value(rng, kind)
+        out.append(Generation(**values))
+    return out
+
+
+# ---- the encoder on its own ---------------------------------------------------------------------------
+
+
+def test_each_element_is_escaped_as_the_1x_spec_says() -> None:
+    encoder = LineEncoder("cpu load,x=y", ["z tag", "a,tag="], {"s k": str, "f": float, "i": int, "b": bool})
+    line = encoder.encode(("v 1,=", 'q"\\é😀'), ['say "hi"\\ \n\tend\\', 2.0, 7, 0], 1234)
+    assert line == (
+        'cpu\\ load\\,x=y,a\\,tag\\==q"\\é😀,z\\ tag=v\\ 1\\,\\= '
+        'b=false,f=2,i=7i,s\\ k="say \\"hi\\"\\\\ \n\tend\\\\" 1234'
+    )
+    # None fields and None or empty tags are left out; tags and fields come sorted by key.
+    assert encoder.encode(("", None), [None, 0.1 + 0.2, None, True], 5) == "cpu\\ load\\,x=y b=true,f=0.30000000000000004 5"
+    assert encoder.encode((None, "x"), [None, 1e16, -3, None], 6) == "cpu\\ load\\,x=y,a\\,tag\\==x f=1e+16,i=-3i 6"
+    with pytest.raises(ValueError, match="no non-null field"):
+        encoder.encode(("a", "b"), [None, None, None, None], 7)
+    with pytest.raises(ValueError, match="unpack"):
+        encoder.encode(("a", "b"), [None, None, None], 7)
+
+
+def test_the_encoder_equals_point_for_random_schemas_and_values() -> None:
+    rng = random.Random(20250402)
+    for _ in range(200):
+        names = {text(rng, tag=True) for _ in range(rng.randint(2, 9))}
+        tag_keys = sorted(names)[: rng.randint(0, min(2, len(names) - 1))]
+        kinds = {name: rng.choice([float, int, bool, str]) for name in sorted(names - set(tag_keys))}
+        measurement = text(rng, tag=True).lstrip("#") or "m"
+        encoder = LineEncoder(measurement, tag_keys, kinds)
+        for _ in range(20):
+            tags = tuple(rng.choice([text(rng, tag=True), None, ""]) for _ in tag_keys)
+            values = [None if i and rng.random() < 0.2 else random_value(rng, kind) for i, kind in enumerate(kinds.values())]
+            time_ns = rng.randrange(-(2**63), 2**63)
+            point = Point(measurement)
+            for key, tag in zip(tag_keys, tags):
+                point.tag(key, tag)
+            for (name, kind), value in zip(kinds.items(), values):
+                point.field(name, None if value is None else kind(value))
+            expected = point.time(time_ns, WritePrecision.NS).to_line_protocol()
+            assert encoder.encode(tags, values, time_ns) == expected
+
+
+def test_to_lines_equals_point_for_many_random_generations() -> None:
+    generations = random_generations(random.Random(7), 3000)
+    lines = to_lines(generations)
+    assert lines == [point.to_line_protocol() for point in to_points(generations)]
+    assert len(lines) == 3000 and len({line.rsplit(" ", 1)[1] for line in lines}) < 3000  # ranks were needed
+
+
+def test_non_finite_floats_raise_a_value_error_naming_the_field() -> None:
+    base = random_generations(random.Random(3), 1)[0]
+    for name in FLOAT_FIELDS:
+        for bad in (math.nan, math.inf, -math.inf):
+            generation = Generation(**{**_as_dict(base), SOURCE.get(name, name): bad})
+            with pytest.raises(ValueError, match=rf"field '{name}' is {bad!r}: line protocol has no NaN or infinity"):
+                to_lines([generation])
+
+
+@pytest.mark.parametrize(
+    ("model", "problem"),
+    [
+        ("gpt\n4", "a newline"),
+        ("gpt-4\\", "a trailing backslash"),
+        ("gpt\\ 4", "a backslash before a space"),
+    ],
+)
+def test_tags_1x_cannot_carry_raise_instead_of_writing_another_value(model: str, problem: str) -> None:
+    generation = Generation(**{**_as_dict(random_generations(random.Random(4), 1)[0]), "model": model})
+    with pytest.raises(ValueError, match=re.escape(f"tag 'model' {model!r} contains {problem}")):
+        to_lines([generation])
+
+
+def test_names_1x_cannot_carry_are_refused_when_the_schema_is_built() -> None:
+    for bad in ("", "#comment", "cpu\nmem", "cpu\\"):
+        with pytest.raises(ValueError, match="measurement"):
+            escape_measurement(bad)
+    for bad in ("", "a\\ b", "a\n"):
+        with pytest.raises(ValueError, match="field key"):
+            LineEncoder("m", [], {bad: float})
+        with pytest.raises(ValueError, match="tag key"):
+            LineEncoder("m", [bad], {"f": float})
+    assert escape_key("tag", "a\\,b=c d\t\r") == "a\\\\,b\\=c\\ d\t\r"  # a backslash before , or = is fine
+    with pytest.raises(TypeError, match="kind must be one of"):
+        LineEncoder("m", [], {"f": bytes})
+    with pytest.raises(ValueError, match="collide"):
+        LineEncoder("m", ["f"], {"f": float})
+
+
+def _as_dict(generation: Generation) -> dict[str, Any]:
+    return {name: getattr(generation, name) for name in Generation.__dataclass_fields__}
+
+
+# ---- through a real influxd ----------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def store(influxd: LocalInfluxd) -> Iterator[InfluxStore]:
+    s = InfluxStore(InfluxSettings(url=influxd.url, database=f"lp_{uuid.uuid4().hex[:10]}"))
+    s.ensure_database()
+    yield s
+    s.query(f'DROP DATABASE "{s.settings.database}"')
+    s.close()
+
+
+def read_back(store: InfluxStore) -> dict[str, dict[str, Any]]:
+    """Every point of the measurement as {column: value}, keyed by generation_id (raw /query JSON values)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for series in store.query(f'SELECT * FROM "{MEASUREMENT}"'):
+        for values in series["values"]:
+            row = dict(zip(series["columns"], values))
+            rows[row["generation_id"]] = row
+    return rows
+
+
+def float_bits(value: float) -> bytes:
+    return struct.pack("<d", value)
+
+
+def test_awkward_tags_and_strings_round_trip_exactly(store: InfluxStore) -> None:
+    generations = random_generations(random.Random(11), 1500)
+    rng = random.Random(12)
+    fixed = {
+        "model": ["a b", "a,b", "a=b", 'a"b', "a\\b", "a\\,b", "a\\=b", "a\\\\b", "é 中 😀", " lead", "#x", "\tt\r"],
+        "provider_name": ["Open AI", "x,y=z", '"q"', "back\\slash", "😀", None, ""],
+    }
+    awkward = [
+        Generation(**{
+            **_as_dict(g),
+            "model": fixed["model"][i % len(fixed["model"])],
+            "provider_name": fixed["provider_name"][i % len(fixed["provider_name"])],
+            "external_user": ['a "b"\\ c', "line\nbreak", "tab\tcr\r", "trailing\\", "😀,= é"][i % 5],
+            "finish_reason": "".join(rng.choice(AWKWARD + CONTROL) for _ in range(30)),
+        })
+        for i, g in enumerate(generations[:100])
+    ]
+    window = awkward + generations[100:]
+    assert store.write_generations(window, batch_size=400) == len(window)
+
+    rows = read_back(store)
+    assert len(rows) == len(window)
+    times = [int(line.rsplit(" ", 1)[1]) for line in to_lines(window)]  # ids are unique: same order
+    for generation, time_ns in zip(window, times, strict=True):
+        row = rows[generation.id]
+        assert row["model"] == generation.model
+        assert row["provider"] == (generation.provider_name or None)
+        assert row["time"] == time_ns
+        for name, kind in FIELD_TYPES.items():
+            expected = getattr(generation, SOURCE.get(name, name))
+            got = row[name]
+            if expected is None:
+                assert got is None, name
+            elif kind is float:  # JSON writes integral floats as integers; the bits must still match
+                assert float_bits(float(got)) == float_bits(float(expected)) or float(expected) == 0.0, name
+            else:
+                assert type(got) is kind and got == kind(expected), name
+
+
+def test_floats_read_back_bit_identical(store: InfluxStore) -> None:
+    values = [0.1 + 0.2, 1 / 3, 2 / 3, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 1e-300,
+              123456789.12345679, 0.1, 1e16, 9007199254740993.0, -2.5e-7, 299792.458]
+    start = DAY_START + dt.timedelta(hours=1)
+    base = random_generations(random.Random(5), 1)[0]
+    generations = [
+        Generation(**{**_as_dict(base), "id": f"f{i:03d}", "created_at": start + dt.timedelta(seconds=i),
+                      "total_cost": value, "usage": -value, "latency": value / 7})
+        for i, value in enumerate(values)
+    ]
+    store.write_generations(generations)
+    rows = read_back(store)
+    for i, value in enumerate(values):
+        row = rows[f"f{i:03d}"]
+        for name, expected in (("total_cost", value), ("usage", -value), ("latency", value / 7)):
+            assert float_bits(float(row[name])) == float_bits(expected), (name, expected, row[name])
+    assert rows["f000"]["total_cost"] == 0.30000000000000004
+
+
+def test_a_non_finite_float_fails_the_write_before_anything_is_sent(store: InfluxStore) -> None:
+    good = random_generations(random.Random(6), 20)
+    bad = Generation(**{**_as_dict(good[0]), "id": "bad", "latency": math.nan})
+    with pytest.raises(ValueError, match="field 'latency' is nan"):
+        store.write_generations([*good, bad])
+    assert store.day_counts(DAY) == DayCounts(points=0, distinct_ids=0)
