@@ -4,6 +4,7 @@ Prints the seconds of each part, the capture report's counts and this process's 
 and influxd run in their own processes and are not counted). No assertions: figures for the notes.
 
     python -m benchmarks.day_end_to_end --generations 50000
+    python -m benchmarks.day_end_to_end --generations 20000 --latency-ms 200 --limit 500   # the hard API
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance
 
+from benchmarks.capture_throughput import emulator_args
 from benchmarks.influx_write import peak_rss_mb
 from usage_pipeline.definitions import build_defs
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
@@ -26,18 +28,21 @@ from openrouter_emulator.process import run_emulator
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--generations", type=int, default=50_000)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--latency-ms", type=float, default=0, help="median added latency (with 0.05%% hangs)")
+    parser.add_argument("--limit", type=int, default=0, help="account-wide requests/s; 0: none")
+    parser.add_argument("--html-error-share", type=float, default=0.1)
     args = parser.parse_args()
+    hostile = emulator_args(args.latency_ms, args.limit, args.html_error_share)
     day = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t0 = time.monotonic()
-        with run_emulator(generations_per_day=args.generations, days=1, log_path=root / "emulator.log") as emulator, \
+        with run_emulator(generations_per_day=args.generations, days=1, log_path=root / "emulator.log",
+                          extra_args=hostile) as emulator, \
                 run_influxd(root / "influxd", log_path=root / "influxd.log") as influxd:
             started = time.monotonic() - t0
             defs = build_defs({
-                "openrouter": OpenRouterResource(api_key=emulator.management_key, base_url=emulator.base_url,
-                                                 concurrency=args.concurrency),
+                "openrouter": OpenRouterResource(api_key=emulator.management_key, base_url=emulator.base_url),
                 "influxdb": InfluxDBResource(url=influxd.url, database="bench"),
                 "usage_db": DailyUsageDatabase(path=str(root / "usage.duckdb")),
             })
@@ -45,17 +50,22 @@ def main() -> None:
             result = defs.resolve_job_def("daily_usage").execute_in_process(
                 partition_key=day.isoformat(), instance=DagsterInstance.ephemeral(), raise_on_error=False)
             job_seconds = time.monotonic() - t1
+            stats = emulator.stats()
     steps = {e.step_key: e for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
     meta = {k: v.value for k, v in result.asset_materializations_for_node("influxdb__generations")[0].metadata.items()}
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    print(f"day {day}: {args.generations} generations/day emulated, concurrency {args.concurrency}")
+    print(f"day {day}: {args.generations} generations/day emulated; emulator flags: {' '.join(hostile)}")
     print(f"servers started in {started:.1f} s (emulator + influxd)")
     print(f"job daily_usage: {'success' if result.success else 'FAILED'} in {job_seconds:.1f} s end to end")
     for key, event in steps.items():
         print(f"  step {key}: {event.event_specific_data.duration_ms / 1000:.2f} s")
     print("capture:", {k: meta[k] for k in ("enumerated", "fetched", "written", "duplicates_skipped", "missing",
-                                            "windows", "windows_split", "analytics_queries", "retries", "seconds",
+                                            "windows", "windows_split", "analytics_queries", "retries",
+                                            "throttled_429", "hedged_requests", "records_per_second",
+                                            "peak_in_flight", "fetch_p50_ms", "fetch_p99_ms", "seconds",
                                             "influx_write_seconds")})
+    print("emulator:", {k: stats[k] for k in ("served_per_second", "ok_per_second", "rate_limited", "html_errors",
+                                              "hangs", "max_in_flight")})
     print("checks:", checks)
     print(f"peak RSS of this process: {peak_rss_mb():.0f} MiB")
 

@@ -190,9 +190,8 @@ def measure_writes(url: str, count: int, day: dt.date, window: int, batch_size: 
 
 def run(url: str, points: int, window: int, batch_size: int, rounds: int, chunk_size: int) -> None:
     big_day, small_day = dt.date(2025, 6, 1), dt.date(2025, 6, 2)
-    with fresh_store(url) as store:
+    with InfluxStore(InfluxSettings(url=url)) as store:
         print(f"influxd {store.ping()} at {url}")
-        store.query(f'DROP DATABASE "{store.settings.database}"')
     measure_writes(url, points, big_day, window, batch_size, rounds)
     with fresh_store(url) as store:  # the days the read side streams
         database = store.settings.database

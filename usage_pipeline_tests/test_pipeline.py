@@ -156,6 +156,40 @@ def test_a_dropped_generation_fails_capture_and_skips_the_summary(ledger: Ledger
     assert healed.success and checks(healed) == ALL_GREEN
 
 
+def capture_check(result: ExecuteInProcessResult) -> Any:
+    return next(e for e in result.get_asset_check_evaluations() if e.check_name == "full_capture_matches_openrouter")
+
+
+@pytest.mark.parametrize("inclusive", [False, True], ids=["end-exclusive", "end-inclusive"])
+def test_the_capture_check_holds_on_label_named_analytics_and_either_end_bound(ledger: Ledger, inclusive: bool) -> None:
+    """OpenRouter's analytics name models by label, not by the slug /generation records, and may treat the
+    end of a time range as inclusive. The check is green on an exact day all the same, and red, with a
+    per-model diff, when a record is really missing."""
+    emulator = ledger.emulator
+    day = yesterday() - dt.timedelta(days=1)
+    next_midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+    emulator.configure(inclusive_end=inclusive, analytics_labels=True)
+    try:
+        emulator.add_generations(day + dt.timedelta(days=1), 2, at=next_midnight)  # the next day's first µs
+        emulator.add_generations(day, 1, at=next_midnight - dt.timedelta(microseconds=1))  # this day's last
+        green = ledger.run(day)
+        assert green.success and checks(green) == ALL_GREEN
+        meta = capture_check(green).metadata
+        assert meta["stored_distinct_ids"].value == meta["api_request_count"].value == ledger.truth(day)["count"]
+        assert meta["analytics_labels"].value > 0 and meta["activity_checked"].value is True
+        generation_meta = green.asset_materializations_for_node("influxdb__generations")[0].metadata
+        assert (generation_meta["next_day_ids_skipped"].value >= 2) if inclusive else (generation_meta["next_day_ids_skipped"].value == 0)
+
+        row = next(iter(ledger.store.iter_day_frames(day, chunk_size=1))).iloc[0]
+        ledger.store.delete_point(row["model"], row["provider"], int(row["time"]))
+        red = ledger.verify_only(day)
+        assert checks(red)["full_capture_matches_openrouter"] is False and not summarized(red)
+        diff = capture_check(red).metadata["diff"].value
+        assert f"| {row['model']} |" in diff and "| -1 |" in diff  # the slug, one short of /activity
+    finally:
+        emulator.reset_config()
+
+
 def test_a_duplicated_point_fails_the_duplicates_check(ledger: Ledger) -> None:
     day = yesterday()
     assert ledger.run(day).success

@@ -150,7 +150,7 @@ class LineEncoder:
         self._escaped_tag_keys = [escape_key("tag key", key) for key in self.tag_keys]
         self._tag_order = sorted(range(len(self.tag_keys)), key=self.tag_keys.__getitem__)
         self._series: dict[tuple[str | None, ...], str] = {}
-        self.encode_fields = _compile_fields(field_kinds)
+        self._encode_fields = _compile_fields(field_kinds)
 
     def series_key(self, tag_values: tuple[str | None, ...]) -> str:
         """`measurement[,key=value...] ` (with its trailing space) for tag values in `tag_keys` order."""
@@ -176,7 +176,7 @@ class LineEncoder:
 
         Raises ValueError if every field is None: a line needs at least one field.
         """
-        fields = self.encode_fields(field_values)
+        fields = self._encode_fields(field_values)
         if not fields:
             raise ValueError(f"point at {time_ns} has no non-null field; line protocol needs at least one")
         return f"{self.series_key(tag_values)}{fields} {time_ns:d}"

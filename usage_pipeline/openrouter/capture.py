@@ -71,7 +71,8 @@ class CaptureReport:
 
     @property
     def complete(self) -> bool:
-        return not self.missing and not self.invalid and self.records_fetched == self.ids_enumerated
+        return (not self.missing and not self.invalid
+                and self.records_fetched + self.next_day_ids_skipped == self.ids_enumerated)
 
     @property
     def records_per_second(self) -> float:
