@@ -245,10 +245,12 @@ def test_writes_to_a_missing_database_fail_without_leaking_credentials(influxd: 
         text = f"{err} {err!r} {err.server_text} {store.settings!r}"
         assert err.status == 404 and err.batch_size == 2
         assert 'database not found: "no_such_db"' in str(err)
+        assert SECRET_TOKEN not in text and SECRET_PASSWORD not in text
         with pytest.raises(InfluxWriteError, match="database not found") as in_thread:  # POSTed by the writer thread
             store.write_generations([gen(f"gen-{i}", at(DAY, i)) for i in range(5)], batch_size=2)
         assert in_thread.value.status == 404 and in_thread.value.batch_size == 2
-        assert SECRET_TOKEN not in text and SECRET_PASSWORD not in text
+        assert SECRET_TOKEN not in f"{in_thread.value} {in_thread.value.server_text}"
+        assert SECRET_PASSWORD not in f"{in_thread.value} {in_thread.value.server_text}"
         with pytest.raises(InfluxQueryError) as query_err:
             store.query("SELECT FROM")
         assert "error parsing query" in str(query_err.value)

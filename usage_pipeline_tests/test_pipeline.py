@@ -37,7 +37,7 @@ from usage_pipeline.defs.partitions import capturable_day
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
 from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline.influx.store import InfluxSettings, InfluxStore
-from openrouter_emulator.process import EmulatorProcess
+from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline_tests.conftest import yesterday
 
 SUMMARY_TABLES = ("daily_usage", "daily_usage_by_provider", "daily_usage_by_api_key", "daily_usage_by_user",
@@ -214,6 +214,26 @@ def test_a_late_generation_turns_capture_red_until_the_day_is_rerun(ledger: Ledg
     rerun = ledger.run(day)
     assert rerun.success and checks(rerun) == ALL_GREEN
     assert ledger.store.day_counts(day).distinct_ids == ledger.truth(day)["count"]
+
+
+def test_a_day_from_an_api_as_hard_as_openrouter_is_exact_and_green(influxd: LocalInfluxd, tmp_path: Path) -> None:
+    """200 ms median latency with a long tail, hung record fetches, an account-wide limit of 500
+    requests/s whose 429s come partly as a CDN's HTML pages, label-named analytics: through the job."""
+    hard = ["--latency-ms", "200", "--hang-share", "0.002", "--hang-seconds", "20", "--rate-limit", "500",
+            "--html-error-share", "0.2", "--analytics-labels", "on"]
+    with run_emulator(seed=31, generations_per_day=5000, days=1, log_path=tmp_path / "emu.log",
+                      extra_args=hard) as emulator:
+        ledger = Ledger(emulator, influxd, tmp_path)
+        day = yesterday()
+        result = ledger.run(day)
+        truth = ledger.truth(day)
+        stats = emulator.stats()
+    assert result.success and checks(result) == ALL_GREEN
+    meta = {k: v.value for k, v in result.asset_materializations_for_node("influxdb__generations")[0].metadata.items()}
+    assert meta["enumerated"] == meta["fetched"] == meta["written"] == truth["count"] == 5000
+    assert stats["rate_limited"] > 0 and stats["hangs"] > 0  # the server really was hard ...
+    assert meta["throttled_429"] > 0 and meta["hedged_requests"] > 0 and meta["missing"] == 0  # ... and met
+    assert ledger.store.ids_by_model(day) == truth["by_model"]
 
 
 def test_the_schedule_asks_for_yesterday(ledger: Ledger) -> None:

@@ -5,7 +5,18 @@ from __future__ import annotations
 import datetime as dt
 import math
 
-from usage_pipeline.openrouter.windows import MIN_WIDTH, Bucket, expected_between, plan, split
+import pytest
+
+from usage_pipeline.openrouter.windows import (
+    MIN_WIDTH,
+    Bucket,
+    Window,
+    WindowQueue,
+    WindowTooDense,
+    expected_between,
+    plan,
+    split,
+)
 
 DAY = dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
 HOUR = dt.timedelta(hours=1)
@@ -48,3 +59,52 @@ def test_a_split_always_makes_progress_even_when_all_traffic_sits_in_the_first_m
 def test_a_window_too_narrow_to_cut_stays_whole() -> None:
     start = DAY + HOUR
     assert len(split(hourly([1000] * 24), start, start + MIN_WIDTH, parts=3)) == 1
+
+
+def drain(queue: WindowQueue) -> list[Window]:
+    out = []
+    while (window := queue.next()) is not None:
+        out.append(window)
+    return out
+
+
+def covers(windows: list[Window], start: dt.datetime, end: dt.datetime) -> bool:
+    return windows[0].start == start and windows[-1].end == end and all(
+        a.end == b.start for a, b in zip(windows, windows[1:]))
+
+
+def test_the_window_queue_hands_out_the_plan_in_time_order() -> None:
+    buckets = hourly([3000] * 24)
+    queue = WindowQueue(buckets, DAY, DAY + 24 * HOUR, 10_000)
+    assert len(queue) == math.ceil(72_000 / 9_000)
+    assert covers(drain(queue), DAY, DAY + 24 * HOUR) and queue.next() is None
+
+
+def test_a_cut_window_is_split_first_and_the_rest_replanned_against_the_learned_cap() -> None:
+    buckets = hourly([3000] * 24)
+    queue = WindowQueue(buckets, DAY, DAY + 24 * HOUR, 10_000)
+    first = queue.next()
+    assert first is not None
+    queue.truncated(first, 2_000)  # the server caps at 2,000 rows, below the 10,000 asked for
+    assert queue.row_limit == 2_000 and queue.splits == 1
+    rest = drain(queue)
+    assert covers(rest, first.start, DAY + 24 * HOUR)
+    assert all(w.expected <= 0.9 * 2_000 + 1e-6 for w in rest)
+    assert len(rest) == math.ceil(72_000 / 1_800)
+
+
+def test_a_cut_at_the_asked_limit_keeps_the_limit() -> None:
+    queue = WindowQueue(hourly([5000] * 24), DAY, DAY + 24 * HOUR, 10_000)
+    window = queue.next()
+    assert window is not None
+    queue.truncated(window, 10_000)
+    assert queue.row_limit == 10_000 and queue.splits == 1
+    assert covers(drain(queue), window.start, DAY + 24 * HOUR)
+
+
+def test_a_cut_window_of_one_millisecond_cannot_be_enumerated() -> None:
+    queue = WindowQueue(hourly([100] * 24), DAY, DAY + MIN_WIDTH, 10_000)
+    window = queue.next()
+    assert window is not None
+    with pytest.raises(WindowTooDense, match="cannot be enumerated exactly"):
+        queue.truncated(window, 30)

@@ -9,7 +9,6 @@ attributes: tags are only `model` and `provider` (bounded cardinality, never the
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from operator import attrgetter
 from typing import Iterator, Mapping, Sequence
 
@@ -98,19 +97,34 @@ def assign_ranks(generations: Sequence[Generation]) -> dict[str, int]:
     Ordering by id makes the rank deterministic across reruns, and the ranks of a key are always
     exactly {0..n-1}, so a generation joining a µs later overwrites or extends, never leaves a stale point.
     """
-    groups: dict[_Key, list[str]] = defaultdict(list)
+    # A list per key would be simplest, but nearly every key has one generation, and ~10,000 lists that
+    # outlive the loop set off full garbage collections: with 200,000 other objects alive that made this
+    # 5.5-7 µs per generation instead of ~1.5. So only keys seen more than once get a list.
+    first: dict[_Key, str] = {}
+    shared: dict[_Key, list[str]] = {}
     for generation in generations:
-        groups[_identity_key(generation)].append(generation.id)
+        key = _identity_key(generation)
+        if key not in first:
+            first[key] = generation.id
+        elif key in shared:
+            shared[key].append(generation.id)
+        else:
+            shared[key] = [first[key], generation.id]
     ranks: dict[str, int] = {}
-    for (model, provider, micros), ids in groups.items():
+    for key, gen_id in first.items():
+        ids = shared.get(key)
+        if ids is None:
+            ranks[gen_id] = 0
+            continue
         if len(ids) > RANKS_PER_MICROSECOND:
+            model, provider, micros = key
             raise RankOverflowError(
                 f"{len(ids)} generations share model={model!r} provider={provider!r} created_at="
                 f"{(_EPOCH + dt.timedelta(microseconds=micros)).isoformat()}; the timestamp has room for at most "
                 f"{RANKS_PER_MICROSECOND} per microsecond"
             )
-        for rank, gen_id in enumerate(sorted(ids)):
-            ranks[gen_id] = rank
+        for rank, other_id in enumerate(sorted(ids)):
+            ranks[other_id] = rank
     return ranks
 
 

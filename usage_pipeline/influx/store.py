@@ -26,7 +26,12 @@ from usage_pipeline.openrouter.generation import Generation
 
 log = logging.getLogger(__name__)
 
-WRITE_BATCH_SIZE = 5000  # points per POST /write
+# Points per POST /write. Measured with benchmarks/influx_write.py (influxd 1.6.7 sharing 2 cores, write
+# calls of 10,000): encoding batch k+1 during the POST of batch k at 5,000 was the fastest end to end in two
+# sets of runs (34.2k and 39.8k points/s), ahead of encoding first then POSTing 5,000s (31.7k, 39.3k) or one
+# 10,000 (32.1k, 37.1k), and of overlapping at 2,500 (32.9k, 37.1k). Bodies are not gzipped: on loopback
+# gzip (level 1) cost the client ~2.5 µs a point and influxd no less CPU (22-25 µs a point either way).
+WRITE_BATCH_SIZE = 5000
 RETENTION_POLICY = "autogen"  # data already lives here; switching the default RP would hide it
 _RETRY_STATUSES = (500, 502, 503, 504)
 _DTYPES: dict[type, str] = {float: "float64", int: "Int64", bool: "boolean", str: "string"}

@@ -84,7 +84,7 @@ class CaptureReport:
 
 @dataclass
 class _Window:
-    ids: dict[str, str | None]
+    ids: dict[str, Any]
     waiting: int
     records: list[Generation] = field(default_factory=list)
 

@@ -21,7 +21,7 @@ from usage_pipeline.openrouter.windows import Bucket, Window, WindowQueue
 
 REFINE_BLOCK_HOURS = 3  # minute granularity is only served for windows of 3 hours or less
 
-IdWindow = tuple[Window, dict[str, str | None]]  # a window and its ids -> the API key's label
+IdWindow = tuple[Window, dict[str, Any]]  # a window and its ids -> the API key's label, as answered
 
 
 class EnumerationReport(Protocol):
@@ -98,13 +98,13 @@ class DayEnumeration:
                 self.report.row_limit = queue.row_limit
                 continue
             self.report.windows_queried += 1
-            ids: dict[str, str | None] = {}
+            ids: dict[str, Any] = {}
             for row in result.rows:
                 gen_id = row.get("generation_id")
-                if not gen_id:
-                    raise OpenRouterError(f"analytics row without generation_id in {window}: {sorted(row)}")
-                key = row.get("api_key_id")
-                ids[str(gen_id)] = None if key in (None, "") else str(key)
+                if not isinstance(gen_id, str) or not gen_id:
+                    raise OpenRouterError(f"analytics row without a generation_id string in {window}: "
+                                          f"{sorted(row)}")
+                ids[gen_id] = row.get("api_key_id")  # the record refuses a label that is not a string
             repeated = previous.intersection(ids)
             self.report.duplicate_ids_across_windows += len(repeated)
             previous = set(ids)

@@ -1,13 +1,16 @@
-"""One OpenRouter generation as the ledger stores it, parsed leniently from `GET /generation`.
+"""One OpenRouter generation as the ledger stores it, parsed from `GET /generation`.
 
 The API's record has grown from 32 to 45 fields and will grow again, so parsing keeps the fields the
-ledger needs, ignores unknown ones and accepts nulls wherever the spec allows them. The API key is not
-part of the record: it comes from the `api_key_id` analytics dimension during enumeration.
+ledger needs, ignores unknown ones and accepts nulls wherever the spec allows them. Types are strict: a
+value of the wrong JSON type (a string for a boolean, a fraction for a token count, NaN, an integer too
+big for its field) makes the record invalid, named with its id, field and value; nothing is coerced. The
+API key is not part of the record: it comes from the `api_key_id` analytics dimension during enumeration.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -40,20 +43,55 @@ def parse_created_at(value: str) -> dt.datetime:
     return parsed.astimezone(dt.timezone.utc)
 
 
-def _opt_float(value: Any) -> float | None:
-    return None if value is None else float(value)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # InfluxDB's integer field
+FLOAT_EXACT_INT = 2**53  # beyond this an integer loses digits as a float
 
 
-def _opt_int(value: Any) -> int | None:
-    return None if value is None else int(value)
+class _Fields:
+    """Strict readers: a value of the wrong JSON type is refused by name, never coerced."""
 
+    def __init__(self, data: Mapping[str, Any], gen_id: str) -> None:
+        self.data = data
+        self.gen_id = gen_id
 
-def _opt_str(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
+    def refuse(self, name: str, expected: str) -> InvalidGeneration:
+        shown = repr(self.data.get(name))
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        return InvalidGeneration(f"generation {self.gen_id}: field {name!r} must be {expected}, got {shown}")
 
+    def number(self, name: str) -> float | None:
+        value = self.data.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.refuse(name, "a number or null")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.refuse(name, "a finite number")
+        if isinstance(value, int) and abs(value) > FLOAT_EXACT_INT:
+            raise self.refuse(name, f"a number a float holds exactly (|n| <= 2**53)")
+        return float(value)
 
-def _opt_bool(value: Any) -> bool | None:
-    return None if value is None else bool(value)
+    def integer(self, name: str) -> int | None:
+        value = self.data.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.refuse(name, "an integer or null")
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise self.refuse(name, "an integer within 64 bits")
+        return value
+
+    def text(self, name: str) -> str | None:
+        value = self.data.get(name)
+        if value is None or isinstance(value, str):
+            return value
+        raise self.refuse(name, "a string or null")
+
+    def flag(self, name: str) -> bool | None:
+        value = self.data.get(name)
+        if value is None or isinstance(value, bool):
+            return value
+        raise self.refuse(name, "true, false or null")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +103,7 @@ class Generation:
     model: str
     provider_name: str | None
     api_key_id: str | None
-    total_cost: float
+    total_cost: float | None
     usage: float | None
     upstream_inference_cost: float | None
     cache_discount: float | None
@@ -95,46 +133,50 @@ class Generation:
     def from_api(cls, data: Mapping[str, Any], api_key_id: str | None = None) -> "Generation":
         """Build from the `data` object of a `GET /generation` response; unknown fields are ignored."""
         gen_id = data.get("id")
-        if not gen_id:
-            raise InvalidGeneration(f"generation record without an id: keys={sorted(data)[:8]}")
+        if not isinstance(gen_id, str) or not gen_id:
+            raise InvalidGeneration(f"generation record without a string id: id={gen_id!r:.80}, "
+                                    f"keys={sorted(data)[:8]}")
+        fields = _Fields(data, gen_id)
+        created, model = data.get("created_at"), data.get("model")
+        if not isinstance(created, str):
+            raise fields.refuse("created_at", "an ISO 8601 date-time string")
+        if not isinstance(model, str) or not model:
+            raise fields.refuse("model", "a non-empty string")
+        if api_key_id is not None and not isinstance(api_key_id, str):
+            raise InvalidGeneration(f"generation {gen_id}: analytics api_key_id must be a string, got {api_key_id!r:.80}")
         try:
-            created = data["created_at"]
-            model = data["model"]
-            if not model:
-                raise KeyError("model")
-            return cls(
-                id=str(gen_id),
-                created_at=parse_created_at(str(created)),
-                model=str(model),
-                provider_name=_opt_str(data.get("provider_name")),
-                api_key_id=_opt_str(api_key_id),
-                total_cost=float(data.get("total_cost") or 0.0),
-                usage=_opt_float(data.get("usage")),
-                upstream_inference_cost=_opt_float(data.get("upstream_inference_cost")),
-                cache_discount=_opt_float(data.get("cache_discount")),
-                tokens_prompt=_opt_int(data.get("tokens_prompt")),
-                tokens_completion=_opt_int(data.get("tokens_completion")),
-                native_tokens_prompt=_opt_int(data.get("native_tokens_prompt")),
-                native_tokens_completion=_opt_int(data.get("native_tokens_completion")),
-                native_tokens_reasoning=_opt_int(data.get("native_tokens_reasoning")),
-                native_tokens_cached=_opt_int(data.get("native_tokens_cached")),
-                latency=_opt_float(data.get("latency")),
-                generation_time=_opt_float(data.get("generation_time")),
-                moderation_latency=_opt_float(data.get("moderation_latency")),
-                finish_reason=_opt_str(data.get("finish_reason")),
-                native_finish_reason=_opt_str(data.get("native_finish_reason")),
-                streamed=_opt_bool(data.get("streamed")),
-                cancelled=_opt_bool(data.get("cancelled")),
-                is_byok=_opt_bool(data.get("is_byok")),
-                api_type=_opt_str(data.get("api_type")),
-                app_id=_opt_int(data.get("app_id")),
-                origin=_opt_str(data.get("origin")),
-                external_user=_opt_str(data.get("external_user")),
-                request_id=_opt_str(data.get("request_id")),
-                session_id=_opt_str(data.get("session_id")),
-                upstream_id=_opt_str(data.get("upstream_id")),
-            )
-        except KeyError as exc:
-            raise InvalidGeneration(f"generation {gen_id}: required field {exc.args[0]!r} is missing") from exc
-        except (TypeError, ValueError) as exc:
-            raise InvalidGeneration(f"generation {gen_id}: {exc}") from exc
+            created_at = parse_created_at(created)
+        except ValueError as exc:
+            raise InvalidGeneration(f"generation {gen_id}: created_at {created!r:.60} is not a date-time ({exc})") from None
+        return cls(
+            id=gen_id,
+            created_at=created_at,
+            model=model,
+            provider_name=fields.text("provider_name"),
+            api_key_id=api_key_id,
+            total_cost=fields.number("total_cost"),
+            usage=fields.number("usage"),
+            upstream_inference_cost=fields.number("upstream_inference_cost"),
+            cache_discount=fields.number("cache_discount"),
+            tokens_prompt=fields.integer("tokens_prompt"),
+            tokens_completion=fields.integer("tokens_completion"),
+            native_tokens_prompt=fields.integer("native_tokens_prompt"),
+            native_tokens_completion=fields.integer("native_tokens_completion"),
+            native_tokens_reasoning=fields.integer("native_tokens_reasoning"),
+            native_tokens_cached=fields.integer("native_tokens_cached"),
+            latency=fields.number("latency"),
+            generation_time=fields.number("generation_time"),
+            moderation_latency=fields.number("moderation_latency"),
+            finish_reason=fields.text("finish_reason"),
+            native_finish_reason=fields.text("native_finish_reason"),
+            streamed=fields.flag("streamed"),
+            cancelled=fields.flag("cancelled"),
+            is_byok=fields.flag("is_byok"),
+            api_type=fields.text("api_type"),
+            app_id=fields.integer("app_id"),
+            origin=fields.text("origin"),
+            external_user=fields.text("external_user"),
+            request_id=fields.text("request_id"),
+            session_id=fields.text("session_id"),
+            upstream_id=fields.text("upstream_id"),
+        )
