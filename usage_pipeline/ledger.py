@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from usage_pipeline.influx.store import InfluxStore
+from usage_pipeline.influx.store import WRITE_BATCH_SIZE, InfluxStore
 from usage_pipeline.openrouter.capture import CaptureReport, DayCapture
 from usage_pipeline.openrouter.client import OpenRouterClient
 
@@ -74,7 +74,8 @@ class IncompleteDay(RuntimeError):
         self.recording = recording
 
 
-def record_day(client: OpenRouterClient, store: InfluxStore, day: dt.date, *, batch_size: int = 5000) -> DayRecording:
+def record_day(client: OpenRouterClient, store: InfluxStore, day: dt.date, *,
+               batch_size: int = WRITE_BATCH_SIZE) -> DayRecording:
     """Capture `day` and upsert every record; the caller decides what an incomplete day means."""
     started = time.monotonic()
     capture = DayCapture(client, day)

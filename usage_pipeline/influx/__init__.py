@@ -1,6 +1,6 @@
 """The InfluxDB ledger: the `generations` point schema, the 1.x-API store, and a private influxd for tests."""
 
-from usage_pipeline.influx.points import MEASUREMENT, point_time_ns, to_points
+from usage_pipeline.influx.points import MEASUREMENT, point_time_ns, to_lines
 from usage_pipeline.influx.store import (
     DayCounts,
     InfluxError,
@@ -21,5 +21,5 @@ __all__ = [
     "InfluxStore",
     "InfluxWriteError",
     "point_time_ns",
-    "to_points",
+    "to_lines",
 ]
