@@ -48,7 +48,8 @@ def main() -> None:
             })
             t1 = time.monotonic()
             result = defs.resolve_job_def("daily_usage").execute_in_process(
-                partition_key=day.isoformat(), instance=DagsterInstance.ephemeral(), raise_on_error=False)
+                partition_key=day.isoformat(), instance=DagsterInstance.ephemeral(), raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
             job_seconds = time.monotonic() - t1
             stats = emulator.stats()
     steps = {e.step_key: e for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}

@@ -149,3 +149,23 @@ def test_record_retry_delays() -> None:
     assert all(0.25 <= policy.transient_delay(0, None, rng) <= 0.5 for _ in range(100))
     assert policy.transient_delay(0, 7.0, rng) == 7.0  # a Retry-After is honoured for the record
     assert policy.transient_delay(10, None, rng) <= policy.cap_s
+
+
+def test_a_stated_budget_per_window_becomes_the_pace() -> None:
+    limit = AdaptiveLimit(ceiling=1000, initial=1000)
+    fill(limit, 0.0)
+    limit.finished(Signal.THROTTLED, 0.5, reset_at=1.0, budget=500)
+    assert limit.learned_rps is None  # one reset time tells no window length yet
+    limit.finished(Signal.THROTTLED, 1.5, reset_at=2.0, budget=500)
+    assert limit.learned_rps == pytest.approx(0.98 * 500)
+    answer_all(limit, Signal.CLEAN, 2.0)
+    starts, now = 0, 2.0
+    while now < 4.0:
+        if limit.wait_time(now) == 0:
+            limit.started(now)
+            limit.finished(Signal.CLEAN, now, latency_s=0.001)
+            starts += 1
+        else:
+            now += min(max(limit.wait_time(now), 1e-6), 0.01)
+    assert 2 * 490 <= starts <= 2 * 490 + 26  # two seconds at 490/s, plus one burst
+    assert limit.pace_rps == pytest.approx(490)

@@ -14,7 +14,9 @@ limit is discovered the way TCP discovers a path's capacity (AIMD):
   server's own reset times predict it (the last one named, plus whole windows), else for its
   `Retry-After` (whole seconds, so rounded up), else for a short backoff that doubles while such 429s
   keep coming;
-- an optional requests/second cap is a token bucket on top, and `ceiling` bounds everything.
+- once two 429s have named resets a window apart, `X-RateLimit-Limit` per window is the server's rate:
+  new requests are paced just under it (a token bucket), so later windows meet few 429s;
+- an optional requests/second cap is a token bucket too, and `ceiling` bounds everything.
 
 No I/O and no clock of its own: callers pass `now` (monotonic seconds), so the logic is tested alone.
 """
@@ -29,6 +31,7 @@ THROTTLE_DECREASE = 0.9
 SLOW_START_EXIT = 0.5  # doubling per round trip overshoots by up to 2x when the first 429 comes
 FAILURE_DECREASE = 0.95
 GROWTH_PER_ROUND_TRIP = 0.05
+LEARNED_PACE = 0.98  # pace at this share of a rate the server states (X-RateLimit-Limit per window)
 NEAR_LAST_DECREASE = (0.95, 1.1)  # the band around the last limit that had to shrink: grow by one there
 HINTLESS_PAUSE_S = 0.25  # first pause after a 429 that names no reset time; doubles while they continue
 MAX_PAUSE_S = 60.0
@@ -61,6 +64,7 @@ class AdaptiveLimit:
     limit_at_last_decrease: float = 0.0
     known_reset: float = -math.inf  # the latest budget reset time a 429 named
     reset_period: float | None = None  # the shortest gap seen between two named reset times
+    learned_rps: float | None = None  # the server's budget per second, once its window is known
     _last_decrease: float = -math.inf
     _saturated_at: float = -math.inf
     _hintless: int = 0
@@ -75,14 +79,21 @@ class AdaptiveLimit:
         self.limit = float(min(self.initial, self.ceiling))
         self._tokens = self._bucket_size()
 
+    @property
+    def pace_rps(self) -> float | None:
+        """Requests/second to pace at: the configured cap, or the server's own budget once learned."""
+        rates = [r for r in (self.max_rps, self.learned_rps) if r is not None]
+        return min(rates) if rates else None
+
     def _bucket_size(self) -> float:
-        return max(1.0, (self.max_rps or 0.0) / 20)  # a 50 ms burst at most: pacing stays smooth
+        return max(1.0, (self.pace_rps or 0.0) / 20)  # a 50 ms burst at most: pacing stays smooth
 
     def _refill(self, now: float) -> None:
-        if self.max_rps is None:
+        rate = self.pace_rps
+        if rate is None:
             return
         if self._tokens_at is not None:
-            self._tokens = min(self._bucket_size(), self._tokens + (now - self._tokens_at) * self.max_rps)
+            self._tokens = min(self._bucket_size(), self._tokens + (now - self._tokens_at) * rate)
         self._tokens_at = now
 
     def wait_time(self, now: float) -> float:
@@ -91,10 +102,11 @@ class AdaptiveLimit:
             return self.paused_until - now
         if self.in_flight >= max(1, int(self.limit)):
             return math.inf
-        if self.max_rps is not None:
+        rate = self.pace_rps
+        if rate is not None:
             self._refill(now)
             if self._tokens < 1.0 - 1e-9:  # float rounding must not leave a wait of 1e-17 s
-                return (1.0 - self._tokens) / self.max_rps
+                return (1.0 - self._tokens) / rate
         return 0.0
 
     def started(self, now: float) -> None:
@@ -102,14 +114,15 @@ class AdaptiveLimit:
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         if self.in_flight >= 0.9 * self.limit:
             self._saturated_at = now
-        if self.max_rps is not None:
+        if self.pace_rps is not None:
             self._refill(now)
             self._tokens -= 1.0
 
     def finished(self, signal: Signal, now: float, *, latency_s: float | None = None,
-                 reset_at: float | None = None, retry_at: float | None = None) -> None:
-        """Report one answer; for a 429, `reset_at` is when its X-RateLimit-Reset says the budget resets and
-        `retry_at` when its Retry-After says to try again (both monotonic, either may be None)."""
+                 reset_at: float | None = None, retry_at: float | None = None, budget: int | None = None) -> None:
+        """Report one answer; for a 429, `reset_at` is when its X-RateLimit-Reset says the budget resets,
+        `retry_at` when its Retry-After says to try again (both monotonic) and `budget` its
+        X-RateLimit-Limit (requests per window); any may be None."""
         self.in_flight = max(0, self.in_flight - 1)
         if signal is Signal.CLEAN:
             self._hintless = 0
@@ -122,7 +135,7 @@ class AdaptiveLimit:
             # The first 429 also undoes the overshoot of doubling per round trip.
             self._decrease(now, THROTTLE_DECREASE * (SLOW_START_EXIT if self.slow_start else 1.0))
             if reset_at is not None:
-                self._learn_reset(reset_at)
+                self._learn_reset(reset_at, budget)
                 resume_at = reset_at
             elif (predicted := self._next_reset(now)) is not None:
                 resume_at = predicted
@@ -135,12 +148,16 @@ class AdaptiveLimit:
         else:
             self._decrease(now, FAILURE_DECREASE)
 
-    def _learn_reset(self, reset_at: float) -> None:
-        """Budgets reset on a schedule: two reset times a whole window apart tell the window's length."""
+    def _learn_reset(self, reset_at: float, budget: int | None) -> None:
+        """Budgets reset on a schedule: two reset times a whole window apart tell the window's length, and
+        with X-RateLimit-Limit the server's rate, which new requests are then paced at (a little under it,
+        so a window's edge does not meet a burst)."""
         gap = reset_at - self.known_reset
         if gap > 0.01 and math.isfinite(gap) and gap < MAX_PAUSE_S:
             self.reset_period = gap if self.reset_period is None else min(self.reset_period, gap)
         self.known_reset = max(self.known_reset, reset_at)
+        if budget is not None and budget > 0 and self.reset_period is not None:
+            self.learned_rps = LEARNED_PACE * budget / self.reset_period
 
     def _next_reset(self, now: float) -> float | None:
         """The budget's next reset, from the last one a 429 named and the learned period; None if unknown."""

@@ -304,7 +304,7 @@ class _Pipeline:
         self.latencies.append(now - started)
         self.last_answer = now
         self.limit.finished(answer.signal, now, latency_s=now - started, reset_at=answer.reset_at,
-                            retry_at=answer.retry_at)
+                            retry_at=answer.retry_at, budget=answer.budget)
         self.slot_freed.set()
         try:
             self._settle(job, answer)

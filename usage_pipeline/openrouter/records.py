@@ -43,6 +43,7 @@ class Answer:
     retry_after_s: float | None = None  # Retry-After, for this record's next attempt
     reset_at: float | None = None  # a 429's X-RateLimit-Reset, as a monotonic time
     retry_at: float | None = None  # a 429's Retry-After, as a monotonic time
+    budget: int | None = None  # a 429's X-RateLimit-Limit: requests per window
 
     @property
     def signal(self) -> Signal:
@@ -80,6 +81,15 @@ def reset_seconds(value: str | None, now_wall: float) -> float | None:
     if stamp < 1e11:  # epoch seconds: tolerated, though OpenRouter documents milliseconds
         stamp *= 1000
     return max(0.0, stamp / 1000 - now_wall)
+
+
+def rate_budget(value: str | None) -> int | None:
+    """`X-RateLimit-Limit`: the requests a window allows; None when absent or not a positive integer."""
+    try:
+        budget = int((value or "").strip())
+    except ValueError:
+        return None
+    return budget if budget > 0 else None
 
 
 def throttle_hints(headers: Mapping[str, str], now: float, now_wall: float) -> tuple[float | None, float | None]:
@@ -145,7 +155,8 @@ class RecordFetcher:
             return Answer(Kind.NOT_FOUND, status=404, reason="still 404 after retries")
         if status == 429:
             reset_at, retry_at = throttle_hints(headers, time.monotonic(), time.time())
-            return Answer(Kind.THROTTLED, status=429, reason=f"429 {message}", reset_at=reset_at, retry_at=retry_at)
+            return Answer(Kind.THROTTLED, status=429, reason=f"429 {message}", reset_at=reset_at, retry_at=retry_at,
+                          budget=rate_budget(headers.get("X-RateLimit-Limit")))
         if status in (401, 402, 403):
             return Answer(Kind.AUTH, status=status, reason=f"{status} {message}")
         retry_after = retry_after_seconds(headers.get("Retry-After"), time.time())
