@@ -23,12 +23,14 @@ class DayRecording:
 
     capture: CaptureReport
     written: int
+    refused: dict[str, str]  # generation id -> why InfluxDB cannot hold it exactly
     write_seconds: float
     elapsed_s: float
 
     @property
     def complete(self) -> bool:
-        return self.capture.complete and self.written == self.capture.records_fetched
+        return (self.capture.complete and not self.refused
+                and self.written == self.capture.records_fetched)
 
     def summary(self) -> dict[str, Any]:
         c = self.capture
@@ -37,6 +39,7 @@ class DayRecording:
             "enumerated": c.ids_enumerated,
             "fetched": c.records_fetched,
             "written": self.written,
+            "refused_by_influxdb": len(self.refused),
             "duplicates_skipped": c.duplicate_ids_across_windows,
             "next_day_ids_skipped": c.next_day_ids_skipped,
             "missing": len(c.missing),
@@ -68,7 +71,9 @@ class IncompleteDay(RuntimeError):
         shown = ", ".join(c.missing[:20]) + (" ..." if len(c.missing) > 20 else "")
         problems = [f"{len(c.missing)} generation(s) still missing after retries ({shown}; reasons: {c.missing_reasons})"
                     if c.missing else "",
-                    f"{len(c.invalid)} record(s) invalid: {c.invalid[:5]}" if c.invalid else ""]
+                    f"{len(c.invalid)} record(s) invalid: {c.invalid[:5]}" if c.invalid else "",
+                    f"{len(recording.refused)} record(s) refused by InfluxDB: "
+                    f"{dict(list(recording.refused.items())[:5])}" if recording.refused else ""]
         super().__init__(f"day {c.day} is incomplete: " + "; ".join(p for p in problems if p)
                          + ". Everything else was written; rerun the day to complete it.")
         self.recording = recording
@@ -80,9 +85,12 @@ def record_day(client: OpenRouterClient, store: InfluxStore, day: dt.date, *,
     started = time.monotonic()
     capture = DayCapture(client, day)
     written = 0
+    refused: dict[str, str] = {}
     write_seconds = 0.0
     for batch in capture.batches():
         t0 = time.monotonic()
-        written += store.write_generations(batch, batch_size=batch_size)
+        result = store.write_generations(batch, batch_size=batch_size)
+        written += result.written
+        refused.update(result.refused)
         write_seconds += time.monotonic() - t0
-    return DayRecording(capture.report, written, write_seconds, time.monotonic() - started)
+    return DayRecording(capture.report, written, refused, write_seconds, time.monotonic() - started)

@@ -133,13 +133,10 @@ def test_points_carry_only_model_and_provider_tags_and_stable_field_types() -> N
     assert 'generation_id="gen-1"' in rest and 'api_key="key-1"' in rest
     assert "latency=" not in rest and "moderation_latency=" not in rest  # None fields are omitted
     assert rest.endswith(f" {point_time_ns(g.created_at, 0)}")
-    none, empty = to_lines([gen("gen-2", at(DAY), provider=None), gen("gen-3", at(DAY), provider="")])
-    assert none.startswith("generations,model=openai/gpt-4o ") and empty.startswith("generations,model=openai/gpt-4o ")
-    # "" is dropped by line protocol just like None, so both must share one rank space, not both take rank 0.
-    assert {line.rsplit(" ", 1)[1] for line in (none, empty)} == {
-        str(point_time_ns(at(DAY), 0)),
-        str(point_time_ns(at(DAY), 1)),
-    }
+    (none,) = to_lines([gen("gen-2", at(DAY), provider=None)])
+    assert none.startswith("generations,model=openai/gpt-4o ")
+    with pytest.raises(ValueError, match="gen-3: provider_name is an empty string"):  # it would read back null
+        to_lines([gen("gen-3", at(DAY), provider="")])
 
 
 def test_ranks_follow_id_order_and_repeated_ids_collapse() -> None:
@@ -172,23 +169,33 @@ def test_config_keeps_everything_on_loopback_and_in_the_data_dir(tmp_path: Path)
 def test_rewriting_the_same_batch_adds_no_point(store: InfluxStore) -> None:
     batch = [gen(f"gen-{i:03d}", at(DAY, hour=i % 24, minute=i), model=f"m{i % 3}") for i in range(50)]
     assert store.day_counts(DAY) == DayCounts(points=0, distinct_ids=0)
-    assert store.write_generations(batch, batch_size=7) == 50
+    assert store.write_generations(batch, batch_size=7).written == 50
     assert store.day_counts(DAY) == DayCounts(points=50, distinct_ids=50)
-    assert store.write_generations(list(reversed(batch)), batch_size=13) == 50
+    assert store.write_generations(list(reversed(batch)), batch_size=13).written == 50
     assert store.day_counts(DAY) == DayCounts(points=50, distinct_ids=50)
     assert store.ids_by_model(DAY) == {"m0": 17, "m1": 17, "m2": 16}
 
 
-def test_a_bad_value_stops_a_multi_batch_write_at_its_batch(store: InfluxStore) -> None:
-    """Batches are encoded while the previous one is in flight: earlier batches stay written (upserts)."""
+def test_a_value_line_protocol_cannot_carry_is_refused_by_id_and_the_rest_written(store: InfluxStore) -> None:
     batch = [gen(f"gen-{i:03d}", at(DAY, 1, i)) for i in range(30)]
     batch[25] = gen("gen-025", at(DAY, 1, 25), latency=float("inf"))
-    with pytest.raises(ValueError, match="field 'latency' is inf"):
-        store.write_generations(batch, batch_size=10)
-    assert store.day_counts(DAY).points == 20  # batches 0 and 1: batch 1 was in flight when batch 2 failed
-    batch[25] = gen("gen-025", at(DAY, 1, 25))
-    assert store.write_generations(batch, batch_size=10) == 30
-    assert store.day_counts(DAY) == DayCounts(points=30, distinct_ids=30)
+    batch[3] = gen("gen-003", at(DAY, 1, 3), model="acme\\")  # a trailing backslash
+    result = store.write_generations(batch, batch_size=10)
+    assert result.written == 28 and set(result.refused) == {"gen-025", "gen-003"}
+    assert "field 'latency' is inf" in result.refused["gen-025"]
+    assert "trailing backslash" in result.refused["gen-003"]
+    assert store.day_counts(DAY) == DayCounts(points=28, distinct_ids=28)
+
+
+def test_points_the_server_refuses_are_found_by_id_and_the_rest_written(store: InfluxStore) -> None:
+    """A field type InfluxDB already holds otherwise: the server names the problem, not the generation; the
+    batch is split until the refused lines are found."""
+    store.write_lines([f'{MEASUREMENT},model=m app_id="not a number" {point_time_ns(at(DAY, 23), 0)}'])
+    batch = [gen(f"gen-{i:03d}", at(DAY, 2, i), app_id=7 if i in (4, 17) else None) for i in range(40)]
+    result = store.write_generations(batch, batch_size=16)
+    assert set(result.refused) == {"gen-004", "gen-017"} and result.written == 38
+    assert all("field type conflict" in reason and "HTTP 400" in reason for reason in result.refused.values())
+    assert store.day_counts(DAY).distinct_ids == 38
 
 
 def test_same_microsecond_generations_are_kept_with_stable_ranks_and_no_stale_point(store: InfluxStore) -> None:

@@ -9,6 +9,7 @@ attributes: tags are only `model` and `provider` (bounded cardinality, never the
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Iterator, Mapping, Sequence
 
@@ -49,6 +50,12 @@ FIELD_TYPES: dict[str, type] = {
     "cancelled": bool,
     "is_byok": bool,
 }
+
+# InfluxDB 1.x refuses a point whose storage key (series key + "#!~#" + field key) exceeds 65,535 bytes
+# ("max key length exceeded", checked against influxd 1.6.7): the series key must leave room for the
+# longest field key.
+MAX_KEY_BYTES = 65_535
+MAX_SERIES_KEY_BYTES = MAX_KEY_BYTES - len("#!~#") - max(len(name) for name in FIELD_TYPES)
 
 # Field name -> Generation attribute, where they differ.
 _SOURCE_ATTR: dict[str, str] = {"generation_id": "id", "api_key": "api_key_id"}
@@ -141,28 +148,62 @@ def unique_by_id(generations: Sequence[Generation]) -> list[Generation]:
     return list(latest.values())
 
 
-def _lines(generations: Sequence[Generation], ranks: Mapping[str, int]) -> list[str]:
-    encode, field_values, provider_tag, time_ns = _ENCODER.encode, _FIELD_VALUES, _provider_tag, point_time_ns
-    return [
-        encode((g.model, provider_tag(g)), field_values(g), time_ns(g.created_at, ranks[g.id])) for g in generations
-    ]
+@dataclass
+class EncodedBatch:
+    """Lines ready to write, the generation id of each, and the generations line protocol cannot carry."""
+
+    lines: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)  # generation id -> why
+
+
+def _encode(generations: Sequence[Generation], ranks: Mapping[str, int]) -> EncodedBatch:
+    """Each generation's line, or its refusal by id: a record is stored exactly or not at all."""
+    encode, series_key, field_values = _ENCODER.encode, _ENCODER.series_key, _FIELD_VALUES
+    provider_tag, time_ns = _provider_tag, point_time_ns
+    batch = EncodedBatch()
+    for g in generations:
+        tags = (g.model, provider_tag(g))
+        try:
+            if g.provider_name == "":
+                raise ValueError("provider_name is an empty string, which a tag cannot carry (InfluxDB drops "
+                                 "empty tags, so it would read back as null)")
+            key = series_key(tags)  # cached per tag set
+            if len(key) * 4 > MAX_SERIES_KEY_BYTES and len(key.encode("utf-8")) - 1 > MAX_SERIES_KEY_BYTES:
+                raise ValueError(f"its model and provider make a series key over InfluxDB's {MAX_KEY_BYTES}-byte "
+                                 f"key limit (model: {len(g.model.encode('utf-8'))} bytes)")
+            line = encode(tags, field_values(g), time_ns(g.created_at, ranks[g.id]))
+        except ValueError as exc:
+            batch.refused[g.id] = str(exc)[:300]
+            continue
+        batch.lines.append(line)
+        batch.ids.append(g.id)
+    return batch
 
 
 def to_lines(generations: Sequence[Generation]) -> list[str]:
-    """Line protocol for a complete window of generations (every generation of each µs must be present)."""
+    """Line protocol for a complete window of generations (every generation of each µs must be present).
+
+    Raises ValueError naming the first generation line protocol cannot carry; `iter_line_batches` instead
+    lists such generations by id and carries on.
+    """
     unique = unique_by_id(generations)
-    return _lines(unique, assign_ranks(unique))
+    batch = _encode(unique, assign_ranks(unique))
+    if batch.refused:
+        gen_id, reason = next(iter(batch.refused.items()))
+        raise ValueError(f"generation {gen_id}: {reason}")
+    return batch.lines
 
 
-def iter_line_batches(generations: Sequence[Generation], batch_size: int) -> Iterator[list[str]]:
-    """`to_lines` in batches of at most `batch_size`, each encoded only when asked for.
+def iter_line_batches(generations: Sequence[Generation], batch_size: int) -> Iterator[EncodedBatch]:
+    """The window's lines in batches of at most `batch_size`, each encoded only when asked for.
 
     Ranks are assigned for the whole window before the first batch, so a rank overflow raises before any
-    line is handed out; a value that cannot be encoded raises when its batch is.
+    line is handed out; a generation that cannot be encoded is listed in its batch's `refused`.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     unique = unique_by_id(generations)
     ranks = assign_ranks(unique)
     for start in range(0, len(unique), batch_size):
-        yield _lines(unique[start : start + batch_size], ranks)
+        yield _encode(unique[start : start + batch_size], ranks)

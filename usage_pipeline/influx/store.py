@@ -94,6 +94,14 @@ class InfluxSettings:
         )
 
 
+@dataclass
+class WriteResult:
+    """Points written, and generations refused by id with the reason (never altered to fit)."""
+
+    written: int = 0
+    refused: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class DayCounts:
     """Points vs distinct generation ids in one UTC day: equal iff the day has no duplicate."""
@@ -263,31 +271,51 @@ class InfluxStore:
 
     # ---- writes -------------------------------------------------------------------------------
 
-    def write_generations(self, generations: Sequence[Generation], batch_size: int = WRITE_BATCH_SIZE) -> int:
-        """Upsert a complete window of generations; returns the number of points written.
+    def write_generations(self, generations: Sequence[Generation],
+                          batch_size: int = WRITE_BATCH_SIZE) -> WriteResult:
+        """Upsert a complete window of generations: what was written, and what was refused by id.
+
+        A generation that line protocol cannot carry, or that the server refuses (a 4xx naming its line,
+        found by splitting the batch: every write is an upsert, so resending is harmless), is refused by id
+        with the reason and the rest is written. A server that does not answer, or answers 5xx, raises
+        InfluxWriteError: nothing can be known about the batch.
 
         Batch k+1 is encoded while batch k is POSTed by one background thread, so at most one request is
-        in flight and one more batch is held. The first failure (a bad value, or InfluxWriteError) ends
-        the call; batches already written stay written, which is safe because writes are upserts.
+        in flight and one more batch is held.
         """
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        batches = iter_line_batches(generations, batch_size)
-        if len(generations) <= batch_size:  # one request: nothing to overlap
-            lines = next(batches, [])
-            self.write_lines(lines)
-            return len(lines)
-        written = 0
+        result = WriteResult()
+
+        def settle(posted: Future[dict[str, str]], size: int) -> None:
+            refused = posted.result()
+            result.refused.update(refused)
+            result.written += size - len(refused)
+
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="influx-write") as poster:
-            in_flight: Future[None] | None = None
-            for lines in batches:  # encodes the next batch while the previous one is in flight
+            in_flight: tuple[Future[dict[str, str]], int] | None = None
+            for batch in iter_line_batches(generations, batch_size):  # encodes while the previous one posts
+                result.refused.update(batch.refused)
                 if in_flight is not None:
-                    in_flight.result()
-                in_flight = poster.submit(self.write_lines, lines)
-                written += len(lines)
+                    settle(*in_flight)
+                in_flight = (poster.submit(self._write_isolating, batch.lines, batch.ids), len(batch.lines))
             if in_flight is not None:
-                in_flight.result()
-        return written
+                settle(*in_flight)
+        return result
+
+    def _write_isolating(self, lines: list[str], ids: list[str]) -> dict[str, str]:
+        """Write `lines`; if the server refuses some, find them by halving and return their ids -> reason."""
+        try:
+            self.write_lines(lines)
+            return {}
+        except InfluxWriteError as exc:
+            if exc.status is None or exc.status >= 500 or exc.status in (401, 403, 404):
+                raise
+            if len(lines) == 1:
+                return {ids[0]: f"InfluxDB refused its point: HTTP {exc.status}: {exc.server_text[:300]}"}
+        middle = len(lines) // 2
+        return {**self._write_isolating(lines[:middle], ids[:middle]),
+                **self._write_isolating(lines[middle:], ids[middle:])}
 
     def write_lines(self, lines: Sequence[str]) -> None:
         """POST line protocol (ns precision) as one request; raise InfluxWriteError unless 2xx."""

@@ -1,0 +1,144 @@
+"""Hostile values from OpenRouter: each is stored byte for byte, or its record is refused by id with the
+reason. Nothing is coerced or altered on the way in (strict parsing, then a real influxd read back)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from typing import Any, Iterator
+
+import pandas as pd
+import pytest
+
+from usage_pipeline.influx.local_server import LocalInfluxd
+from usage_pipeline.influx.store import InfluxSettings, InfluxStore
+from usage_pipeline.openrouter.generation import Generation, InvalidGeneration
+
+DAY = dt.date(2025, 4, 2)
+BIG = "x" * 65_536  # 64 KB
+
+HOSTILE_TEXT: dict[str, str] = {
+    "backslash": "a\\b",
+    "trailing backslash": "acme\\",
+    "backslash before space": "a\\ b",
+    "double quote": 'say "hi"',
+    "single quote": "it's",
+    "comma": "a,b",
+    "equals": "a=b",
+    "space": "a b",
+    "newline": "line1\nline2",
+    "tab": "a\tb",
+    "carriage return": "a\rb",
+    "emoji": "🤖 model ✨",
+    "rtl": "مرحبا بالعالم",
+    "empty": "",
+    "64 KB": BIG,
+}
+
+
+def record(gen_id: str, second: int, **overrides: Any) -> dict[str, Any]:
+    """A `GET /generation` data object, as JSON would give it."""
+    created = dt.datetime(DAY.year, DAY.month, DAY.day, 12, 0, second, tzinfo=dt.timezone.utc)
+    data: dict[str, Any] = {
+        "id": gen_id, "created_at": created.isoformat(), "model": "openai/gpt-4.1", "provider_name": "OpenAI",
+        "total_cost": 0.00123, "usage": 0.00123, "tokens_prompt": 120, "tokens_completion": 30,
+        "latency": 812.5, "generation_time": 640.0, "finish_reason": "stop", "streamed": True,
+        "cancelled": False, "is_byok": False, "external_user": "cust_1", "origin": "", "app_id": 42,
+    }
+    data.update(overrides)
+    return data
+
+
+@pytest.fixture()
+def store(influxd: LocalInfluxd) -> Iterator[InfluxStore]:
+    with InfluxStore(InfluxSettings(url=influxd.url, database=f"hostile_{uuid.uuid4().hex[:8]}")) as s:
+        s.ensure_database()
+        yield s
+
+
+def stored(store: InfluxStore) -> dict[str, dict[str, Any]]:
+    """Every point of the day by generation id, as InfluxDB returns it."""
+    rows: dict[str, dict[str, Any]] = {}
+    for frame in store.iter_day_frames(DAY):
+        for row in frame.to_dict("records"):
+            rows[row["generation_id"]] = row
+    return rows
+
+
+@pytest.mark.parametrize("place", ["model", "provider_name", "external_user", "finish_reason"])
+def test_every_hostile_string_round_trips_byte_for_byte_or_is_refused_by_id(store: InfluxStore, place: str) -> None:
+    generations, ids, refused = [], {}, {}
+    for n, (name, value) in enumerate(HOSTILE_TEXT.items()):
+        gen_id = f"gen-{place}-{n}"
+        ids[gen_id] = name
+        try:
+            generations.append(Generation.from_api(record(gen_id, n, **{place: value})))
+        except InvalidGeneration as exc:  # the record itself is refused (an empty model)
+            assert gen_id in str(exc)
+            refused[gen_id] = str(exc)
+    result = store.write_generations(generations)
+    refused.update(result.refused)
+    rows = stored(store)
+    column = {"provider_name": "provider"}.get(place, place)
+    for gen_id, name in ids.items():
+        sent = HOSTILE_TEXT[name]
+        if gen_id in refused:
+            assert gen_id not in rows, f"{name}: refused but stored"
+            assert refused[gen_id], f"{name}: refused without a reason"
+        else:
+            assert gen_id in rows, f"{name}: neither stored nor refused"
+            back = rows[gen_id][column]
+            assert isinstance(back, str) and back.encode("utf-8") == sent.encode("utf-8"), f"{name} came back {back!r:.60}"
+    # What line protocol cannot carry in a tag is refused; a string field carries everything.
+    if place in ("model", "provider_name"):
+        names = {ids[i] for i in refused}
+        assert {"trailing backslash", "backslash before space", "newline", "64 KB"} <= names
+        assert "empty" in names  # an empty tag would read back as null
+        assert not names & {"backslash", "double quote", "comma", "equals", "space", "tab", "carriage return",
+                              "emoji", "rtl", "single quote"}
+    else:
+        assert not refused
+    assert result.written + len(refused) == len(HOSTILE_TEXT)
+
+
+WRONG_TYPES: dict[str, tuple[str, Any]] = {
+    "string for a boolean": ("streamed", "false"),
+    "number for a boolean": ("is_byok", 0),
+    "fraction for a count": ("tokens_prompt", 1.9),
+    "whole float for a count": ("tokens_completion", 2.0),
+    "string for a count": ("tokens_prompt", "120"),
+    "boolean for a count": ("app_id", True),
+    "count beyond 64 bits": ("tokens_prompt", 2**63),
+    "NaN cost": ("total_cost", math.nan),
+    "infinite latency": ("latency", math.inf),
+    "cost losing digits": ("total_cost", 2**63),
+    "string for a cost": ("usage", "0.1"),
+    "number for a string": ("finish_reason", 7),
+    "list for a string": ("external_user", ["a"]),
+    "number for the model": ("model", 5),
+    "empty model": ("model", ""),
+    "number for created_at": ("created_at", 1_700_000_000),
+}
+
+
+@pytest.mark.parametrize("case", WRONG_TYPES, ids=list(WRONG_TYPES))
+def test_a_field_of_the_wrong_json_type_refuses_the_record_by_id_field_and_value(case: str) -> None:
+    name, value = WRONG_TYPES[case]
+    with pytest.raises(InvalidGeneration) as refused:
+        Generation.from_api(record("gen-typed", 1, **{name: value}))
+    message = str(refused.value)
+    assert "gen-typed" in message and repr(name) in message
+    assert repr(value)[:20] in message
+
+
+def test_values_of_the_right_type_are_kept_exactly(store: InfluxStore) -> None:
+    exact = record("gen-exact", 1, total_cost=0.1 + 0.2, tokens_prompt=2**62, latency=5, streamed=False,
+                   usage=None, origin="", external_user=None, upstream_inference_cost=2**53)
+    generation = Generation.from_api(exact)
+    assert generation.tokens_prompt == 2**62 and generation.latency == 5.0 and generation.origin == ""
+    assert store.write_generations([generation]).written == 1
+    row = stored(store)["gen-exact"]
+    assert row["total_cost"] == 0.1 + 0.2 and row["tokens_prompt"] == 2**62 and not pd.isna(row["streamed"])
+    assert not row["streamed"] and row["origin"] == "" and row["upstream_inference_cost"] == 2**53
+    assert pd.isna(row["usage"])
