@@ -1,4 +1,4 @@
-"""`usage-pipeline`: the emulator, the InfluxDB setup step, and the demo (command 1)."""
+"""`usage-pipeline`: the emulator, the InfluxDB setup step, the demo (command 1), and freeing dead runs."""
 
 from __future__ import annotations
 
@@ -17,6 +17,32 @@ def _influx_setup(_: argparse.Namespace) -> int:
         store.ensure_database()
     retention = f"{settings.retention_days} days" if settings.retention_days else "forever"
     print(f"InfluxDB {version}: database {settings.database!r} ready (retention: {retention})")
+    return 0
+
+
+def _release_dead_runs(args: argparse.Namespace) -> int:
+    from dagster import DagsterInstance
+    from dagster._core.errors import DagsterHomeNotSetError, DagsterInvariantViolationError
+
+    from usage_pipeline.defs.dead_runs import dead_runs, format_released, release_dead_runs
+
+    try:
+        instance = DagsterInstance.get()
+    except (DagsterHomeNotSetError, DagsterInvariantViolationError) as exc:
+        print(f"release-dead-runs: {exc}".splitlines()[0], file=sys.stderr)
+        return 2
+    with instance:
+        if args.dry_run:
+            found = dead_runs(instance)
+            for dead in found:
+                worker = dead.run.run_worker
+                orphans = ", ".join(f"{o.pid} ({o.role})" for o in dead.orphans) or "none"
+                print(f"would {dead.action} run {dead.run.run_id} ({dead.run.job_name}, {dead.run.status.value}): "
+                      f"run worker pid {worker.pid if worker else 'unknown'} is gone; orphaned step workers: {orphans}")
+            if not found:
+                print(format_released([]))
+            return 0
+        print(format_released(release_dead_runs(instance)))
     return 0
 
 
@@ -44,6 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(days=a.days, generations_per_day=a.generations_per_day, data_dir=a.data_dir)
 
     demo.set_defaults(run=_demo)
+
+    release = commands.add_parser(
+        "release-dead-runs",
+        help="fail runs of $DAGSTER_HOME whose worker process died (e.g. a SIGKILLed `dagster job execute`) "
+             "and free the pool slots they hold")
+    release.add_argument("--dry-run", action="store_true", help="only list what would be released")
+    release.set_defaults(run=_release_dead_runs)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 from dagster import Definitions
 
 from usage_pipeline.defs.daily_usage import daily_usage, daily_usage_job, daily_usage_schedule
+from usage_pipeline.defs.dead_runs import release_dead_run_workers
 from usage_pipeline.defs.generations import (
     cost_matches_openrouter,
     full_capture_matches_openrouter,
@@ -24,7 +25,7 @@ def build_defs(resources: Mapping[str, Any]) -> Definitions:
         asset_checks=[zero_duplicates, full_capture_matches_openrouter, cost_matches_openrouter],
         jobs=[daily_usage_job],
         schedules=[daily_usage_schedule],
-        sensors=[recapture_failed_days],
+        sensors=[recapture_failed_days, release_dead_run_workers],
         resources=dict(resources),
     )
 

@@ -15,7 +15,7 @@ from dagster import (
     asset_check,
 )
 
-from usage_pipeline.defs.partitions import capturable_day, daily_partitions
+from usage_pipeline.defs.partitions import capturable_day, daily_partitions, partition_day, settings_checked
 from usage_pipeline.defs.resources import InfluxDBResource, OpenRouterResource
 from usage_pipeline.ledger import IncompleteDay, record_day
 from usage_pipeline.openrouter.counts import api_day_counts
@@ -36,7 +36,9 @@ OPENROUTER_POOL = "openrouter_api"
 def generations(context: AssetExecutionContext, openrouter: OpenRouterResource,
                 influxdb: InfluxDBResource) -> MaterializeResult:
     day = capturable_day(context.partition_key)
-    with influxdb.store() as store, openrouter.client() as client:
+    with settings_checked():  # every setting, before any query
+        store, client = influxdb.store(), openrouter.client()
+    with store, client:
         store.ensure_database()
         recording = record_day(client, store, day)
     metadata = recording.summary()
@@ -55,7 +57,7 @@ def _result(verdict: Verdict, severity: AssetCheckSeverity = AssetCheckSeverity.
 
 
 def _day(context: AssetCheckExecutionContext) -> dt.date:
-    return dt.date.fromisoformat(context.partition_key)
+    return partition_day(context.partition_key)
 
 
 @asset_check(asset=generations, blocking=True,

@@ -1,34 +1,52 @@
-"""Daily UTC partitions, one per completed day, from USAGE_START_DATE (default: 30 days ago)."""
+"""Daily UTC partitions, one per completed day, from USAGE_START_DATE (default: 30 days ago).
+
+The one setting read when the code location loads: Dagster needs the start date to list the partitions.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
+from contextlib import contextmanager
+from typing import Iterator
 
 from dagster import DailyPartitionsDefinition, Failure
 
 from usage_pipeline.openrouter.day import DayOutOfRange, check_capturable
+from usage_pipeline.settings import SettingError, setting
 
 
 def start_date() -> str:
-    configured = os.environ.get("USAGE_START_DATE")
-    if configured:
-        try:
-            return dt.date.fromisoformat(configured).isoformat()
-        except ValueError as exc:
-            raise ValueError(f"USAGE_START_DATE must be YYYY-MM-DD, got {configured!r}") from exc
-    return (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=30)).isoformat()
+    configured: dt.date | None = setting("USAGE_START_DATE")
+    return (configured or dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=30)).isoformat()
 
 
 # end_offset=0: the newest partition is yesterday, the last *completed* UTC day.
 daily_partitions = DailyPartitionsDefinition(start_date=start_date(), timezone="UTC", end_offset=0)
 
 
+def partition_day(partition_key: str) -> dt.date:
+    """The partition's day, or a one-line Failure when the key is not one."""
+    try:
+        return dt.date.fromisoformat(partition_key)
+    except (TypeError, ValueError):
+        raise Failure(description=f"partition key {partition_key!r} is not a day: it must be YYYY-MM-DD",
+                      allow_retries=False) from None
+
+
 def capturable_day(partition_key: str) -> dt.date:
     """The partition's day, or a Failure saying why OpenRouter can no longer (or not yet) enumerate it."""
-    day = dt.date.fromisoformat(partition_key)
+    day = partition_day(partition_key)
     try:
         check_capturable(day)
     except DayOutOfRange as exc:
-        raise Failure(description=str(exc), allow_retries=False) from exc
+        raise Failure(description=str(exc), allow_retries=False) from None
     return day
+
+
+@contextmanager
+def settings_checked() -> Iterator[None]:
+    """A bad setting fails the step with its one-line message (no traceback of the parser)."""
+    try:
+        yield
+    except SettingError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from None

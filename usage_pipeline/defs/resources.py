@@ -1,51 +1,75 @@
-"""The three resources, configured from the environment with `EnvVar` (secrets never appear in the UI)."""
+"""The three resources. A field left unset is read from its environment variable when a run starts
+(`usage_pipeline.settings`: one place, a one-line error naming the variable); tests set fields directly.
+Secrets are never fields shown in the UI unless a caller sets them."""
 
-import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import duckdb
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource
 from dagster_duckdb import DuckDBResource
+from pydantic import Field
 
 from usage_pipeline.duck.publish import publisher_lock, store_path_for
 from usage_pipeline.influx.store import InfluxSettings, InfluxStore
 from usage_pipeline.openrouter.client import OpenRouterClient
-from usage_pipeline.openrouter.settings import DEFAULT_BASE_URL, OpenRouterSettings
+from usage_pipeline.openrouter.settings import OpenRouterSettings
+from usage_pipeline.settings import checked, setting
 
-DEFAULT_DUCKDB_PATH = "data/usage.duckdb"
+
+def _value(field_value: Any, variable: str) -> Any:
+    return setting(variable) if field_value is None else checked(variable, field_value)
 
 
 class OpenRouterResource(ConfigurableResource):
     """OpenRouter's management API: the live service, or the project's emulator at another base URL."""
 
-    api_key: str
-    base_url: str = DEFAULT_BASE_URL
-    max_concurrency: int = 512
-    max_rps: Optional[float] = None
-    record_timeout_s: float = 10.0
+    api_key: Optional[str] = Field(default=None, description="a management key; unset: OPENROUTER_API_KEY")
+    base_url: Optional[str] = Field(default=None, description="unset: OPENROUTER_BASE_URL")
+    max_concurrency: Optional[int] = Field(default=None, description="record fetches in flight at most; "
+                                           "unset: OPENROUTER_MAX_CONCURRENCY (512)")
+    max_rps: Optional[float] = Field(default=None, description="record requests per second at most; "
+                                     "unset: OPENROUTER_MAX_RPS (no cap)")
+    record_timeout_s: Optional[float] = Field(default=None, description="one GET /generation's timeout; "
+                                              "unset: OPENROUTER_RECORD_TIMEOUT_S (10)")
+    give_up_after_s: Optional[float] = Field(default=None, description="fail when every request has failed "
+                                             "this long; unset: OPENROUTER_GIVE_UP_AFTER_S (20)")
+
+    def settings(self) -> OpenRouterSettings:
+        return OpenRouterSettings(
+            api_key=_value(self.api_key, "OPENROUTER_API_KEY"),
+            base_url=_value(self.base_url, "OPENROUTER_BASE_URL"),
+            max_concurrency=_value(self.max_concurrency, "OPENROUTER_MAX_CONCURRENCY"),
+            max_rps=_value(self.max_rps, "OPENROUTER_MAX_RPS"),
+            record_timeout_s=_value(self.record_timeout_s, "OPENROUTER_RECORD_TIMEOUT_S"),
+            give_up_after_s=_value(self.give_up_after_s, "OPENROUTER_GIVE_UP_AFTER_S"))
 
     def client(self) -> OpenRouterClient:
-        return OpenRouterClient(OpenRouterSettings(
-            api_key=self.api_key, base_url=self.base_url.rstrip("/"), max_concurrency=self.max_concurrency,
-            max_rps=self.max_rps, record_timeout_s=self.record_timeout_s))
+        return OpenRouterClient(self.settings())
 
 
 class InfluxDBResource(ConfigurableResource):
     """InfluxDB through its 1.x-compatible API (1.x natively; 2.x/3.x with a token and database = bucket)."""
 
-    url: str
-    database: str = "openrouter"
-    token: Optional[str] = None
-    username: Optional[str] = None
-    password: Optional[str] = None
-    retention_days: Optional[int] = None
+    url: Optional[str] = Field(default=None, description="unset: INFLUXDB_URL")
+    database: Optional[str] = Field(default=None, description="unset: INFLUXDB_DATABASE (openrouter)")
+    token: Optional[str] = Field(default=None, description="2.x/3.x; unset: INFLUXDB_TOKEN")
+    username: Optional[str] = Field(default=None, description="1.x auth; unset: INFLUXDB_USERNAME")
+    password: Optional[str] = Field(default=None, description="1.x auth; unset: INFLUXDB_PASSWORD")
+    retention_days: Optional[int] = Field(default=None, description="unset: INFLUXDB_RETENTION_DAYS")
+    timeout_s: Optional[float] = Field(default=None, description="unset: INFLUXDB_TIMEOUT_S (30)")
+
+    def settings(self) -> InfluxSettings:
+        return InfluxSettings.from_url(
+            url=_value(self.url, "INFLUXDB_URL"), database=_value(self.database, "INFLUXDB_DATABASE"),
+            token=_value(self.token, "INFLUXDB_TOKEN"), username=_value(self.username, "INFLUXDB_USERNAME"),
+            password=_value(self.password, "INFLUXDB_PASSWORD"),
+            retention_days=_value(self.retention_days, "INFLUXDB_RETENTION_DAYS"),
+            timeout_s=_value(self.timeout_s, "INFLUXDB_TIMEOUT_S"))
 
     def store(self) -> InfluxStore:
-        return InfluxStore(InfluxSettings(url=self.url.rstrip("/"), database=self.database, token=self.token,
-                                          username=self.username, password=self.password,
-                                          retention_days=self.retention_days))
+        return InfluxStore(self.settings())
 
 
 class DailyUsageDatabase(ConfigurableResource):
@@ -55,11 +79,11 @@ class DailyUsageDatabase(ConfigurableResource):
     snapshots to `path` by atomic rename, so an analyst holding `path` open never blocks a run.
     """
 
-    path: str = DEFAULT_DUCKDB_PATH
+    path: Optional[str] = Field(default=None, description="unset: USAGE_DUCKDB_PATH (data/usage.duckdb)")
 
     @property
     def published(self) -> Path:
-        return Path(self.path)
+        return Path(_value(self.path, "USAGE_DUCKDB_PATH"))
 
     @contextmanager
     def store_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -70,42 +94,6 @@ class DailyUsageDatabase(ConfigurableResource):
             yield conn
 
 
-def _secret(name: str) -> Optional[EnvVar]:
-    return EnvVar(name) if os.environ.get(name) else None
-
-
-def _number(name: str, kind: type[int] | type[float], default: Optional[float]) -> Optional[float]:
-    """A positive number from the environment, or a one-line error naming the variable."""
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = kind(text)
-    except ValueError:
-        value = None
-    if value is None or not value > 0:
-        form = "a positive integer" if kind is int else "a positive number"
-        raise ValueError(f"{name} must be {form}, got {text!r}")
-    return value
-
-
 def resources_from_env() -> dict[str, ConfigurableResource]:
-    retention = os.environ.get("INFLUXDB_RETENTION_DAYS")
-    return {
-        "openrouter": OpenRouterResource(
-            api_key=EnvVar("OPENROUTER_API_KEY"),
-            base_url=os.environ.get("OPENROUTER_BASE_URL", DEFAULT_BASE_URL),
-            max_concurrency=int(_number("OPENROUTER_MAX_CONCURRENCY", int, 512) or 512),
-            max_rps=_number("OPENROUTER_MAX_RPS", float, None),
-            record_timeout_s=float(_number("OPENROUTER_RECORD_TIMEOUT_S", float, 10.0) or 10.0),
-        ),
-        "influxdb": InfluxDBResource(
-            url=EnvVar("INFLUXDB_URL"),
-            database=os.environ.get("INFLUXDB_DATABASE", "openrouter"),
-            token=_secret("INFLUXDB_TOKEN"),
-            username=os.environ.get("INFLUXDB_USERNAME"),
-            password=_secret("INFLUXDB_PASSWORD"),
-            retention_days=int(retention) if retention else None,
-        ),
-        "usage_db": DailyUsageDatabase(path=os.environ.get("USAGE_DUCKDB_PATH", DEFAULT_DUCKDB_PATH)),
-    }
+    """The resources as deployed: every field unset, so each is read from its variable when a run starts."""
+    return {"openrouter": OpenRouterResource(), "influxdb": InfluxDBResource(), "usage_db": DailyUsageDatabase()}

@@ -10,11 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Iterator, Mapping, Sequence
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pandas as pd
 import requests
@@ -23,6 +23,7 @@ from urllib3.util import Retry
 
 from usage_pipeline.influx.points import FIELD_TYPES, MEASUREMENT, TAGS, iter_line_batches
 from usage_pipeline.openrouter.generation import Generation
+from usage_pipeline.settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -76,22 +77,30 @@ class InfluxSettings:
     timeout_s: float = 30.0
 
     @classmethod
+    def from_url(cls, url: str, *, database: str = "openrouter", token: str | None = None,
+                 username: str | None = None, password: str | None = None, retention_days: int | None = None,
+                 timeout_s: float = 30.0) -> "InfluxSettings":
+        """Settings for `url`; credentials written into it (`http://user:pw@host`) move to username/password,
+        so the URL that is logged and put in error messages never carries them."""
+        parts = urlsplit(url)
+        if parts.username is not None or parts.password is not None:
+            username = username or unquote(parts.username or "") or None
+            password = password or unquote(parts.password or "") or None
+            host = parts.hostname or ""
+            netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+            url = urlunsplit(parts._replace(netloc=netloc))
+        return cls(url=url.rstrip("/"), database=database, token=token, username=username, password=password,
+                   retention_days=retention_days, timeout_s=timeout_s)
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "InfluxSettings":
-        """Read INFLUXDB_URL (required), _DATABASE, _TOKEN, _USERNAME, _PASSWORD, _RETENTION_DAYS, _TIMEOUT_S."""
-        env = os.environ if environ is None else environ
-        url = env.get("INFLUXDB_URL")
-        if not url:
-            raise InfluxSetupError("INFLUXDB_URL is not set (e.g. http://127.0.0.1:8086)")
-        days = env.get("INFLUXDB_RETENTION_DAYS")
-        return cls(
-            url=url,
-            database=env.get("INFLUXDB_DATABASE") or "openrouter",
-            token=env.get("INFLUXDB_TOKEN") or None,
-            username=env.get("INFLUXDB_USERNAME") or None,
-            password=env.get("INFLUXDB_PASSWORD") or None,
-            retention_days=int(days) if days else None,
-            timeout_s=float(env.get("INFLUXDB_TIMEOUT_S") or 30.0),
-        )
+        """INFLUXDB_URL (required), _DATABASE, _TOKEN, _USERNAME, _PASSWORD, _RETENTION_DAYS, _TIMEOUT_S."""
+        def read(name: str) -> Any:
+            return setting(name, environ)
+
+        return cls.from_url(read("INFLUXDB_URL"), database=read("INFLUXDB_DATABASE"), token=read("INFLUXDB_TOKEN"),
+                            username=read("INFLUXDB_USERNAME"), password=read("INFLUXDB_PASSWORD"),
+                            retention_days=read("INFLUXDB_RETENTION_DAYS"), timeout_s=read("INFLUXDB_TIMEOUT_S"))
 
 
 @dataclass
@@ -225,7 +234,7 @@ class InfluxStore:
         try:
             response = self._session.get(f"{self._url}/ping", timeout=self.settings.timeout_s)
         except requests.RequestException as exc:
-            raise InfluxError(self._redact(f"InfluxDB at {self._url} is unreachable: {exc}")) from exc
+            raise InfluxError(self._redact(f"InfluxDB at {self._url} is unreachable: {exc}")) from None
         if not response.ok:
             raise InfluxError(self._redact(f"ping {self._url}: HTTP {response.status_code} {_server_text(response)}"))
         return response.headers.get("X-Influxdb-Version", "unknown")
@@ -365,7 +374,7 @@ class InfluxStore:
                 stream=stream,
             )
         except requests.RequestException as exc:
-            raise InfluxQueryError(self._redact(f"query to {self._url} got no response: {exc}")) from exc
+            raise InfluxQueryError(self._redact(f"query to {self._url} got no response: {exc}")) from None
         if not response.ok:
             text = self._redact(_server_text(response))
             response.close()

@@ -30,7 +30,7 @@ from usage_pipeline.openrouter.day import EDGE, check_capturable, day_bounds
 from usage_pipeline.openrouter.enumeration import DayEnumeration, IdWindow
 from usage_pipeline.openrouter.generation import Generation, InvalidGeneration
 from usage_pipeline.openrouter.records import Answer, Kind, RecordFetcher, RecordRetries
-from usage_pipeline.openrouter.transport import OpenRouterAuthError
+from usage_pipeline.openrouter.transport import OpenRouterAuthError, OpenRouterError
 from usage_pipeline.openrouter.windows import Bucket, WindowTooDense
 
 __all__ = ["CaptureReport", "DayCapture", "WindowTooDense"]
@@ -188,6 +188,8 @@ class _Pipeline:
         self.latencies = array.array("d")
         self.fetch_started: float | None = None
         self.last_answer = 0.0
+        self.last_clean = time.monotonic()
+        self.failing = 0  # answers since the last clean one
         self.failure: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
@@ -230,6 +232,7 @@ class _Pipeline:
                                 connections=settings.max_concurrency)
         async with fetcher:
             self.fetcher = fetcher
+            self.last_clean = time.monotonic()
             feeder = asyncio.create_task(self._feed())
             try:
                 await self._dispatch(feeder)
@@ -330,7 +333,22 @@ class _Pipeline:
                     racer.cancel()
         return (first if first in done else second).result()
 
+    def _breaker(self, answer: Answer, now: float) -> None:
+        """Every answer failing for `give_up_after_s` means the server is down or broken, not one record:
+        stop the day now rather than pay each record's whole backoff."""
+        if answer.kind in (Kind.TRANSIENT, Kind.THROTTLED):
+            self.failing += 1
+            give_up = self.capture.client.settings.give_up_after_s
+            if self.failing >= 3 and now - self.last_clean > give_up:
+                raise OpenRouterError(
+                    f"GET /generation: no request has succeeded for {now - self.last_clean:.0f} s "
+                    f"({self.failing} failed in a row; the last: {answer.reason}); stopped after "
+                    f"OPENROUTER_GIVE_UP_AFTER_S={give_up:g}, the day is incomplete")
+        else:
+            self.failing, self.last_clean = 0, now
+
     def _settle(self, job: _Job, answer: Answer) -> None:
+        self._breaker(answer, time.monotonic())
         policy = self.capture.retries
         if answer.kind is Kind.RECORD:
             assert answer.data is not None and job.window is not None

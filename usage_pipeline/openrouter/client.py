@@ -65,7 +65,8 @@ class OpenRouterClient:
                  not_found_retries: int = 6) -> None:
         self.settings = settings
         self.not_found_retries = not_found_retries  # per record; records.RecordRetries applies it
-        self.transport = Transport(settings.base_url, settings.api_key, timeout_s=settings.timeout_s)
+        self.transport = Transport(settings.base_url, settings.api_key, timeout_s=settings.timeout_s,
+                                   give_up_after_s=settings.give_up_after_s)
         self._limiter = PerMinuteLimiter(analytics_rpm)
         self.analytics_queries = 0
 

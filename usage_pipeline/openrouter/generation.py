@@ -68,7 +68,7 @@ class _Fields:
         if isinstance(value, float) and not math.isfinite(value):
             raise self.refuse(name, "a finite number")
         if isinstance(value, int) and abs(value) > FLOAT_EXACT_INT:
-            raise self.refuse(name, f"a number a float holds exactly (|n| <= 2**53)")
+            raise self.refuse(name, "a number a float holds exactly (|n| <= 2**53)")
         return float(value)
 
     def integer(self, name: str) -> int | None:

@@ -8,6 +8,7 @@ exponential backoff and jitter: 408, 429, 500, 502, 503, 504, 524, 529 and conne
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Any
@@ -18,8 +19,10 @@ from urllib3.util.retry import Retry
 
 from usage_pipeline.openrouter.adaptive_limit import MAX_PAUSE_S
 from usage_pipeline.openrouter.records import reset_seconds
+from usage_pipeline.openrouter.settings import redact_url
 
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 524, 529})
+CONNECT_TIMEOUT_S = 5.0
 
 
 class OpenRouterError(RuntimeError):
@@ -35,8 +38,34 @@ class OpenRouterAuthError(OpenRouterError):
 
 
 class RateLimitRetry(Retry):
-    """urllib3's Retry, which also reads OpenRouter's `X-RateLimit-Reset` (epoch ms) when a 429 carries
-    no `Retry-After`: urllib3 knows only the standard header."""
+    """urllib3's Retry with two additions at the depth where retries happen:
+
+    - it reads OpenRouter's `X-RateLimit-Reset` (epoch ms) when a 429 carries no `Retry-After` (urllib3
+      knows only the standard header);
+    - it gives up once requests have kept failing for `give_up_after_s`, so a dead or broken server fails
+      the run in bounded time instead of after every backoff of every retry.
+    """
+
+    def __init__(self, *args: Any, give_up_after_s: float = 20.0, deadline: float | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.give_up_after_s = give_up_after_s
+        self.deadline = deadline  # set at the first failure of a request
+
+    def new(self, **kw: Any) -> "RateLimitRetry":
+        kw.setdefault("give_up_after_s", self.give_up_after_s)
+        kw.setdefault("deadline", self.deadline if self.deadline is not None
+                      else time.monotonic() + self.give_up_after_s)
+        return super().new(**kw)  # type: ignore[return-value]
+
+    def _remaining(self) -> float:
+        return math.inf if self.deadline is None else self.deadline - time.monotonic()
+
+    def is_exhausted(self) -> bool:
+        return super().is_exhausted() or self._remaining() <= 0
+
+    def get_backoff_time(self) -> float:
+        return max(0.0, min(super().get_backoff_time(), self._remaining()))
 
     def get_retry_after(self, response: Any) -> float | None:
         seconds = super().get_retry_after(response)
@@ -45,7 +74,7 @@ class RateLimitRetry(Retry):
         return None if seconds is None else min(seconds, MAX_PAUSE_S)
 
 
-def _retry(total: int, statuses: frozenset[int]) -> Retry:
+def _retry(total: int, statuses: frozenset[int], give_up_after_s: float) -> Retry:
     return RateLimitRetry(
         total=total,
         connect=total,
@@ -53,11 +82,12 @@ def _retry(total: int, statuses: frozenset[int]) -> Retry:
         status=total,
         backoff_factor=0.5,
         backoff_jitter=0.5,
-        backoff_max=30.0,
+        backoff_max=8.0,
         status_forcelist=statuses,
         allowed_methods=frozenset({"GET", "POST"}),  # analytics queries are reads
         respect_retry_after_header=True,
         raise_on_status=False,  # the final response is inspected and turned into a clear error
+        give_up_after_s=give_up_after_s,
     )
 
 
@@ -65,13 +95,13 @@ class Transport:
     """A pooled `requests.Session` with a thread-safe retry counter; never logs the key."""
 
     def __init__(self, base_url: str, api_key: str, *, pool_size: int = 4, timeout_s: float = 60.0,
-                 retries: int = 8) -> None:
+                 retries: int = 8, give_up_after_s: float = 20.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self.timeout_s = timeout_s
+        self.timeout = (min(CONNECT_TIMEOUT_S, timeout_s), timeout_s)
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {api_key}"
         self.session.headers["User-Agent"] = "usage_pipeline"
-        adapter = HTTPAdapter(max_retries=_retry(retries, TRANSIENT_STATUSES),
+        adapter = HTTPAdapter(max_retries=_retry(retries, TRANSIENT_STATUSES, give_up_after_s),
                               pool_connections=2, pool_maxsize=pool_size)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -84,10 +114,16 @@ class Transport:
         url = f"{self.base_url}{path}"
         if params:
             url = requests.Request("GET", url, params=params).prepare().url or url
+        started = time.monotonic()
         try:
-            response = self.session.request(method, url, json=json, timeout=self.timeout_s)
+            response = self.session.request(method, url, json=json, timeout=self.timeout)
         except requests.RequestException as exc:
-            raise OpenRouterError(f"{method} {path}: no answer from OpenRouter after retries ({type(exc).__name__})") from exc
+            # The exception can hold the request (its headers carry the key): only its kind is kept.
+            reason = getattr(exc.args[0], "reason", None) if exc.args else None
+            raise OpenRouterError(
+                f"{method} {path}: no answer from OpenRouter at {redact_url(self.base_url)} "
+                f"(tried for {time.monotonic() - started:.1f} s with retries; last: "
+                f"{type(reason or exc).__name__})") from None
         history = getattr(getattr(response.raw, "retries", None), "history", ()) or ()
         with self._lock:
             self.retries += len(history)

@@ -1,0 +1,319 @@
+"""Release runs whose run worker process died without reporting (SIGKILL, the OOM killer, a host restart).
+
+Such a run holds its `openrouter_api` pool slot forever, so the next run of the day never leaves the
+queue. Dagster's run monitoring cannot notice: it asks the run launcher for the worker's health, and the
+DefaultRunLauncher that `dagster dev` and this project use does not support that
+(`supports_check_run_worker_health` is False; only `max_runtime_seconds` would ever end the run). And
+marking a run failed does not free its slots: only the run worker itself, `dagster run delete`, the UI's
+"free concurrency slots" button or `run_monitoring.free_slots_after_run_end_seconds` do.
+
+Runs of this project execute on this host, so a worker's pid tells whether it is alive. Dagster itself
+records the pids: "Started process for run (pid: N)" (the `dagster api execute_run` / code-server run
+worker), the `pid` of the RUN_START event (every way of executing a run: also `dagster job execute`,
+`dagster asset materialize`, `execute_in_process`) and STEP_WORKER_STARTED (each step subprocess of the
+multiprocess executor). A pid counts as that worker only if the live process started no later than the
+event that named it: a newer process with the same pid is a reuse, and the worker is dead.
+
+`release_dead_runs` marks such a run failed (CANCELING: canceled) with a message saying its worker died,
+stops step subprocesses it orphaned (they would keep writing outside the pool's limit), and frees its
+pool slots. A run that Dagster already marked failed (the code server notices its own dead child) but
+that still holds a slot is freed the same way. Under the daemon the `release_dead_run_workers` sensor
+calls it; without a daemon, `usage-pipeline release-dead-runs`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Optional, Sequence
+
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    EventLogEntry,
+    RunsFilter,
+    SensorEvaluationContext,
+    SkipReason,
+    sensor,
+)
+from dagster._core.events import EngineEventData, JobFailureData, RunFailureReason
+
+from usage_pipeline.defs.daily_usage import daily_usage, daily_usage_job
+from usage_pipeline.defs.generations import OPENROUTER_POOL, generations
+from usage_pipeline.defs.recapture import run_day
+
+IN_FLIGHT = (DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING)
+FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+RUN_WORKER = "run worker"
+OUR_POOLS = frozenset({OPENROUTER_POOL, "duckdb_writer"})
+OUR_ASSETS = frozenset({generations.key, daily_usage.key})
+# A process that started this long after the event naming its pid is a different process (pid reuse).
+# Covers the coarse clock of process start times (psutil derives them from boot time + clock ticks).
+PID_REUSE_SLACK_S = 5.0
+MESSAGE_PREFIX = "Run worker died"
+
+
+@dataclass(frozen=True)
+class WorkerProcess:
+    """A process Dagster said was working for a run: its pid, and when Dagster said so."""
+
+    pid: int
+    reported_at: float  # unix time of the event that named the pid
+    role: str = RUN_WORKER  # RUN_WORKER, or the step key of a step subprocess
+
+
+@dataclass(frozen=True)
+class RunProcesses:
+    """What is known about one run: its status, its workers, whether it holds pool slots."""
+
+    run_id: str
+    job_name: str
+    status: DagsterRunStatus
+    run_worker: Optional[WorkerProcess]
+    step_workers: tuple[WorkerProcess, ...] = ()
+    holds_slots: bool = False
+
+
+@dataclass(frozen=True)
+class DeadRun:
+    """A run whose worker is gone; `orphans` are its step subprocesses that still run."""
+
+    run: RunProcesses
+    orphans: tuple[WorkerProcess, ...] = ()
+
+    @property
+    def action(self) -> str:
+        if self.run.status == DagsterRunStatus.CANCELING:
+            return "cancel"
+        return "fail" if self.run.status in IN_FLIGHT else "free"
+
+
+@dataclass(frozen=True)
+class ReleasedRun:
+    run_id: str
+    job_name: str
+    day: Optional[str]
+    status_before: DagsterRunStatus
+    status_after: DagsterRunStatus
+    worker_pid: Optional[int]
+    freed: Mapping[str, int] = field(default_factory=dict)  # pool -> claimed slots freed
+    stopped: tuple[int, ...] = ()  # orphaned step subprocesses stopped
+    message: str = ""
+
+    def describe(self) -> str:
+        day = f" {self.day}" if self.day else ""
+        worker = f"run worker pid {self.worker_pid} is gone" if self.worker_pid else "no live run worker"
+        change = (f"{self.status_before.value} -> {self.status_after.value}"
+                  if self.status_after != self.status_before else f"already {self.status_after.value}")
+        freed = ", ".join(f"{pool} x{n}" for pool, n in sorted(self.freed.items())) or "none held"
+        text = f"run {self.run_id} ({self.job_name}{day}): {worker}; {change}; freed slots: {freed}"
+        if self.stopped:
+            text += f"; stopped orphaned step workers: {', '.join(map(str, self.stopped))}"
+        return text
+
+
+def worker_processes(entries: Iterable[EventLogEntry]) -> tuple[Optional[WorkerProcess], tuple[WorkerProcess, ...]]:
+    """The run worker and the step subprocesses named by a run's events (the latest naming wins)."""
+    run_worker: Optional[WorkerProcess] = None
+    steps: dict[str, WorkerProcess] = {}
+    for entry in entries:
+        event = entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == DagsterEventType.RUN_START and event.pid:
+            run_worker = WorkerProcess(event.pid, entry.timestamp)
+        elif (event.event_type == DagsterEventType.ENGINE_EVENT
+              and (event.message or "").startswith("Started process for")):
+            pid = _metadata_pid(event.event_specific_data) or event.pid
+            if pid:
+                run_worker = WorkerProcess(pid, entry.timestamp)
+        elif event.event_type == DagsterEventType.STEP_WORKER_STARTED and event.step_key:
+            pid = _metadata_pid(event.event_specific_data) or event.pid
+            if pid:
+                steps[event.step_key] = WorkerProcess(pid, entry.timestamp, event.step_key)
+    return run_worker, tuple(steps.values())
+
+
+def _metadata_pid(data: object) -> Optional[int]:
+    value = getattr(data, "metadata", {}).get("pid") if data is not None else None
+    text = getattr(value, "value", value)
+    try:
+        return int(text) if text is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def find_dead_runs(runs: Iterable[RunProcesses], is_alive: Callable[[WorkerProcess], bool]) -> list[DeadRun]:
+    """Runs to release: in flight with a dead run worker, or finished but still holding pool slots with no
+    live run worker. A run whose worker is unknown (still STARTING, nothing reported yet) is left alone."""
+    dead = []
+    for run in runs:
+        if run.status in IN_FLIGHT:
+            if run.run_worker is None or is_alive(run.run_worker):
+                continue
+        elif run.status in FINISHED and run.holds_slots:
+            if run.run_worker is not None and is_alive(run.run_worker):
+                continue  # still shutting down; it frees its own slots
+        else:
+            continue
+        dead.append(DeadRun(run, tuple(w for w in run.step_workers if is_alive(w))))
+    return dead
+
+
+def process_alive(worker: WorkerProcess) -> bool:
+    """True if `worker.pid` runs on this host and is the process Dagster named (not a later reuse)."""
+    try:
+        import psutil
+    except ImportError:  # without psutil: existence only, no pid-reuse check
+        try:
+            os.kill(worker.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    try:
+        process = psutil.Process(worker.pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return process.create_time() <= worker.reported_at + PID_REUSE_SLACK_S
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
+def stop_process(worker: WorkerProcess, *, is_alive: Callable[[WorkerProcess], bool] = process_alive,
+                 timeout_s: float = 10.0) -> bool:
+    """SIGKILL an orphaned step subprocess (after checking it is still that process); True once it is gone."""
+    if not is_alive(worker):
+        return True
+    try:
+        os.kill(worker.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not is_alive(worker):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _held_slots(instance: DagsterInstance) -> dict[str, Counter[str]]:
+    """run id -> pool -> claimed slots; runs with only pending (queued or assigned) steps map to an empty Counter."""
+    storage = instance.event_log_storage
+    held: dict[str, Counter[str]] = defaultdict(Counter)
+    if not storage.supports_global_concurrency_limits:
+        return held
+    for run_id in storage.get_concurrency_run_ids():
+        held[run_id]  # pending steps: assigned ones count against the pool's limit
+    keys = sorted(storage.get_concurrency_keys() | OUR_POOLS)
+    for key, info in storage.get_concurrency_infos(keys).items():
+        for slot in info.claimed_slots:
+            if slot.run_id:
+                held[slot.run_id][key] += 1
+        for step in info.pending_steps:
+            held[step.run_id]
+    return held
+
+
+def _ours(run: DagsterRun, held: Mapping[str, Counter[str]]) -> bool:
+    """A run of this code location (the job, or asset runs of its assets) or one blocking its pools."""
+    if run.job_name == daily_usage_job.name:
+        return True
+    selected = set(run.asset_selection or ()) | {check.asset_key for check in (run.asset_check_selection or ())}
+    return bool(selected & OUR_ASSETS) or bool(set(held.get(run.run_id, ())) & OUR_POOLS)
+
+
+def _run_processes(instance: DagsterInstance, run: DagsterRun, held: Mapping[str, Counter[str]]) -> RunProcesses:
+    entries = instance.all_logs(run.run_id, of_type={
+        DagsterEventType.RUN_START, DagsterEventType.ENGINE_EVENT, DagsterEventType.STEP_WORKER_STARTED})
+    run_worker, step_workers = worker_processes(entries)
+    return RunProcesses(run.run_id, run.job_name, run.status, run_worker, step_workers,
+                        holds_slots=run.run_id in held)
+
+
+def _scan(instance: DagsterInstance, is_alive: Callable[[WorkerProcess], bool]
+          ) -> tuple[list[DeadRun], dict[str, Counter[str]]]:
+    held = _held_slots(instance)
+    records = list(instance.get_run_records(RunsFilter(statuses=list(IN_FLIGHT))))
+    if held:
+        records += instance.get_run_records(RunsFilter(run_ids=sorted(held), statuses=list(FINISHED)))
+    candidates = [_run_processes(instance, r.dagster_run, held) for r in records if _ours(r.dagster_run, held)]
+    return find_dead_runs(candidates, is_alive), held
+
+
+def dead_runs(instance: DagsterInstance, *, is_alive: Callable[[WorkerProcess], bool] = process_alive) -> list[DeadRun]:
+    """This instance's runs (of this code location, or holding its pools) whose worker is gone."""
+    return _scan(instance, is_alive)[0]
+
+
+def release_dead_runs(instance: DagsterInstance, *, is_alive: Callable[[WorkerProcess], bool] = process_alive,
+                      stop: Optional[Callable[[WorkerProcess], bool]] = None) -> list[ReleasedRun]:
+    """Release every dead run (see the module docstring) and say what was done."""
+    stop = stop or (lambda worker: stop_process(worker, is_alive=is_alive))
+    dead, held = _scan(instance, is_alive)
+    return [_release(instance, run, held.get(run.run.run_id, Counter()), stop) for run in dead]
+
+
+def _release(instance: DagsterInstance, dead: DeadRun, held: Counter[str],
+             stop: Callable[[WorkerProcess], bool]) -> ReleasedRun:
+    run_id, worker = dead.run.run_id, dead.run.run_worker
+    stopped = tuple(orphan.pid for orphan in dead.orphans if stop(orphan))
+    # Free before failing the run: the automatic retry (run_retries) that the failure triggers then finds
+    # the pool open instead of waiting in the queue behind a run that can never release it.
+    instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+    freed = {pool: n for pool, n in held.items() if n}
+    how = f"its process (pid {worker.pid}) is gone" if worker else "no process of it is alive"
+    details = [f"freed pool slots: {', '.join(f'{p} x{n}' for p, n in sorted(freed.items()))}" if freed
+               else "it held no pool slot"]
+    if dead.orphans:
+        details.append("stopped orphaned step subprocesses: " + ", ".join(
+            f"{o.pid} ({o.role})" for o in dead.orphans if o.pid in stopped))
+    message = (f"{MESSAGE_PREFIX}: {how} without reporting an outcome (killed: SIGKILL, the OOM killer, a "
+               f"restart). Released by usage_pipeline's dead-run check; {'; '.join(details)}.")
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    before = run.status
+    instance.report_engine_event(message, run, EngineEventData(metadata={
+        "run_worker_pid": str(worker.pid) if worker else "unknown",
+        **{f"freed_{pool}": n for pool, n in freed.items()},
+        "stopped_pids": ", ".join(map(str, stopped)) or "none"}))
+    if run.status == DagsterRunStatus.CANCELING:
+        instance.report_run_canceled(run, message)
+    elif run.status in IN_FLIGHT:
+        # Not STEP_FAILURE, so run_retries (retry_on_asset_or_op_failure: false) still retries it at once.
+        instance.report_run_failed(run, message, JobFailureData(
+            error=None, failure_reason=RunFailureReason.UNEXPECTED_TERMINATION))
+    after = instance.get_run_by_id(run_id)
+    day = run_day(run.tags)
+    return ReleasedRun(run_id, run.job_name, day.isoformat() if day else None, before,
+                       after.status if after else before, worker.pid if worker else None, freed, stopped, message)
+
+
+@sensor(name="release_dead_run_workers", minimum_interval_seconds=20, default_status=DefaultSensorStatus.RUNNING,
+        description="Fails runs whose run worker process died (SIGKILL, OOM) and frees their pool slots, so "
+                    "the automatic retry (run_retries) can start; Dagster's run monitoring cannot detect this "
+                    "with the DefaultRunLauncher.")
+def release_dead_run_workers(context: SensorEvaluationContext) -> SkipReason:
+    released = release_dead_runs(context.instance)
+    for run in released:
+        context.log.warning(run.describe())
+    if not released:
+        return SkipReason("every in-flight run's worker is alive; no finished run holds a pool slot")
+    return SkipReason("released " + "; ".join(run.describe() for run in released))
+
+
+def format_released(released: Sequence[ReleasedRun]) -> str:
+    if not released:
+        return "no dead runs: every STARTING/STARTED/CANCELING run's worker is alive, no finished run holds a slot"
+    return "\n".join(f"released {run.describe()}" for run in released)

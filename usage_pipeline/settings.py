@@ -1,0 +1,124 @@
+"""Every environment variable the project reads, parsed in one place, each with a one-line error.
+
+The Dagster resources read them when a run starts (a field left unset falls back to its variable), the
+CLI when a command starts; only the partitions definition reads `USAGE_START_DATE` when the code location
+loads, because Dagster needs it to list the partitions. A bad value raises `SettingError` naming the
+variable and the form it takes, never echoing a secret.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+
+
+class SettingError(ValueError):
+    """A setting that is missing or malformed; the message is one line and names the variable."""
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    form: str  # what a good value looks like, for the error
+    parse: Callable[[str], Any]
+    default: Any = None
+    secret: bool = False
+    required: bool = False
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError
+    return value
+
+
+def _positive_number(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise ValueError
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError
+    return value
+
+
+def _http_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError
+    parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    return text.rstrip("/")
+
+
+def _token(text: str) -> str:
+    """A key or token: surrounding whitespace (a file's trailing newline) is dropped; whitespace or control
+    characters inside cannot be sent in a header, so they are refused."""
+    if not text or _CONTROL.search(text):
+        raise ValueError
+    return text
+
+
+def _name(text: str) -> str:
+    if not text or _CONTROL.search(text.replace(" ", "")):
+        raise ValueError
+    return text
+
+
+def _date(text: str) -> dt.date:
+    return dt.date.fromisoformat(text)
+
+
+VARIABLES: dict[str, Variable] = {v.name: v for v in (
+    Variable("OPENROUTER_API_KEY", "an OpenRouter management key without spaces", _token, secret=True,
+             required=True),
+    Variable("OPENROUTER_BASE_URL", "an http(s) URL", _http_url, "https://openrouter.ai/api/v1"),
+    Variable("OPENROUTER_MAX_CONCURRENCY", "a positive integer", _positive_int, 512),
+    Variable("OPENROUTER_MAX_RPS", "a positive number of requests per second", _positive_number),
+    Variable("OPENROUTER_RECORD_TIMEOUT_S", "a positive number of seconds", _positive_number, 10.0),
+    Variable("OPENROUTER_GIVE_UP_AFTER_S", "a positive number of seconds", _positive_number, 20.0),
+    Variable("INFLUXDB_URL", "an http(s) URL such as http://127.0.0.1:8086", _http_url, required=True),
+    Variable("INFLUXDB_DATABASE", "a database (bucket) name", _name, "openrouter"),
+    Variable("INFLUXDB_TOKEN", "a token without spaces", _token, secret=True),
+    Variable("INFLUXDB_USERNAME", "a user name", _name),
+    Variable("INFLUXDB_PASSWORD", "a password without whitespace or control characters", _token, secret=True),
+    Variable("INFLUXDB_RETENTION_DAYS", "a whole number of days, 0 for forever", _non_negative_int),
+    Variable("INFLUXDB_TIMEOUT_S", "a positive number of seconds", _positive_number, 30.0),
+    Variable("USAGE_START_DATE", "a date as YYYY-MM-DD", _date),
+    Variable("USAGE_DUCKDB_PATH", "a file path", _name, "data/usage.duckdb"),
+    Variable("USAGE_RECAPTURE_AFTER_HOURS", "a positive number of hours", _positive_number, 6.0),
+    Variable("USAGE_RECAPTURE_MAX_ATTEMPTS", "a positive integer", _positive_int, 5),
+)}
+
+
+def setting(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """The variable's parsed value, its default when unset or empty, or a SettingError."""
+    variable = VARIABLES[name]
+    raw = (os.environ if environ is None else environ).get(name)
+    text = None if raw is None else raw.strip()
+    if not text:
+        if variable.required:
+            raise SettingError(f"{name} is not set: it must be {variable.form}")
+        return variable.default
+    try:
+        return variable.parse(text)
+    except (ValueError, TypeError, OverflowError):
+        shown = "" if variable.secret else f", got {text[:80]!r}"
+        raise SettingError(f"{name} must be {variable.form}{shown}") from None
+
+
+def checked(name: str, value: Any) -> Any:
+    """A value given directly (a resource field) for the variable, checked like the variable itself."""
+    if isinstance(value, str):
+        return setting(name, {name: value})
+    return value
