@@ -142,3 +142,40 @@ def test_values_of_the_right_type_are_kept_exactly(store: InfluxStore) -> None:
     assert row["total_cost"] == 0.1 + 0.2 and row["tokens_prompt"] == 2**62 and not pd.isna(row["streamed"])
     assert not row["streamed"] and row["origin"] == "" and row["upstream_inference_cost"] == 2**53
     assert pd.isna(row["usage"])
+
+
+def test_a_day_with_hostile_records_writes_the_rest_and_fails_naming_each(influxd: LocalInfluxd,
+                                                                          tmp_path) -> None:  # noqa: ANN001
+    """Through the ledger: OpenRouter answers a string for a boolean, NaN for a latency, a fraction of a
+    token, and a model no tag can carry; the day writes everything else and fails naming those four."""
+    from openrouter_emulator.process import run_emulator
+
+    from usage_pipeline.ledger import IncompleteDay, record_day
+    from usage_pipeline.openrouter.client import OpenRouterClient
+    from usage_pipeline.openrouter.settings import OpenRouterSettings
+    from usage_pipeline_tests.conftest import yesterday
+
+    day = yesterday()
+    with run_emulator(seed=61, generations_per_day=200, days=1, log_path=tmp_path / "emu.log") as server:
+        ids = server.truth(day)["ids"]
+        hostile = {ids[0]: {"streamed": "false"}, ids[1]: {"latency": math.nan}, ids[2]: {"tokens_prompt": 1.9},
+                   ids[3]: {"model": "acme\\"}, ids[4]: {"external_user": "line\nbreak \"quoted\" \\ ,="}}
+        server.override_records(hostile)
+        settings = OpenRouterSettings(api_key=server.management_key, base_url=server.base_url)
+        with InfluxStore(InfluxSettings(url=influxd.url, database=f"hostile_{uuid.uuid4().hex[:8]}")) as store, \
+                OpenRouterClient(settings) as client:
+            store.ensure_database()
+            recording = record_day(client, store, day)
+            counts = store.day_counts(day)
+            back = {row["generation_id"]: row for frame in store.iter_day_frames(day)
+                    for row in frame.to_dict("records")}
+    assert not recording.complete
+    assert recording.written == counts.distinct_ids == len(ids) - 4
+    invalid = " | ".join(recording.capture.invalid)
+    assert f"generation {ids[0]}: field 'streamed'" in invalid and "'false'" in invalid
+    assert f"generation {ids[1]}: field 'latency' must be a finite number, got nan" in invalid
+    assert f"generation {ids[2]}: field 'tokens_prompt' must be an integer or null, got 1.9" in invalid
+    assert set(recording.refused) == {ids[3]} and "trailing backslash" in recording.refused[ids[3]]
+    assert back[ids[4]]["external_user"] == hostile[ids[4]]["external_user"]  # stored exactly
+    message = str(IncompleteDay(recording))
+    assert all(gen_id in message for gen_id in ids[:4])

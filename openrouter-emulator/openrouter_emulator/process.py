@@ -118,6 +118,13 @@ class EmulatorProcess:
         """Scripted faults: `{"path", "status"?, "count", "retry_after"?, "delay_ms"?}` each; the rules now."""
         return self.control("POST", "/faults", {"rules": list(rules), "append": append})["rules"]
 
+    def override_records(self, overrides: dict[str, dict[str, Any]]) -> None:
+        """Make GET /generation answer these field values for these ids (any JSON value, NaN included)."""
+        self.control("POST", "/records", {"overrides": overrides})
+
+    def clear_overrides(self) -> None:
+        self.control("DELETE", "/records")
+
     def clear_faults(self) -> None:
         self.control("DELETE", "/faults")
 

@@ -188,6 +188,7 @@ class Emulator:
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="emulator-numpy")
         self._gets: dict[str, int] = {}
         self._gets_lock = threading.Lock()  # `_generation` runs in the pool when its day is not built yet
+        self._overrides: dict[str, dict[str, Any]] = {}  # generation id -> fields answered instead
         # (method, path) -> (management only, runs in the thread pool, handler)
         self._api_routes: dict[tuple[str, str], tuple[bool, bool, Handler]] = {
             ("GET", "/activity"): (True, True, lambda r, now: activity(self.dataset, r.params, now)),
@@ -206,6 +207,8 @@ class Emulator:
             ("GET", "/stats"): (False, lambda r, now: self.stats.snapshot()),
             ("DELETE", "/stats"): (False, lambda r, now: self._reset_stats()),
             ("POST", "/generations"): (True, self._add_generations),
+            ("POST", "/records"): (False, self._override_records),
+            ("DELETE", "/records"): (False, lambda r, now: self._clear_overrides()),
             ("GET", "/config"): (False, lambda r, now: asdict(self.config)),
             ("POST", "/config"): (False, self._set_config),
             ("DELETE", "/config"): (False, lambda r, now: self._apply_config(asdict(self._initial_config))),
@@ -378,7 +381,24 @@ class Emulator:
         created_s = int(day.columns.created_us[row]) / US_PER_SECOND
         if day.columns.visible_at[row] > now or now - created_s < self.config.fresh_404_seconds:
             raise ApiError(404, f"Generation {gen_id} not found")
-        return {"data": generation_record(day, row)}
+        record = generation_record(day, row)
+        record.update(self._overrides.get(gen_id, {}))
+        return {"data": record}
+
+    def _override_records(self, request: Request, now: float) -> Any:
+        """Hostile records: `{"overrides": {"<id>": {"<field>": <any JSON value>}}}` makes GET /generation
+        answer those values for those fields (NaN and Infinity included), to test what the client keeps."""
+        body = request.json()
+        overrides = body.get("overrides") if isinstance(body, dict) else None
+        if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+            raise ApiError(400, 'body must be {"overrides": {"<generation id>": {"<field>": value, ...}}}')
+        for gen_id, fields in overrides.items():
+            self._overrides.setdefault(str(gen_id), {}).update(fields)
+        return {"records": len(self._overrides)}
+
+    def _clear_overrides(self) -> Any:
+        self._overrides.clear()
+        return {"records": 0}
 
     def _analytics_query(self, request: Request, now: float) -> Any:
         config = self.config
@@ -495,7 +515,8 @@ def make_http_handler(emulator: Emulator) -> Callable[[Any], Awaitable[Any]]:
         if response.raw is not None:
             data = response.raw
         else:
-            data = json.dumps(response.payload, separators=(",", ":"), allow_nan=False).encode()
+            # NaN/Infinity reach an answer only through a hostile record override, on purpose.
+            data = json.dumps(response.payload, separators=(",", ":"), allow_nan=True).encode()
         headers = {"Content-Type": response.content_type, **response.headers}
         return web.Response(status=response.status, body=data, headers=headers)
 
