@@ -24,7 +24,7 @@ def _release_dead_runs(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
     from dagster._core.errors import DagsterHomeNotSetError, DagsterInvariantViolationError
 
-    from usage_pipeline.defs.dead_runs import dead_runs, format_released, release_dead_runs
+    from usage_pipeline.defs.dead_runs import dead_runs, format_released, release_dead_runs, runs_are_local
 
     try:
         instance = DagsterInstance.get()
@@ -32,6 +32,10 @@ def _release_dead_runs(args: argparse.Namespace) -> int:
         print(f"release-dead-runs: {exc}".splitlines()[0], file=sys.stderr)
         return 2
     with instance:
+        if not runs_are_local(instance):
+            print("release-dead-runs: this instance does not launch runs on this host (not the DefaultRunLauncher); "
+                  "its run monitoring checks run workers", file=sys.stderr)
+            return 2
         if args.dry_run:
             found = dead_runs(instance)
             for dead in found:

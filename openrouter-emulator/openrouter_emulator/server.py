@@ -392,8 +392,8 @@ class Emulator:
         overrides = body.get("overrides") if isinstance(body, dict) else None
         if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
             raise ApiError(400, 'body must be {"overrides": {"<generation id>": {"<field>": value, ...}}}')
-        for gen_id, fields in overrides.items():
-            self._overrides.setdefault(str(gen_id), {}).update(fields)
+        for gen_id, values in overrides.items():
+            self._overrides.setdefault(str(gen_id), {}).update(values)
         return {"records": len(self._overrides)}
 
     def _clear_overrides(self) -> Any:

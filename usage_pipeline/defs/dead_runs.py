@@ -208,6 +208,15 @@ def stop_process(worker: WorkerProcess, *, is_alive: Callable[[WorkerProcess], b
     return False
 
 
+def runs_are_local(instance: DagsterInstance) -> bool:
+    """True when this instance launches runs as processes on this host (the DefaultRunLauncher), so the pids in
+    their events are this host's. With a container or cluster launcher a pid names nothing here; run
+    monitoring checks those workers itself (`supports_check_run_worker_health`)."""
+    from dagster._core.launcher import DefaultRunLauncher
+
+    return isinstance(instance.run_launcher, DefaultRunLauncher)
+
+
 def _held_slots(instance: DagsterInstance) -> dict[str, Counter[str]]:
     """run id -> pool -> claimed slots; runs with only pending (queued or assigned) steps map to an empty Counter."""
     storage = instance.event_log_storage
@@ -262,12 +271,15 @@ def release_dead_runs(instance: DagsterInstance, *, is_alive: Callable[[WorkerPr
     """Release every dead run (see the module docstring) and say what was done."""
     stop = stop or (lambda worker: stop_process(worker, is_alive=is_alive))
     dead, held = _scan(instance, is_alive)
-    return [_release(instance, run, held.get(run.run.run_id, Counter()), stop) for run in dead]
+    released = (_release(instance, run, held.get(run.run.run_id, Counter()), stop) for run in dead)
+    return [run for run in released if run is not None]
 
 
 def _release(instance: DagsterInstance, dead: DeadRun, held: Counter[str],
-             stop: Callable[[WorkerProcess], bool]) -> ReleasedRun:
+             stop: Callable[[WorkerProcess], bool]) -> Optional[ReleasedRun]:
     run_id, worker = dead.run.run_id, dead.run.run_worker
+    if instance.get_run_by_id(run_id) is None:
+        return None  # deleted meanwhile
     stopped = tuple(orphan.pid for orphan in dead.orphans if stop(orphan))
     # Free before failing the run: the automatic retry (run_retries) that the failure triggers then finds
     # the pool open instead of waiting in the queue behind a run that can never release it.
@@ -276,13 +288,17 @@ def _release(instance: DagsterInstance, dead: DeadRun, held: Counter[str],
     how = f"its process (pid {worker.pid}) is gone" if worker else "no process of it is alive"
     details = [f"freed pool slots: {', '.join(f'{p} x{n}' for p, n in sorted(freed.items()))}" if freed
                else "it held no pool slot"]
-    if dead.orphans:
+    if stopped:
         details.append("stopped orphaned step subprocesses: " + ", ".join(
             f"{o.pid} ({o.role})" for o in dead.orphans if o.pid in stopped))
+    if len(stopped) < len(dead.orphans):
+        details.append("could NOT stop orphaned step subprocesses (kill them by hand): " + ", ".join(
+            f"{o.pid} ({o.role})" for o in dead.orphans if o.pid not in stopped))
     message = (f"{MESSAGE_PREFIX}: {how} without reporting an outcome (killed: SIGKILL, the OOM killer, a "
                f"restart). Released by usage_pipeline's dead-run check; {'; '.join(details)}.")
     run = instance.get_run_by_id(run_id)
-    assert run is not None
+    if run is None:
+        return None
     before = run.status
     instance.report_engine_event(message, run, EngineEventData(metadata={
         "run_worker_pid": str(worker.pid) if worker else "unknown",
@@ -305,6 +321,8 @@ def _release(instance: DagsterInstance, dead: DeadRun, held: Counter[str],
                     "the automatic retry (run_retries) can start; Dagster's run monitoring cannot detect this "
                     "with the DefaultRunLauncher.")
 def release_dead_run_workers(context: SensorEvaluationContext) -> SkipReason:
+    if not runs_are_local(context.instance):
+        return SkipReason("runs are not launched on this host (not the DefaultRunLauncher): left to run monitoring")
     released = release_dead_runs(context.instance)
     for run in released:
         context.log.warning(run.describe())

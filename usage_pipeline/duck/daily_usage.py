@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import duckdb
 import pandas
@@ -246,7 +246,7 @@ def _drop_repeats(conn: duckdb.DuckDBPyConnection) -> None:
         )
 
 
-def _materialize(conn: duckdb.DuckDBPyConnection, table: str, params: dict[str, object]) -> pandas.DataFrame:
+def _materialize(conn: duckdb.DuckDBPyConnection, table: str, params: Mapping[str, object]) -> pandas.DataFrame:
     """Run a table's query into a table of its declared schema, so the frame has exactly the stored
     columns and types."""
     conn.execute(f"CREATE TABLE {table} ({column_definitions(table)})")
