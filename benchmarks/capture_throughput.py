@@ -41,7 +41,6 @@ def emulator_args(latency_ms: float, limit: int, html_share: float) -> list[str]
 def run_cell(generations: int, latency_ms: float, limit: int, html_share: float) -> dict[str, Any]:
     """One capture, in this process (called through a subprocess by `main`)."""
     from openrouter_emulator.process import run_emulator
-
     from usage_pipeline.openrouter.capture import DayCapture
     from usage_pipeline.openrouter.client import OpenRouterClient
     from usage_pipeline.openrouter.settings import OpenRouterSettings
@@ -53,7 +52,8 @@ def run_cell(generations: int, latency_ms: float, limit: int, html_share: float)
         emulator.truth(day)  # build the day before the clock starts
         emulator.reset_stats()
         records = 0
-        with OpenRouterClient(OpenRouterSettings(api_key=emulator.management_key, base_url=emulator.base_url)) as client:
+        settings = OpenRouterSettings(api_key=emulator.management_key, base_url=emulator.base_url)
+        with OpenRouterClient(settings) as client:
             capture = DayCapture(client, day)
             for batch in capture.batches():
                 records += len(batch)
@@ -99,7 +99,8 @@ def main() -> None:
                 f"{r['throttled'] / max(1, r['requests']):.1%}", r["hedged"], r["p50_ms"], r["p99_ms"],
                 r["peak_in_flight"], f"{r['emulator_ok_per_s']:,.0f}", f"{r['peak_rss_mb']:.0f} MiB")), flush=True)
             if not r["complete"] or r["records"] != args.generations:
-                print(f"  INCOMPLETE: {r['records']} records of {args.generations} ({time.monotonic() - started:.0f} s)")
+                print(f"  INCOMPLETE: {r['records']} records of {args.generations} "
+                      f"({time.monotonic() - started:.0f} s)")
 
 
 if __name__ == "__main__":

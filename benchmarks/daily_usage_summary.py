@@ -12,15 +12,23 @@ import resource
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator
 
 import duckdb
 import numpy as np
 import pandas as pd
 import psutil
 
-from usage_pipeline.duck import CaptureStatus, DaySummary, publish, replace_day, store_path_for, summarize_day, write_day
+from usage_pipeline.duck import (
+    CaptureStatus,
+    DaySummary,
+    publish,
+    replace_day,
+    store_path_for,
+    summarize_day,
+    write_day,
+)
 
 ROWS = 1_000_000
 CHUNK_ROWS = 10_000
@@ -39,7 +47,7 @@ def chunks(day: dt.date, rows: int, size: int, seed: int = 0) -> Iterator[pd.Dat
     for offset in range(0, rows, size):
         n = min(size, rows - offset)
 
-        def pick(values: list[str | None]) -> np.ndarray:
+        def pick(values: Sequence[str | None], n: int = n) -> np.ndarray:
             return np.array(values, dtype=object)[rng.integers(0, len(values), n)]
 
         yield pd.DataFrame(
@@ -85,7 +93,7 @@ class PeakRss:
         while not self._stop.wait(0.005):
             self.peak = max(self.peak, self.process.memory_info().rss)
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self._thread.start()
         return self
 
@@ -136,7 +144,8 @@ def main() -> None:
         print(f"publish: {report.seconds:.3f} s, {mib(report.bytes)} ({report.bytes:,} bytes)")
         day = DAY + dt.timedelta(days=DAYS)
         report = write_day(store, published, shifted(summary, day))
-        print(f"write_day (day {DAYS + 1}: connect, replace, publish): publish {report.seconds:.3f} s, {mib(report.bytes)}")
+        print(f"write_day (day {DAYS + 1}: connect, replace, publish): "
+              f"publish {report.seconds:.3f} s, {mib(report.bytes)}")
 
 
 if __name__ == "__main__":

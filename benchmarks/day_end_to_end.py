@@ -19,10 +19,10 @@ from dagster import DagsterInstance
 
 from benchmarks.capture_throughput import emulator_args
 from benchmarks.influx_write import peak_rss_mb
+from openrouter_emulator.process import run_emulator
 from usage_pipeline.definitions import build_defs
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
 from usage_pipeline.influx.local_server import run_influxd
-from openrouter_emulator.process import run_emulator
 
 
 def main() -> None:
@@ -59,7 +59,7 @@ def main() -> None:
     print(f"servers started in {started:.1f} s (emulator + influxd)")
     print(f"job daily_usage: {'success' if result.success else 'FAILED'} in {job_seconds:.1f} s end to end")
     for key, event in steps.items():
-        print(f"  step {key}: {event.event_specific_data.duration_ms / 1000:.2f} s")
+        print(f"  step {key}: {event.step_success_data.duration_ms / 1000:.2f} s")
     print("capture:", {k: meta[k] for k in ("enumerated", "fetched", "written", "duplicates_skipped", "missing",
                                             "windows", "windows_split", "analytics_queries", "retries",
                                             "throttled_429", "hedged_requests", "records_per_second",

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from dagster import DagsterInstance
-from openrouter_emulator.process import EmulatorProcess, run_emulator
 
+from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.definitions import build_defs
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
 from usage_pipeline.influx.local_server import run_influxd
@@ -34,7 +34,8 @@ def run_day(base_url: str, api_key: str, influx_url: str, root: Path) -> tuple[f
         partition_key=day.isoformat(), instance=DagsterInstance.ephemeral(), raise_on_error=False, run_config=QUIET)
     seconds = time.monotonic() - started
     failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"), None)
-    message = failure.event_specific_data.error.message.strip().splitlines()[-1] if failure else ""
+    error = failure.step_failure_data.error if failure else None
+    message = error.message.strip().splitlines()[-1] if error else ""
     return seconds, result.success, message
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 
 def _influx_setup(_: argparse.Namespace) -> int:
@@ -58,7 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     emulator = commands.add_parser("emulator", help="serve the local OpenRouter emulator under /api/v1")
     add_cli_arguments(emulator)
-    emulator.set_defaults(run=lambda a: serve_from_args(a) or 0)
+    def _emulator(a: argparse.Namespace) -> int:
+        serve_from_args(a)
+        return 0
+
+    emulator.set_defaults(run=_emulator)
 
     setup = commands.add_parser("influx-setup", help="create the InfluxDB database and retention policy (1.x)")
     setup.set_defaults(run=_influx_setup)
@@ -82,7 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     release.add_argument("--dry-run", action="store_true", help="only list what would be released")
     release.set_defaults(run=_release_dead_runs)
     args = parser.parse_args(argv)
-    return int(args.run(args))
+    from usage_pipeline.settings import SettingError
+
+    try:
+        return int(args.run(args))
+    except SettingError as exc:  # one line naming the variable, not a traceback
+        print(f"usage-pipeline {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import duckdb
 
-from usage_pipeline.influx.local_server import run_influxd
 from openrouter_emulator.process import run_emulator
+from usage_pipeline.influx.local_server import run_influxd
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,9 +80,11 @@ def run_demo(days: int = 3, generations_per_day: int = 2000, data_dir: Path = Pa
             for day in wanted:
                 result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False,
                                                 run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
-                checks = [f"{e.asset_check_evaluation_data.check_name}={'pass' if e.asset_check_evaluation_data.passed else 'FAIL'}"
+                checks = [f"{e.asset_check_evaluation_data.check_name}="
+                          f"{'pass' if e.asset_check_evaluation_data.passed else 'FAIL'}"
                           for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-                print(f"{day}: run {result.run_id[:8]} {'succeeded' if result.success else 'FAILED'}; {', '.join(checks)}")
+                outcome = "succeeded" if result.success else "FAILED"
+                print(f"{day}: run {result.run_id[:8]} {outcome}; {', '.join(checks)}")
                 if not result.success:
                     failed.append(day)
         print_summary(Path(os.environ["USAGE_DUCKDB_PATH"]), wanted)

@@ -1,8 +1,9 @@
 """Record one UTC day of OpenRouter generations in the InfluxDB ledger, as a stream.
 
 windows -> records -> batches: each analytics window's records are written here while the capture goes on
-fetching the next ones on its own thread, so memory is bounded by a few windows, never by the day. Writes are upserts (same identity overwrites), so a rerun of a
-day never adds a point; a failed batch raises and fails the caller.
+fetching the next ones on its own thread, so memory is bounded by a few windows, never by the day. Writes are
+upserts (same identity overwrites), so a rerun of a day never adds a point; a failed batch raises and fails the
+caller.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ class IncompleteDay(RuntimeError):
     def __init__(self, recording: DayRecording) -> None:
         c = recording.capture
         shown = ", ".join(c.missing[:20]) + (" ..." if len(c.missing) > 20 else "")
-        problems = [f"{len(c.missing)} generation(s) still missing after retries ({shown}; reasons: {c.missing_reasons})"
-                    if c.missing else "",
+        problems = [f"{len(c.missing)} generation(s) still missing after retries "
+                    f"({shown}; reasons: {c.missing_reasons})" if c.missing else "",
                     f"{len(c.invalid)} record(s) invalid: {c.invalid[:5]}" if c.invalid else "",
                     f"{len(recording.refused)} record(s) refused by InfluxDB: "
                     f"{dict(list(recording.refused.items())[:5])}" if recording.refused else ""]

@@ -11,8 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
+from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.influx.local_server import LocalInfluxd, run_influxd
 from usage_pipeline.openrouter.client import OpenRouterClient
-from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.openrouter.settings import OpenRouterSettings
 
 
@@ -32,6 +32,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProce
         yield server
 
 
-def client_for(server: EmulatorProcess, *, key: str | None = None, **kwargs: object) -> OpenRouterClient:
+def client_for(server: EmulatorProcess, *, key: str | None = None, **kwargs: int) -> OpenRouterClient:
+    """A client for `server`; `kwargs` are OpenRouterClient's own (analytics_rpm, not_found_retries)."""
     settings = OpenRouterSettings(api_key=key or server.management_key, base_url=server.base_url)
-    return OpenRouterClient(settings, **kwargs)  # type: ignore[arg-type]
+    return OpenRouterClient(settings, **kwargs)

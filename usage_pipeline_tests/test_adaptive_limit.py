@@ -21,9 +21,10 @@ def fill(limit: AdaptiveLimit, now: float) -> int:
     return started
 
 
-def answer_all(limit: AdaptiveLimit, signal: Signal, now: float, **hints: float) -> None:
+def answer_all(limit: AdaptiveLimit, signal: Signal, now: float, *, reset_at: float | None = None,
+               retry_at: float | None = None, budget: int | None = None) -> None:
     for _ in range(limit.in_flight):
-        limit.finished(signal, now, latency_s=0.2, **hints)
+        limit.finished(signal, now, latency_s=0.2, reset_at=reset_at, retry_at=retry_at, budget=budget)
 
 
 def test_slow_start_doubles_per_round_trip_and_the_ceiling_holds() -> None:

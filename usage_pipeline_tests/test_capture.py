@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.openrouter.capture import DayCapture, WindowTooDense
-from usage_pipeline.openrouter.counts import api_day_counts
 from usage_pipeline.openrouter.client import OpenRouterClient
+from usage_pipeline.openrouter.counts import api_day_counts
 from usage_pipeline.openrouter.day import DayOutOfRange
 from usage_pipeline.openrouter.settings import OpenRouterSettings
-from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.openrouter.transport import OpenRouterAuthError
 from usage_pipeline_tests.conftest import client_for, yesterday
 
@@ -26,8 +26,9 @@ def truth(server: EmulatorProcess, day: dt.date) -> dict:
     return response.json()
 
 
-def capture(server: EmulatorProcess, day: dt.date, **client_kwargs: object) -> tuple[set[str], DayCapture]:
-    with client_for(server, **client_kwargs) as client:
+def capture(server: EmulatorProcess, day: dt.date, *, key: str | None = None,
+            **client_kwargs: int) -> tuple[set[str], DayCapture]:
+    with client_for(server, key=key, **client_kwargs) as client:
         run = DayCapture(client, day)
         ids: set[str] = set()
         for batch in run.batches():

@@ -47,13 +47,14 @@ def test_usage_pipeline_emulator_serves_the_api_and_has_no_list_endpoint(tmp_pat
 
 
 def test_influx_setup_creates_the_database(influxd, tmp_path: Path) -> None:
-    env = {**os.environ, "INFLUXDB_URL": influxd.url, "INFLUXDB_DATABASE": "cli_setup", "INFLUXDB_RETENTION_DAYS": "400",
-           "OPENROUTER_API_KEY": "unused"}
+    env = {**os.environ, "INFLUXDB_URL": influxd.url, "INFLUXDB_DATABASE": "cli_setup",
+           "INFLUXDB_RETENTION_DAYS": "400", "OPENROUTER_API_KEY": "unused"}
     out = subprocess.run([sys.executable, "-m", "usage_pipeline.cli", "influx-setup"], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "'cli_setup' ready" in out.stdout
-    shown = requests.get(f"{influxd.url}/query", params={"q": 'SHOW RETENTION POLICIES ON "cli_setup"'}, timeout=10).json()
+    shown = requests.get(f"{influxd.url}/query", params={"q": 'SHOW RETENTION POLICIES ON "cli_setup"'},
+                         timeout=10).json()
     values = shown["results"][0]["series"][0]["values"]
     assert any(row[1].startswith("9600h") for row in values), values
 

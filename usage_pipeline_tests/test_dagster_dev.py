@@ -12,19 +12,20 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import duckdb
 import pytest
 import requests
 from dagster import DagsterEventType, DagsterInstance
 
+from openrouter_emulator.process import EmulatorProcess
 from usage_pipeline.defs.recapture import run_day
 from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline.influx.store import InfluxSettings, InfluxStore
-from openrouter_emulator.process import EmulatorProcess
 from usage_pipeline_tests.conftest import yesterday
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,7 +110,8 @@ def shown_definitions(server: DagsterDev) -> dict[str, Any]:
         "jobs": {j["name"] for j in repo["jobs"]},
         "schedules": {s["name"]: s["cronSchedule"] for s in repo["schedules"]},
         "sensors": {s["name"] for s in repo["sensors"]},
-        "checks": {tuple(a["assetKey"]["path"]): {c["name"]: c["blocking"] for c in a["assetChecksOrError"].get("checks", [])}
+        "checks": {tuple(a["assetKey"]["path"]): {c["name"]: c["blocking"]
+                                                  for c in a["assetChecksOrError"].get("checks", [])}
                    for a in repo["assetNodes"]},
     }
 
@@ -137,7 +139,8 @@ def test_a_three_day_backfill_runs_one_run_per_day_with_green_checks(dagster_dev
     launched = dagster_dev.graphql("""
         mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
             __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
-        {"params": {"partitionNames": days, "assetSelection": [{"path": ["influxdb", "generations"]}, {"path": ["duckdb", "daily_usage"]}]}})
+        {"params": {"partitionNames": days,
+                    "assetSelection": [{"path": ["influxdb", "generations"]}, {"path": ["duckdb", "daily_usage"]}]}})
     result = launched["launchPartitionBackfill"]
     assert result["__typename"] == "LaunchBackfillSuccess", result
     backfill_id = result["backfillId"]
@@ -168,7 +171,8 @@ def test_a_three_day_backfill_runs_one_run_per_day_with_green_checks(dagster_dev
     finally:
         instance.dispose()
 
-    store = InfluxStore(InfluxSettings(url=dagster_dev.env["INFLUXDB_URL"], database=dagster_dev.env["INFLUXDB_DATABASE"]))
+    store = InfluxStore(InfluxSettings(url=dagster_dev.env["INFLUXDB_URL"],
+                                       database=dagster_dev.env["INFLUXDB_DATABASE"]))
     with duckdb.connect(dagster_dev.env["USAGE_DUCKDB_PATH"], read_only=True) as conn:
         totals = dict(conn.execute("SELECT strftime(day, '%Y-%m-%d'), requests FROM daily_totals").fetchall())
     for day in days:

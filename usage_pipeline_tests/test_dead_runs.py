@@ -16,8 +16,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 
 import psutil
 import pytest
@@ -59,7 +59,7 @@ def alive_only(*pids: int) -> Callable[[WorkerProcess], bool]:
     return lambda w: w.pid in pids
 
 
-def run(status: DagsterRunStatus, run_worker: Optional[WorkerProcess] = None, *steps: WorkerProcess,
+def run(status: DagsterRunStatus, run_worker: WorkerProcess | None = None, *steps: WorkerProcess,
         holds_slots: bool = False, run_id: str = "r1") -> RunProcesses:
     return RunProcesses(run_id, "daily_usage", status, run_worker, tuple(steps), holds_slots)
 
@@ -93,8 +93,8 @@ def test_a_finished_run_still_holding_a_slot_is_freed_once_its_worker_is_gone() 
     assert find_dead_runs([run(DagsterRunStatus.QUEUED, None, holds_slots=True)], alive_only()) == []
 
 
-def _entry(event_type: DagsterEventType, *, pid: Optional[int] = None, message: str = "",
-           step_key: Optional[str] = None, metadata_pid: Optional[int] = None, at: float = 1000.0) -> EventLogEntry:
+def _entry(event_type: DagsterEventType, *, pid: int | None = None, message: str = "",
+           step_key: str | None = None, metadata_pid: int | None = None, at: float = 1000.0) -> EventLogEntry:
     data = EngineEventData.in_process(metadata_pid) if metadata_pid is not None else (
         EngineEventData() if event_type != DagsterEventType.RUN_START else None)
     event = DagsterEvent(event_type_value=event_type.value, job_name="daily_usage", message=message, pid=pid,
@@ -105,7 +105,8 @@ def _entry(event_type: DagsterEventType, *, pid: Optional[int] = None, message: 
 
 def test_worker_pids_come_from_dagsters_own_events() -> None:
     launched = [  # DefaultRunLauncher: the code server's run worker says so, then starts the run and a step
-        _entry(DagsterEventType.ENGINE_EVENT, message="Started process for run (pid: 4239).", metadata_pid=4239, at=1.0),
+        _entry(DagsterEventType.ENGINE_EVENT, message="Started process for run (pid: 4239).", metadata_pid=4239,
+               at=1.0),
         _entry(DagsterEventType.RUN_START, pid=4239, at=2.0),
         _entry(DagsterEventType.ENGINE_EVENT, pid=4239, metadata_pid=4239, at=2.1,
                message="Executing steps using multiprocess executor: parent process (pid: 4239)"),
@@ -152,7 +153,7 @@ def instance(tmp_path: Path) -> Iterator[DagsterInstance]:
 
 
 def _started_run(instance: DagsterInstance, pid: int, *, status: DagsterRunStatus = STARTED,
-                 tags: Optional[dict[str, str]] = None) -> str:
+                 tags: dict[str, str] | None = None) -> str:
     run_id = create_run_for_test(instance, job_name="daily_usage", status=status,
                                  tags={"dagster/partition": "2026-11-20", **(tags or {})}).run_id
     instance.report_dagster_event(DagsterEvent(event_type_value=DagsterEventType.ENGINE_EVENT.value,
@@ -173,7 +174,8 @@ def _held(instance: DagsterInstance, run_id: str) -> bool:
     return bool(_claimed(instance, run_id)) or any(step.run_id == run_id for step in info.pending_steps)
 
 
-def test_release_fails_the_dead_run_frees_its_slot_stops_its_orphan_and_leaves_live_runs(instance: DagsterInstance) -> None:
+def test_release_fails_the_dead_run_frees_its_slot_stops_its_orphan_and_leaves_live_runs(
+        instance: DagsterInstance) -> None:
     dead = _started_run(instance, _dead_pid())
     orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
@@ -255,7 +257,8 @@ def _messages(instance: DagsterInstance, run_id: str) -> list[str]:
 
 
 def _launch_day(server: DagsterDev, day: dt.date) -> str:
-    repo = server.graphql("{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }")
+    repo = server.graphql(
+        "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }")
     node = repo["repositoriesOrError"]["nodes"][0]
     launched = server.graphql("""mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
         __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }""",
@@ -296,7 +299,7 @@ def test_dagster_dev_a_killed_run_worker_releases_its_slot_and_the_day_reruns_ex
             assert any(m.startswith(MESSAGE_PREFIX) and f"pid {run_worker.pid}" in m for m in messages), messages
             assert not any(process_alive(w) for w in step_workers)  # the orphaned ingest subprocess is stopped
 
-            def next_run() -> Optional[str]:
+            def next_run() -> str | None:
                 for record in instance.get_run_records(RunsFilter(tags={"dagster/partition": day.isoformat()})):
                     if record.dagster_run.run_id != run_id and record.start_time:
                         return record.dagster_run.run_id
@@ -308,7 +311,7 @@ def test_dagster_dev_a_killed_run_worker_releases_its_slot_and_the_day_reruns_ex
             started_after = retry.start_time - killed_at
             assert retry.dagster_run.parent_run_id == run_id  # run_retries' automatic retry
 
-            def finished() -> Optional[DagsterRunStatus]:
+            def finished() -> DagsterRunStatus | None:
                 current = instance.get_run_by_id(retry_id)
                 return current.status if current and current.status in (SUCCESS, FAILURE, CANCELED) else None
 
@@ -317,7 +320,7 @@ def test_dagster_dev_a_killed_run_worker_releases_its_slot_and_the_day_reruns_ex
             assert status == SUCCESS, _messages(instance, retry_id)[-20:]
             evaluations = [e.dagster_event.event_specific_data for e in instance.all_logs(
                 retry_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION) if e.dagster_event]
-            assert {e.check_name: e.passed for e in evaluations} == {  # type: ignore[union-attr]
+            assert {e.check_name: e.passed for e in evaluations} == {
                 "zero_duplicates": True, "full_capture_matches_openrouter": True, "cost_matches_openrouter": True}
             print(f"\nkill -> run FAILURE {failed_after:.1f} s, -> slot freed {freed_after:.1f} s, -> next run "
                   f"started {started_after:.1f} s, -> next run succeeded {succeeded_after:.1f} s")
@@ -344,7 +347,7 @@ def test_a_killed_dagster_job_execute_is_released_by_the_cli(slow_emulator: Emul
     step_workers: tuple[WorkerProcess, ...] = ()
     try:
         with DagsterInstance.from_config(str(home)) as instance:
-            def started_run() -> Optional[str]:
+            def started_run() -> str | None:
                 assert job.poll() is None, (tmp_path / "job.log").read_text()[-3000:]
                 runs = instance.get_runs()
                 return runs[0].run_id if runs and _ingest_running(instance, runs[0].run_id) else None

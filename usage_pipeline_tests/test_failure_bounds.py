@@ -8,8 +8,8 @@ import socket
 from pathlib import Path
 
 import pytest
-from openrouter_emulator.process import EmulatorProcess, run_emulator
 
+from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.openrouter.capture import DayCapture
 from usage_pipeline.openrouter.client import OpenRouterClient
 from usage_pipeline.openrouter.settings import OpenRouterSettings

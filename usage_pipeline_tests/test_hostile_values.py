@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import uuid
-from typing import Any, Iterator
+from collections.abc import Hashable, Iterator
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -57,9 +58,9 @@ def store(influxd: LocalInfluxd) -> Iterator[InfluxStore]:
         yield s
 
 
-def stored(store: InfluxStore) -> dict[str, dict[str, Any]]:
+def stored(store: InfluxStore) -> dict[str, dict[Hashable, Any]]:
     """Every point of the day by generation id, as InfluxDB returns it."""
-    rows: dict[str, dict[str, Any]] = {}
+    rows: dict[str, dict[Hashable, Any]] = {}
     for frame in store.iter_day_frames(DAY):
         for row in frame.to_dict("records"):
             rows[row["generation_id"]] = row
@@ -89,7 +90,8 @@ def test_every_hostile_string_round_trips_byte_for_byte_or_is_refused_by_id(stor
         else:
             assert gen_id in rows, f"{name}: neither stored nor refused"
             back = rows[gen_id][column]
-            assert isinstance(back, str) and back.encode("utf-8") == sent.encode("utf-8"), f"{name} came back {back!r:.60}"
+            assert isinstance(back, str) and back.encode("utf-8") == sent.encode("utf-8"), \
+                f"{name} came back {back!r:.60}"
     # What line protocol cannot carry in a tag is refused; a string field carries everything.
     if place in ("model", "provider_name"):
         names = {ids[i] for i in refused}
@@ -149,7 +151,6 @@ def test_a_day_with_hostile_records_writes_the_rest_and_fails_naming_each(influx
     """Through the ledger: OpenRouter answers a string for a boolean, NaN for a latency, a fraction of a
     token, and a model no tag can carry; the day writes everything else and fails naming those four."""
     from openrouter_emulator.process import run_emulator
-
     from usage_pipeline.ledger import IncompleteDay, record_day
     from usage_pipeline.openrouter.client import OpenRouterClient
     from usage_pipeline.openrouter.settings import OpenRouterSettings
@@ -158,8 +159,9 @@ def test_a_day_with_hostile_records_writes_the_rest_and_fails_naming_each(influx
     day = yesterday()
     with run_emulator(seed=61, generations_per_day=200, days=1, log_path=tmp_path / "emu.log") as server:
         ids = server.truth(day)["ids"]
-        hostile = {ids[0]: {"streamed": "false"}, ids[1]: {"latency": math.nan}, ids[2]: {"tokens_prompt": 1.9},
-                   ids[3]: {"model": "acme\\"}, ids[4]: {"external_user": "line\nbreak \"quoted\" \\ ,="}}
+        hostile: dict[str, dict[str, Any]] = {
+            ids[0]: {"streamed": "false"}, ids[1]: {"latency": math.nan}, ids[2]: {"tokens_prompt": 1.9},
+            ids[3]: {"model": "acme\\"}, ids[4]: {"external_user": "line\nbreak \"quoted\" \\ ,="}}
         server.override_records(hostile)
         settings = OpenRouterSettings(api_key=server.management_key, base_url=server.base_url)
         with InfluxStore(InfluxSettings(url=influxd.url, database=f"hostile_{uuid.uuid4().hex[:8]}")) as store, \

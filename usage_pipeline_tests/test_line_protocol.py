@@ -9,7 +9,8 @@ import random
 import re
 import struct
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from influxdb_client import Point, WritePrecision
@@ -112,7 +113,8 @@ def test_each_element_is_escaped_as_the_1x_spec_says() -> None:
         'b=false,f=2,i=7i,s\\ k="say \\"hi\\"\\\\ \n\tend\\\\" 1234'
     )
     # None fields and None or empty tags are left out; tags and fields come sorted by key.
-    assert encoder.encode(("", None), [None, 0.1 + 0.2, None, True], 5) == "cpu\\ load\\,x=y b=true,f=0.30000000000000004 5"
+    assert encoder.encode(("", None), [None, 0.1 + 0.2, None, True], 5) == \
+        "cpu\\ load\\,x=y b=true,f=0.30000000000000004 5"
     assert encoder.encode((None, "x"), [None, 1e16, -3, None], 6) == "cpu\\ load\\,x=y,a\\,tag\\==x f=1e+16,i=-3i 6"
     with pytest.raises(ValueError, match="no non-null field"):
         encoder.encode(("a", "b"), [None, None, None, None], 7)
@@ -130,12 +132,13 @@ def test_the_encoder_equals_point_for_random_schemas_and_values() -> None:
         encoder = LineEncoder(measurement, tag_keys, kinds)
         for _ in range(20):
             tags = tuple(rng.choice([text(rng, tag=True), None, ""]) for _ in tag_keys)
-            values = [None if i and rng.random() < 0.2 else random_value(rng, kind) for i, kind in enumerate(kinds.values())]
+            values = [None if i and rng.random() < 0.2 else random_value(rng, kind)
+                      for i, kind in enumerate(kinds.values())]
             time_ns = rng.randrange(-(2**63), 2**63)
             point = Point(measurement)
-            for key, tag in zip(tag_keys, tags):
+            for key, tag in zip(tag_keys, tags, strict=False):
                 point.tag(key, tag)
-            for (name, kind), value in zip(kinds.items(), values):
+            for (name, kind), value in zip(kinds.items(), values, strict=False):
                 point.field(name, None if value is None else kind(value))
             expected = point.time(time_ns, WritePrecision.NS).to_line_protocol()
             assert encoder.encode(tags, values, time_ns) == expected
@@ -226,7 +229,7 @@ def read_back(store: InfluxStore) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for series in store.query(f'SELECT * FROM "{MEASUREMENT}"'):
         for values in series["values"]:
-            row = dict(zip(series["columns"], values))
+            row = dict(zip(series["columns"], values, strict=False))
             rows[row["generation_id"]] = row
     return rows
 
@@ -238,7 +241,7 @@ def float_bits(value: float) -> bytes:
 def test_awkward_tags_and_strings_round_trip_exactly(store: InfluxStore) -> None:
     generations = random_generations(random.Random(11), 1500)
     rng = random.Random(12)
-    fixed = {
+    fixed: dict[str, list[str | None]] = {
         "model": ["a b", "a,b", "a=b", 'a"b', "a\\b", "a\\,b", "a\\=b", "a\\\\b", "é 中 😀", " lead", "#x", "\tt\r"],
         "provider_name": ["Open AI", "x,y=z", '"q"', "back\\slash", "😀", None],
     }

@@ -14,7 +14,6 @@ import duckdb
 import pandas as pd
 import pytest
 import requests
-from influxdb_client import Point, WritePrecision
 from dagster import (
     AssetSelection,
     DagsterInstance,
@@ -24,7 +23,9 @@ from dagster import (
     build_schedule_context,
     define_asset_job,
 )
+from influxdb_client import Point, WritePrecision
 
+from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.definitions import build_defs
 from usage_pipeline.defs.daily_usage import daily_usage, daily_usage_schedule
 from usage_pipeline.defs.generations import (
@@ -37,7 +38,6 @@ from usage_pipeline.defs.partitions import capturable_day
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
 from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline.influx.store import InfluxSettings, InfluxStore
-from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline_tests.conftest import yesterday
 
 SUMMARY_TABLES = ("daily_usage", "daily_usage_by_provider", "daily_usage_by_api_key", "daily_usage_by_user",
@@ -60,7 +60,8 @@ class Ledger:
         self.instance = DagsterInstance.ephemeral()
         self.store = InfluxStore(InfluxSettings(url=influxd.url, database=self.database))
 
-    def run(self, day: dt.date, job_name: str = "daily_usage", defs: Definitions | None = None) -> ExecuteInProcessResult:
+    def run(self, day: dt.date, job_name: str = "daily_usage",
+            defs: Definitions | None = None) -> ExecuteInProcessResult:
         job = (defs or self.defs).resolve_job_def(job_name)
         return job.execute_in_process(partition_key=day.isoformat(), instance=self.instance, raise_on_error=False)
 
@@ -92,6 +93,18 @@ def checks(result: ExecuteInProcessResult) -> dict[str, bool]:
 
 def summarized(result: ExecuteInProcessResult) -> bool:
     return bool(result.asset_materializations_for_node("duckdb__daily_usage"))
+
+
+def as_int(value: object) -> int:
+    """A metadata value known to be a count, narrowed from MetadataValue's wide union."""
+    assert isinstance(value, int), value
+    return value
+
+
+def as_text(value: object) -> str:
+    """A metadata value known to be text (markdown), narrowed from MetadataValue's wide union."""
+    assert isinstance(value, str), value
+    return value
 
 
 @pytest.fixture
@@ -149,7 +162,7 @@ def test_a_dropped_generation_fails_capture_and_skips_the_summary(ledger: Ledger
     evaluation = next(e for e in result.get_asset_check_evaluations()
                       if e.check_name == "full_capture_matches_openrouter")
     assert evaluation.metadata["day"].value == day.isoformat()
-    assert row["model"] in evaluation.metadata["diff"].value
+    assert row["model"] in as_text(evaluation.metadata["diff"].value)
     assert ledger.summary(day) == before  # the published summary still holds the last good build
 
     healed = ledger.run(day)  # a rerun re-captures the day: the ledger is whole again
@@ -178,7 +191,8 @@ def test_the_capture_check_holds_on_label_named_analytics_and_either_end_bound(l
         assert meta["stored_distinct_ids"].value == meta["api_request_count"].value == ledger.truth(day)["count"]
         assert meta["analytics_labels"].value > 0 and meta["activity_checked"].value is True
         generation_meta = green.asset_materializations_for_node("influxdb__generations")[0].metadata
-        assert (generation_meta["next_day_ids_skipped"].value >= 2) if inclusive else (generation_meta["next_day_ids_skipped"].value == 0)
+        skipped = as_int(generation_meta["next_day_ids_skipped"].value)
+        assert (skipped >= 2) if inclusive else (skipped == 0)
 
         row = next(iter(ledger.store.iter_day_frames(day, chunk_size=1))).iloc[0]
         ledger.store.delete_point(row["model"], row["provider"], int(row["time"]))
@@ -232,7 +246,8 @@ def test_a_day_from_an_api_as_hard_as_openrouter_is_exact_and_green(influxd: Loc
     meta = {k: v.value for k, v in result.asset_materializations_for_node("influxdb__generations")[0].metadata.items()}
     assert meta["enumerated"] == meta["fetched"] == meta["written"] == truth["count"] == 5000
     assert stats["rate_limited"] > 0 and stats["hangs"] > 0  # the server really was hard ...
-    assert meta["throttled_429"] > 0 and meta["hedged_requests"] > 0 and meta["missing"] == 0  # ... and met
+    assert as_int(meta["throttled_429"]) > 0 and as_int(meta["hedged_requests"]) > 0 \
+        and meta["missing"] == 0  # ... and met
     assert ledger.store.ids_by_model(day) == truth["by_model"]
 
 
@@ -317,4 +332,5 @@ def test_a_wrong_stored_cost_fails_the_cost_check_as_a_warning(ledger: Ledger) -
     assert result.success and summarized(result)  # a warning does not block the summary
     evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "cost_matches_openrouter")
     assert evaluation.severity.value == "WARN"
-    assert row["model"] in evaluation.metadata["diff"].value and "+1.250000" in evaluation.metadata["diff"].value
+    diff = as_text(evaluation.metadata["diff"].value)
+    assert row["model"] in diff and "+1.250000" in diff

@@ -10,12 +10,12 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-from openrouter_emulator.process import EmulatorProcess, run_emulator
 
+from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.influx.local_server import LocalInfluxd
 
 REPO = Path(__file__).resolve().parent.parent

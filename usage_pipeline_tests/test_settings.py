@@ -92,7 +92,7 @@ def test_a_run_with_a_bad_setting_fails_with_that_line_before_any_query(monkeypa
         partition_key=day.isoformat(), instance=DagsterInstance.ephemeral(), raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    error = failure.event_specific_data.error
+    error = failure.step_failure_data.error
     assert error.message.strip().endswith(
         "INFLUXDB_RETENTION_DAYS must be a whole number of days, 0 for forever, got 'abc'")
 

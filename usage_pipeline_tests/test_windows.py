@@ -30,7 +30,7 @@ def test_windows_cover_the_day_exactly_with_equal_expected_counts() -> None:
     counts = [int(200 + 3800 * math.exp(-((h - 14) / 4) ** 2)) for h in range(24)]
     windows = plan(hourly(counts), DAY, DAY + 24 * HOUR, 10_000)
     assert windows[0].start == DAY and windows[-1].end == DAY + 24 * HOUR
-    assert all(a.end == b.start for a, b in zip(windows, windows[1:]))
+    assert all(a.end == b.start for a, b in zip(windows, windows[1:], strict=False))
     assert len(windows) == math.ceil(sum(counts) / 9_000)
     assert all(w.expected <= 9_000 for w in windows)
     assert sum(w.expected for w in windows) == sum(counts)
@@ -70,7 +70,7 @@ def drain(queue: WindowQueue) -> list[Window]:
 
 def covers(windows: list[Window], start: dt.datetime, end: dt.datetime) -> bool:
     return windows[0].start == start and windows[-1].end == end and all(
-        a.end == b.start for a, b in zip(windows, windows[1:]))
+        a.end == b.start for a, b in zip(windows, windows[1:], strict=False))
 
 
 def test_the_window_queue_hands_out_the_plan_in_time_order() -> None:

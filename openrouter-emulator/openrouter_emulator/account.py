@@ -9,13 +9,21 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from openrouter_emulator.analytics_catalogue import KEY_WORKSPACE
 from openrouter_emulator.dataset import (
-    API_KEYS, BYOK, ENDPOINTS, MEMBERS, MODELS, WORKSPACES, UsageDataset, utc_today,
+    API_KEYS,
+    BYOK,
+    ENDPOINTS,
+    MEMBERS,
+    MODELS,
+    WORKSPACES,
+    UsageDataset,
+    utc_today,
 )
 from openrouter_emulator.protocol import ApiError, query_param
 

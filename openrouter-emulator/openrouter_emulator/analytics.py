@@ -13,11 +13,24 @@ from typing import Any
 import numpy as np
 
 from openrouter_emulator.analytics_catalogue import (
-    ARRAY_OPERATORS, CATEGORIES, ENRICHED_DIMENSIONS, KEY_MEMBER, KEY_WORKSPACE, METRICS, SCALAR_OPERATORS,
+    ARRAY_OPERATORS,
+    CATEGORIES,
+    ENRICHED_DIMENSIONS,
+    KEY_MEMBER,
+    KEY_WORKSPACE,
+    METRICS,
+    SCALAR_OPERATORS,
 )
 from openrouter_emulator.analytics_query import AnalyticsQuery, Filter
 from openrouter_emulator.dataset import (
-    BYOK, ENDPOINT_PROVIDER, EPOCH, US_PER_DAY, US_PER_SECOND, DayColumns, UsageDataset, day_start_us,
+    BYOK,
+    ENDPOINT_PROVIDER,
+    EPOCH,
+    US_PER_DAY,
+    US_PER_SECOND,
+    DayColumns,
+    UsageDataset,
+    day_start_us,
 )
 
 MAX_ANALYTICS_ROWS = 10_000
@@ -85,7 +98,7 @@ class Selection:
     def ids(self, positions: np.ndarray) -> list[str]:
         seconds = (self.column("created_us")[positions] // US_PER_SECOND).tolist()
         suffixes = self.column("id_suffix")[positions].tolist()
-        return [f"gen-{s}-{x.decode()}" for s, x in zip(seconds, suffixes)]
+        return [f"gen-{s}-{x.decode()}" for s, x in zip(seconds, suffixes, strict=False)]
 
 
 def _compare(left: str, right: str, operator: str) -> bool:
@@ -245,4 +258,4 @@ def _aggregate(selection: Selection, positions: np.ndarray, query: AnalyticsQuer
         else:
             columns.append((name, picked.tolist()))
     names = [n for n, _ in columns]
-    return [dict(zip(names, row)) for row in zip(*(v for _, v in columns))], truncated
+    return [dict(zip(names, row, strict=False)) for row in zip(*(v for _, v in columns), strict=False)], truncated

@@ -12,7 +12,14 @@ from typing import Any
 import numpy as np
 
 from openrouter_emulator.dataset import (
-    API_KEYS, APPS, EXTERNAL_USERS, FINISH_REASONS, MEMBERS, MODELS, PROVIDERS, WORKSPACES,
+    API_KEYS,
+    APPS,
+    EXTERNAL_USERS,
+    FINISH_REASONS,
+    MEMBERS,
+    MODELS,
+    PROVIDERS,
+    WORKSPACES,
 )
 
 

@@ -10,7 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from openrouter_emulator.analytics_catalogue import (
-    ARRAY_OPERATORS, DIMENSION_LABELS, GRANULARITIES, METRICS, RECENT_ONLY_DIMENSIONS, SCALAR_OPERATORS,
+    ARRAY_OPERATORS,
+    DIMENSION_LABELS,
+    GRANULARITIES,
+    METRICS,
+    RECENT_ONLY_DIMENSIONS,
+    SCALAR_OPERATORS,
 )
 from openrouter_emulator.dataset import US_PER_DAY, US_PER_SECOND
 from openrouter_emulator.isotime import parse_iso8601, to_epoch_us

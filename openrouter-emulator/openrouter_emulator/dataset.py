@@ -220,10 +220,10 @@ class DayColumns:
     def __len__(self) -> int:
         return len(self.created_us)
 
-    def take(self, index: np.ndarray) -> "DayColumns":
+    def take(self, index: np.ndarray) -> DayColumns:
         return DayColumns(*(getattr(self, f.name)[index] for f in fields(self)))
 
-    def concat(self, other: "DayColumns") -> "DayColumns":
+    def concat(self, other: DayColumns) -> DayColumns:
         """Both sets of rows, re-sorted by time (stable, so earlier rows keep their order)."""
         merged = DayColumns(*(np.concatenate([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self)))
         return merged.take(np.argsort(merged.created_us, kind="stable"))
@@ -363,7 +363,7 @@ class UsageDay:
 
     def generation_ids(self, rows: np.ndarray) -> list[str]:
         seconds = (self.columns.created_us[rows] // US_PER_SECOND).tolist()
-        return [f"gen-{s}-{x.decode()}" for s, x in zip(seconds, self.columns.id_suffix[rows].tolist())]
+        return [f"gen-{s}-{x.decode()}" for s, x in zip(seconds, self.columns.id_suffix[rows].tolist(), strict=False)]
 
     def locate(self, seconds: int, suffix: bytes) -> int | None:
         """The row of `gen-<seconds>-<suffix>`: a binary search on time, then a scan of that second."""

@@ -11,8 +11,9 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 # The spec's example message for each error status it documents.
 ERROR_MESSAGES: dict[int, str] = {
@@ -55,7 +56,7 @@ class FaultRule:
     delay_ms: int
 
     @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> "FaultRule":
+    def from_json(cls, raw: Mapping[str, Any]) -> FaultRule:
         status = raw.get("status")
         if status is not None and (not isinstance(status, int) or not 400 <= status <= 599):
             raise ValueError(f"status must be an HTTP error status, got {status!r}")

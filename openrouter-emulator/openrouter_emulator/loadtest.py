@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
             ok, failed, seconds = asyncio.run(hammer(base, args.key, ids, args.concurrency, args.seconds))
             cpu = _cpu_seconds(pid) - cpu_before
             stats = _control(base, "GET", "/stats")
-            print(f"GET /generation, {args.concurrency} concurrent {args.client} clients, latency {args.latency_ms:g} ms: "
+            print(f"GET /generation, {args.concurrency} concurrent {args.client} clients, "
+                  f"latency {args.latency_ms:g} ms: "
                   f"{ok / seconds:,.0f} requests/s answered 200 ({ok} in {seconds:.1f} s, {failed} not 200); "
                   f"emulator served {stats['served_per_second']:,.0f}/s, peak {stats['peak_served_per_second']:,}/s, "
                   f"max_in_flight {stats['max_in_flight']}"

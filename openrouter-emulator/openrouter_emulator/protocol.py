@@ -7,8 +7,9 @@ answers `Response`s; keeping these here lets both sides share them without impor
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from openrouter_emulator.faults import error_body
 

@@ -26,17 +26,24 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
 
 from openrouter_emulator.account import activity, credits_info, key_info
 from openrouter_emulator.analytics import MAX_ANALYTICS_ROWS, run_query
 from openrouter_emulator.analytics_catalogue import analytics_meta
 from openrouter_emulator.analytics_query import parse_query
-from openrouter_emulator.dataset import UTC, US_PER_SECOND, UsageDataset, generation_record, parse_generation_id
+from openrouter_emulator.dataset import US_PER_SECOND, UTC, UsageDataset, generation_record, parse_generation_id
 from openrouter_emulator.faults import (
-    AccountLimiter, FaultPlan, FaultRule, Refusal, SlidingWindowLimiter, cdn_error_page, error_body,
+    AccountLimiter,
+    FaultPlan,
+    FaultRule,
+    Refusal,
+    SlidingWindowLimiter,
+    cdn_error_page,
+    error_body,
 )
 from openrouter_emulator.isotime import parse_iso8601, to_epoch_us
 from openrouter_emulator.protocol import ApiError, Request, Response, error_response, query_param
@@ -76,7 +83,7 @@ class RuntimeConfig:
     inclusive_end: bool = False
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "RuntimeConfig":
+    def from_args(cls, args: argparse.Namespace) -> RuntimeConfig:
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
 
@@ -624,7 +631,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
                         help="event loop: uvloop when it imports (auto), or the stdlib's")
     g = parser.add_argument_group("API behaviour (runtime keys of POST /_emulator/config in brackets)")
-    g.add_argument("--analytics-max-rows", dest="analytics_max_rows", metavar="ROWS", type=_number(int), default=MAX_ANALYTICS_ROWS,
+    g.add_argument("--analytics-max-rows", dest="analytics_max_rows", metavar="ROWS", type=_number(int),
+                   default=MAX_ANALYTICS_ROWS,
                    help="server-side row cap; effective limit = min(requested, this, 10000) [analytics_max_rows]")
     g.add_argument("--analytics-rpm", dest="analytics_rpm", metavar="N", type=_number(int), default=64,
                    help="analytics requests per key per 60 s, sliding window; 0: off [analytics_rpm]")
@@ -647,7 +655,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                    help="median of a lognormal delay of every /api/v1 answer, ms; 0: none [latency_median_ms]")
     h.add_argument("--latency-sigma", dest="latency_sigma", metavar="SIGMA", type=_number(float), default=0.6,
                    help="sigma of that lognormal (0: constant; 0.6: p95 ~2.7x the median) [latency_sigma]")
-    h.add_argument("--analytics-ms-per-1k-rows", dest="analytics_ms_per_1k_rows", metavar="MS", type=_number(float), default=0.0,
+    h.add_argument("--analytics-ms-per-1k-rows", dest="analytics_ms_per_1k_rows", metavar="MS", type=_number(float),
+                   default=0.0,
                    help="extra delay of an analytics answer per 1,000 rows it returns [analytics_ms_per_1k_rows]")
     h.add_argument("--hang-share", dest="hang_share", metavar="SHARE", type=_number(float, share=True), default=0.0,
                    help="share of GET /generation answers that first hang --hang-seconds [hang_share]")
@@ -659,9 +668,11 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     h.add_argument("--rate-limit-window", dest="rate_limit_window_s", metavar="S", type=_number(float, positive=True),
                    default=1.0, help="window of that limit, s, aligned to the epoch; budget = "
                                      "round(rate x window), at least 1 [rate_limit_window_s]")
-    h.add_argument("--retry-after-share", dest="retry_after_share", metavar="SHARE", type=_number(float, share=True), default=0.5,
+    h.add_argument("--retry-after-share", dest="retry_after_share", metavar="SHARE", type=_number(float, share=True),
+                   default=0.5,
                    help="share of rate-limit 429s (and CDN pages) that carry Retry-After [retry_after_share]")
-    h.add_argument("--html-error-share", dest="html_error_share", metavar="SHARE", type=_number(float, share=True), default=0.0,
+    h.add_argument("--html-error-share", dest="html_error_share", metavar="SHARE", type=_number(float, share=True),
+                   default=0.0,
                    help="share of 429 (account limiter) and 5xx (faults) answers sent as a CDN's HTML error page "
                         "instead of JSON [html_error_share]")
 

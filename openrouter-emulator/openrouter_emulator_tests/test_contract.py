@@ -20,7 +20,16 @@ import requests
 
 from openrouter_emulator.process import EmulatorProcess, EmulatorStartError, run_emulator, start_emulator
 from openrouter_emulator_tests.support import (
-    SpecValidator, call, control, created_at, day_range, iso, query, rows_of, today, yesterday,
+    SpecValidator,
+    call,
+    control,
+    created_at,
+    day_range,
+    iso,
+    query,
+    rows_of,
+    today,
+    yesterday,
 )
 
 ID_PATTERN = re.compile(r"^gen-(\d{10})-[A-Za-z0-9]{20}$")

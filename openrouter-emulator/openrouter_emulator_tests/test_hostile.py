@@ -16,8 +16,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -26,7 +27,14 @@ import requests
 from openrouter_emulator.process import EmulatorControlError, EmulatorProcess, run_emulator, start_emulator
 from openrouter_emulator.server import RuntimeConfig
 from openrouter_emulator_tests.support import (
-    SpecValidator, auth, call, day_range, iso, query, rows_of, yesterday,
+    SpecValidator,
+    auth,
+    call,
+    day_range,
+    iso,
+    query,
+    rows_of,
+    yesterday,
 )
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -95,8 +103,8 @@ def test_account_limiter_budget_headers_and_one_budget_for_all_keys(emu: Emulato
         assert time.time() % window < window - 0.3, "the burst must fit one window"
         wait_for_window_start(window)
         second = burst(budget + 1, session)
-    for burst in (first, second):
-        statuses = [r.status_code for r in burst]
+    for answers in (first, second):
+        statuses = [r.status_code for r in answers]
         assert all(s != 429 for s in statuses[:budget]) and all(s == 429 for s in statuses[budget:]), statuses
     assert {r.status_code for r in first[:budget]} == {200, 401}  # accepted requests reached the origin
     # One account-wide budget: every key was refused once it was spent, whoever spent it.
@@ -109,7 +117,7 @@ def test_account_limiter_budget_headers_and_one_budget_for_all_keys(emu: Emulato
         assert response.headers["X-RateLimit-Limit"] == str(budget)
         assert response.headers["X-RateLimit-Remaining"] == "0"
         assert "X-RateLimit-Reset" in response.headers
-    for response, sent in zip(first[budget:], sent_ms[budget:60]):
+    for response, sent in zip(first[budget:], sent_ms[budget:60], strict=False):
         reset = int(response.headers["X-RateLimit-Reset"])
         assert reset % int(window * 1000) == 0  # windows are aligned to the epoch
         assert sent < reset <= sent + window * 1000  # in the future, at most one window ahead

@@ -27,8 +27,8 @@ import os
 import signal
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from dagster import (
     DagsterEventType,
@@ -75,7 +75,7 @@ class RunProcesses:
     run_id: str
     job_name: str
     status: DagsterRunStatus
-    run_worker: Optional[WorkerProcess]
+    run_worker: WorkerProcess | None
     step_workers: tuple[WorkerProcess, ...] = ()
     holds_slots: bool = False
 
@@ -98,10 +98,10 @@ class DeadRun:
 class ReleasedRun:
     run_id: str
     job_name: str
-    day: Optional[str]
+    day: str | None
     status_before: DagsterRunStatus
     status_after: DagsterRunStatus
-    worker_pid: Optional[int]
+    worker_pid: int | None
     freed: Mapping[str, int] = field(default_factory=dict)  # pool -> claimed slots freed
     stopped: tuple[int, ...] = ()  # orphaned step subprocesses stopped
     message: str = ""
@@ -118,9 +118,9 @@ class ReleasedRun:
         return text
 
 
-def worker_processes(entries: Iterable[EventLogEntry]) -> tuple[Optional[WorkerProcess], tuple[WorkerProcess, ...]]:
+def worker_processes(entries: Iterable[EventLogEntry]) -> tuple[WorkerProcess | None, tuple[WorkerProcess, ...]]:
     """The run worker and the step subprocesses named by a run's events (the latest naming wins)."""
-    run_worker: Optional[WorkerProcess] = None
+    run_worker: WorkerProcess | None = None
     steps: dict[str, WorkerProcess] = {}
     for entry in entries:
         event = entry.dagster_event
@@ -140,7 +140,7 @@ def worker_processes(entries: Iterable[EventLogEntry]) -> tuple[Optional[WorkerP
     return run_worker, tuple(steps.values())
 
 
-def _metadata_pid(data: object) -> Optional[int]:
+def _metadata_pid(data: object) -> int | None:
     value = getattr(data, "metadata", {}).get("pid") if data is not None else None
     text = getattr(value, "value", value)
     try:
@@ -267,7 +267,7 @@ def dead_runs(instance: DagsterInstance, *, is_alive: Callable[[WorkerProcess], 
 
 
 def release_dead_runs(instance: DagsterInstance, *, is_alive: Callable[[WorkerProcess], bool] = process_alive,
-                      stop: Optional[Callable[[WorkerProcess], bool]] = None) -> list[ReleasedRun]:
+                      stop: Callable[[WorkerProcess], bool] | None = None) -> list[ReleasedRun]:
     """Release every dead run (see the module docstring) and say what was done."""
     stop = stop or (lambda worker: stop_process(worker, is_alive=is_alive))
     dead, held = _scan(instance, is_alive)
@@ -276,7 +276,7 @@ def release_dead_runs(instance: DagsterInstance, *, is_alive: Callable[[WorkerPr
 
 
 def _release(instance: DagsterInstance, dead: DeadRun, held: Counter[str],
-             stop: Callable[[WorkerProcess], bool]) -> Optional[ReleasedRun]:
+             stop: Callable[[WorkerProcess], bool]) -> ReleasedRun | None:
     run_id, worker = dead.run.run_id, dead.run.run_worker
     if instance.get_run_by_id(run_id) is None:
         return None  # deleted meanwhile

@@ -6,8 +6,8 @@ The one setting read when the code location loads: Dagster needs the start date 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from dagster import DailyPartitionsDefinition, Failure
 

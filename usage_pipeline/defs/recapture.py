@@ -2,9 +2,8 @@
 OpenRouter can still enumerate it: after 31 days its generation ids are gone for good."""
 
 import datetime as dt
-import os
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping, Optional, Union
 
 from dagster import (
     DagsterRunStatus,
@@ -18,12 +17,13 @@ from dagster import (
 
 from usage_pipeline.defs.daily_usage import daily_usage_job
 from usage_pipeline.openrouter.day import DayOutOfRange, check_capturable
+from usage_pipeline.settings import setting
 
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
-RETRY_AFTER = dt.timedelta(hours=float(os.environ.get("USAGE_RECAPTURE_AFTER_HOURS", "6")))
-MAX_ATTEMPTS = int(os.environ.get("USAGE_RECAPTURE_MAX_ATTEMPTS", "5"))
+RETRY_AFTER = dt.timedelta(hours=6)  # defaults; the sensor reads USAGE_RECAPTURE_* when it evaluates
+MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def days_to_recapture(attempts: Iterable[Attempt], now: dt.datetime, *, retry_af
     return due
 
 
-def run_day(tags: Mapping[str, str]) -> Optional[dt.date]:
+def run_day(tags: Mapping[str, str]) -> dt.date | None:
     """The day a run was for: scheduled and sensor runs carry `dagster/partition`, asset backfill runs a
     one-day partition range."""
     key = tags.get(PARTITION_TAG)
@@ -76,9 +76,11 @@ def _attempts(context: SensorEvaluationContext, since: dt.datetime) -> Iterator[
 
 @sensor(job=daily_usage_job, minimum_interval_seconds=3600, default_status=DefaultSensorStatus.RUNNING,
         description="Reruns failed days after USAGE_RECAPTURE_AFTER_HOURS, before they leave the 31-day window.")
-def recapture_failed_days(context: SensorEvaluationContext) -> Iterator[Union[RunRequest, SkipReason]]:
+def recapture_failed_days(context: SensorEvaluationContext) -> Iterator[RunRequest | SkipReason]:
     now = dt.datetime.now(dt.timezone.utc)
-    due = days_to_recapture(_attempts(context, now - dt.timedelta(days=32)), now)
+    retry_after = dt.timedelta(hours=setting("USAGE_RECAPTURE_AFTER_HOURS"))
+    due = days_to_recapture(_attempts(context, now - dt.timedelta(days=32)), now, retry_after=retry_after,
+                            max_attempts=setting("USAGE_RECAPTURE_MAX_ATTEMPTS"))
     if not due:
         yield SkipReason("no failed day is due for a retry")
     for day, attempt in due:

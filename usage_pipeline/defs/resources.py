@@ -2,9 +2,10 @@
 (`usage_pipeline.settings`: one place, a one-line error naming the variable); tests set fields directly.
 Secrets are never fields shown in the UI unless a caller sets them."""
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import duckdb
 from dagster import ConfigurableResource
@@ -25,15 +26,15 @@ def _value(field_value: Any, variable: str) -> Any:
 class OpenRouterResource(ConfigurableResource):
     """OpenRouter's management API: the live service, or the project's emulator at another base URL."""
 
-    api_key: Optional[str] = Field(default=None, description="a management key; unset: OPENROUTER_API_KEY")
-    base_url: Optional[str] = Field(default=None, description="unset: OPENROUTER_BASE_URL")
-    max_concurrency: Optional[int] = Field(default=None, description="record fetches in flight at most; "
+    api_key: str | None = Field(default=None, description="a management key; unset: OPENROUTER_API_KEY")
+    base_url: str | None = Field(default=None, description="unset: OPENROUTER_BASE_URL")
+    max_concurrency: int | None = Field(default=None, description="record fetches in flight at most; "
                                            "unset: OPENROUTER_MAX_CONCURRENCY (512)")
-    max_rps: Optional[float] = Field(default=None, description="record requests per second at most; "
+    max_rps: float | None = Field(default=None, description="record requests per second at most; "
                                      "unset: OPENROUTER_MAX_RPS (no cap)")
-    record_timeout_s: Optional[float] = Field(default=None, description="one GET /generation's timeout; "
+    record_timeout_s: float | None = Field(default=None, description="one GET /generation's timeout; "
                                               "unset: OPENROUTER_RECORD_TIMEOUT_S (10)")
-    give_up_after_s: Optional[float] = Field(default=None, description="fail when every request has failed "
+    give_up_after_s: float | None = Field(default=None, description="fail when every request has failed "
                                              "this long; unset: OPENROUTER_GIVE_UP_AFTER_S (20)")
 
     def settings(self) -> OpenRouterSettings:
@@ -52,13 +53,13 @@ class OpenRouterResource(ConfigurableResource):
 class InfluxDBResource(ConfigurableResource):
     """InfluxDB through its 1.x-compatible API (1.x natively; 2.x/3.x with a token and database = bucket)."""
 
-    url: Optional[str] = Field(default=None, description="unset: INFLUXDB_URL")
-    database: Optional[str] = Field(default=None, description="unset: INFLUXDB_DATABASE (openrouter)")
-    token: Optional[str] = Field(default=None, description="2.x/3.x; unset: INFLUXDB_TOKEN")
-    username: Optional[str] = Field(default=None, description="1.x auth; unset: INFLUXDB_USERNAME")
-    password: Optional[str] = Field(default=None, description="1.x auth; unset: INFLUXDB_PASSWORD")
-    retention_days: Optional[int] = Field(default=None, description="unset: INFLUXDB_RETENTION_DAYS")
-    timeout_s: Optional[float] = Field(default=None, description="unset: INFLUXDB_TIMEOUT_S (30)")
+    url: str | None = Field(default=None, description="unset: INFLUXDB_URL")
+    database: str | None = Field(default=None, description="unset: INFLUXDB_DATABASE (openrouter)")
+    token: str | None = Field(default=None, description="2.x/3.x; unset: INFLUXDB_TOKEN")
+    username: str | None = Field(default=None, description="1.x auth; unset: INFLUXDB_USERNAME")
+    password: str | None = Field(default=None, description="1.x auth; unset: INFLUXDB_PASSWORD")
+    retention_days: int | None = Field(default=None, description="unset: INFLUXDB_RETENTION_DAYS")
+    timeout_s: float | None = Field(default=None, description="unset: INFLUXDB_TIMEOUT_S (30)")
 
     def settings(self) -> InfluxSettings:
         return InfluxSettings.from_url(
@@ -79,7 +80,7 @@ class DailyUsageDatabase(ConfigurableResource):
     snapshots to `path` by atomic rename, so an analyst holding `path` open never blocks a run.
     """
 
-    path: Optional[str] = Field(default=None, description="unset: USAGE_DUCKDB_PATH (data/usage.duckdb)")
+    path: str | None = Field(default=None, description="unset: USAGE_DUCKDB_PATH (data/usage.duckdb)")
 
     @property
     def published(self) -> Path:

@@ -9,8 +9,8 @@ what is built and what is stored cannot drift apart.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 import duckdb
 import pandas

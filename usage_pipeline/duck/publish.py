@@ -17,10 +17,10 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import duckdb
 
@@ -81,7 +81,7 @@ def _lock_depths() -> dict[str, int]:
     """This thread's publisher locks and how deeply each is nested."""
     if not hasattr(_held, "depths"):
         _held.depths = {}
-    return _held.depths  # type: ignore[no-any-return]
+    return _held.depths
 
 
 def replace_day(conn: duckdb.DuckDBPyConnection, summary: DaySummary) -> None:

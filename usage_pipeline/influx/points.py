@@ -9,9 +9,9 @@ attributes: tags are only `model` and `provider` (bounded cardinality, never the
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Iterator, Mapping, Sequence
 
 from usage_pipeline.influx.line_protocol import LineEncoder
 from usage_pipeline.openrouter.generation import Generation

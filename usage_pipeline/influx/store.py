@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pandas as pd
@@ -79,7 +80,7 @@ class InfluxSettings:
     @classmethod
     def from_url(cls, url: str, *, database: str = "openrouter", token: str | None = None,
                  username: str | None = None, password: str | None = None, retention_days: int | None = None,
-                 timeout_s: float = 30.0) -> "InfluxSettings":
+                 timeout_s: float = 30.0) -> InfluxSettings:
         """Settings for `url`; credentials written into it (`http://user:pw@host`) move to username/password,
         so the URL that is logged and put in error messages never carries them."""
         parts = urlsplit(url)
@@ -93,7 +94,7 @@ class InfluxSettings:
                    retention_days=retention_days, timeout_s=timeout_s)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "InfluxSettings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> InfluxSettings:
         """INFLUXDB_URL (required), _DATABASE, _TOKEN, _USERNAME, _PASSWORD, _RETENTION_DAYS, _TIMEOUT_S."""
         def read(name: str) -> Any:
             return setting(name, environ)
@@ -208,7 +209,7 @@ class InfluxStore:
         self._url = settings.url.rstrip("/")
         self._session = _make_session(settings)
 
-    def __enter__(self) -> "InfluxStore":
+    def __enter__(self) -> InfluxStore:
         return self
 
     def __exit__(
@@ -351,7 +352,7 @@ class InfluxStore:
                 status=response.status_code, database=db, batch_size=len(lines), server_text=text,
             )
 
-    def delete_point(self, model: str, provider: str | None, time_ns: int) -> None:
+    def delete_point(self, model: str, provider: str | pd.api.typing.NAType | None, time_ns: int) -> None:
         """Delete the one point with this identity (1.x only; `provider = ''` matches an absent tag).
 
         A missing provider may arrive as None or as a frame's <NA>: anything but a non-empty str is absent.
@@ -405,7 +406,7 @@ class InfluxStore:
         series = self.query(f"SELECT COUNT({gid}) AS points, COUNT(DISTINCT({gid})) AS ids {self._day_where(day)}")
         if not series:
             return DayCounts(points=0, distinct_ids=0)
-        row = dict(zip(series[0]["columns"], series[0]["values"][0]))
+        row = dict(zip(series[0]["columns"], series[0]["values"][0], strict=False))
         return DayCounts(points=int(row["points"] or 0), distinct_ids=int(row["ids"] or 0))
 
     def _per_model(self, aggregate: str, day: dt.date) -> dict[str, Any]:

@@ -21,8 +21,9 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from usage_pipeline.openrouter.adaptive_limit import AdaptiveLimit
 from usage_pipeline.openrouter.client import ANALYTICS_MAX_ROWS, OpenRouterClient
@@ -128,7 +129,7 @@ class DayCapture:
 
     # -- the caller's side: a thread runs the pipeline, batches come back through a queue --
 
-    def batches(self) -> Iterator[list[Generation]]:
+    def batches(self) -> Generator[list[Generation], None, None]:
         started = time.monotonic()
         queries_before, retries_before = self.client.analytics_queries, self.client.retries
         handed: queue.Queue[Any] = queue.Queue()

@@ -14,8 +14,9 @@ import collections
 import datetime as dt
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from usage_pipeline.openrouter.settings import OpenRouterSettings
 from usage_pipeline.openrouter.transport import OpenRouterError, Transport
@@ -110,7 +111,7 @@ class OpenRouterClient:
     def close(self) -> None:
         self.transport.close()
 
-    def __enter__(self) -> "OpenRouterClient":
+    def __enter__(self) -> OpenRouterClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

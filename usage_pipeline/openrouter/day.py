@@ -26,7 +26,8 @@ def check_capturable(day: dt.date, now: dt.datetime | None = None) -> None:
     now = now or dt.datetime.now(UTC)
     start, end = day_bounds(day)
     if end > now:
-        raise DayOutOfRange(f"day {day} is not complete yet (it ends {end.isoformat()}); only completed UTC days are captured")
+        raise DayOutOfRange(f"day {day} is not complete yet (it ends {end.isoformat()}); "
+                            "only completed UTC days are captured")
     if start < now - GENERATION_ID_WINDOW:
         oldest = (now - GENERATION_ID_WINDOW).date() + dt.timedelta(days=1)
         raise DayOutOfRange(

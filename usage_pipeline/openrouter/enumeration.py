@@ -10,7 +10,8 @@ this runs in a worker thread, a window or more ahead of the record fetches.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Iterator, Protocol
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 from usage_pipeline.openrouter import windows as plan_windows
 from usage_pipeline.openrouter.client import ANALYTICS_MAX_ROWS, OpenRouterClient
@@ -52,7 +53,8 @@ class DayEnumeration:
         result = self.client.analytics(metrics=["request_count"], granularity=granularity, start=start, end=end,
                                        limit=1000)
         if result.truncated:
-            raise OpenRouterError(f"{granularity} request_count for {start.isoformat()}..{end.isoformat()} came back truncated")
+            raise OpenRouterError(f"{granularity} request_count for {start.isoformat()}..{end.isoformat()} "
+                                  "came back truncated")
         buckets = []
         for row in result.rows:
             moment = bucket_start(row, granularity)

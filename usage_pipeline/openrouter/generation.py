@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 
 class InvalidGeneration(ValueError):
@@ -130,7 +131,7 @@ class Generation:
     upstream_id: str | None
 
     @classmethod
-    def from_api(cls, data: Mapping[str, Any], api_key_id: str | None = None) -> "Generation":
+    def from_api(cls, data: Mapping[str, Any], api_key_id: str | None = None) -> Generation:
         """Build from the `data` object of a `GET /generation` response; unknown fields are ignored."""
         gen_id = data.get("id")
         if not isinstance(gen_id, str) or not gen_id:
@@ -143,11 +144,13 @@ class Generation:
         if not isinstance(model, str) or not model:
             raise fields.refuse("model", "a non-empty string")
         if api_key_id is not None and not isinstance(api_key_id, str):
-            raise InvalidGeneration(f"generation {gen_id}: analytics api_key_id must be a string, got {api_key_id!r:.80}")
+            raise InvalidGeneration(f"generation {gen_id}: analytics api_key_id must be a string, "
+                                    f"got {api_key_id!r:.80}")
         try:
             created_at = parse_created_at(created)
         except ValueError as exc:
-            raise InvalidGeneration(f"generation {gen_id}: created_at {created!r:.60} is not a date-time ({exc})") from None
+            raise InvalidGeneration(f"generation {gen_id}: created_at {created!r:.60} "
+                                    f"is not a date-time ({exc})") from None
         return cls(
             id=gen_id,
             created_at=created_at,

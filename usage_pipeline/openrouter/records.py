@@ -15,8 +15,9 @@ import json
 import math
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import aiohttp
 
@@ -122,7 +123,7 @@ class RecordFetcher:
         self.timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> "RecordFetcher":
+    async def __aenter__(self) -> RecordFetcher:
         connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=self._connections)
         self._session = aiohttp.ClientSession(connector=connector, headers=self._headers, timeout=self._timeout)
         return self

@@ -52,11 +52,11 @@ class RateLimitRetry(Retry):
         self.give_up_after_s = give_up_after_s
         self.deadline = deadline  # set at the first failure of a request
 
-    def new(self, **kw: Any) -> "RateLimitRetry":
+    def new(self, **kw: Any) -> RateLimitRetry:
         kw.setdefault("give_up_after_s", self.give_up_after_s)
         kw.setdefault("deadline", self.deadline if self.deadline is not None
                       else time.monotonic() + self.give_up_after_s)
-        return super().new(**kw)  # type: ignore[return-value]
+        return super().new(**kw)
 
     def _remaining(self) -> float:
         return math.inf if self.deadline is None else self.deadline - time.monotonic()

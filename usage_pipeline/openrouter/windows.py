@@ -11,8 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 MIN_WIDTH = dt.timedelta(milliseconds=1)  # the time_range precision we send
 FILL = 0.9  # plan windows to at most 90% of the row limit
@@ -88,7 +88,7 @@ def split(buckets: Sequence[Bucket], start: dt.datetime, end: dt.datetime, parts
         # halve by width, so a split always makes progress.
         cuts.append(_floor_ms(start + (end - start) / 2))
     cuts.append(end)
-    return [Window(a, b, expected_between(buckets, a, b)) for a, b in zip(cuts, cuts[1:])]
+    return [Window(a, b, expected_between(buckets, a, b)) for a, b in zip(cuts, cuts[1:], strict=False)]
 
 
 def plan(buckets: Sequence[Bucket], start: dt.datetime, end: dt.datetime, row_limit: int) -> list[Window]:
