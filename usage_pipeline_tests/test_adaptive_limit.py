@@ -170,3 +170,22 @@ def test_a_stated_budget_per_window_becomes_the_pace() -> None:
             now += min(max(limit.wait_time(now), 1e-6), 0.01)
     assert 2 * 490 <= starts <= 2 * 490 + 26  # two seconds at 490/s, plus one burst
     assert limit.pace_rps == pytest.approx(490)
+
+
+def test_a_server_failing_every_request_is_given_pauses_that_grow() -> None:
+    limit = AdaptiveLimit(ceiling=100, initial=50)
+    fill(limit, 0.0)
+    for n in range(7):
+        limit.finished(Signal.FAILED, 1.0 + n)
+    assert limit.paused_until == 0  # seven failures may still be records' own trouble
+    limit.finished(Signal.FAILED, 8.0)
+    assert limit.paused_until == pytest.approx(8.1)
+    limit.finished(Signal.FAILED, 9.0)
+    assert limit.paused_until == pytest.approx(9.2)
+    for n in range(20):
+        limit.finished(Signal.FAILED, 10.0 + n)
+    assert limit.paused_until == pytest.approx(29.0 + 2.0)  # capped
+    limit.finished(Signal.CLEAN, 40.0, latency_s=0.1)
+    paused = limit.paused_until
+    limit.finished(Signal.FAILED, 41.0)
+    assert limit.paused_until == paused  # a clean answer ended the streak

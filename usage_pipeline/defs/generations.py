@@ -17,8 +17,10 @@ from dagster import (
 
 from usage_pipeline.defs.partitions import capturable_day, daily_partitions, partition_day, settings_checked
 from usage_pipeline.defs.resources import InfluxDBResource, OpenRouterResource
+from usage_pipeline.influx.store import InfluxError
 from usage_pipeline.ledger import IncompleteDay, record_day
 from usage_pipeline.openrouter.counts import api_day_counts
+from usage_pipeline.openrouter.transport import OpenRouterError
 from usage_pipeline.reconcile import Verdict, cost_agrees, full_capture, no_duplicates
 
 OPENROUTER_POOL = "openrouter_api"
@@ -38,9 +40,12 @@ def generations(context: AssetExecutionContext, openrouter: OpenRouterResource,
     day = capturable_day(context.partition_key)
     with settings_checked():  # every setting, before any query
         store, client = influxdb.store(), openrouter.client()
-    with store, client:
-        store.ensure_database()
-        recording = record_day(client, store, day)
+    try:
+        with store, client:
+            store.ensure_database()
+            recording = record_day(client, store, day)
+    except (OpenRouterError, InfluxError) as exc:  # their messages say what was tried; no secret in them
+        raise Failure(description=str(exc)) from None
     metadata = recording.summary()
     context.log.info(f"{day}: {metadata}")
     if not recording.complete:

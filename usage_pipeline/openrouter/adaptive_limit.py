@@ -8,7 +8,8 @@ limit is discovered the way TCP discovers a path's capacity (AIMD):
   shrink, and by 5% per round trip away from it (as CUBIC does: careful where trouble was, quick elsewhere);
 - it shrinks on a 429 (x0.9; x0.5 for the first, which ends the doubling), and on a 5xx or a timeout
   (x0.95), at most once per round trip, so one burst of refusals counts once; a rare hung request
-  costs little;
+  costs little; 8 failures in a row with no clean answer between pause every new request (0.1 s, doubling
+  to 2 s while they go on), so a server that is down is not hammered while the run decides to give up;
 - a 429 also pauses every new request until the server says its budget resets: `X-RateLimit-Reset` (epoch
   ms) when it is sent; a 429 without it (a CDN's HTML page, say) waits for the budget's next reset as the
   server's own reset times predict it (the last one named, plus whole windows), else for its
@@ -33,6 +34,9 @@ FAILURE_DECREASE = 0.95
 GROWTH_PER_ROUND_TRIP = 0.05
 LEARNED_PACE = 0.98  # pace at this share of a rate the server states (X-RateLimit-Limit per window)
 NEAR_LAST_DECREASE = (0.95, 1.1)  # the band around the last limit that had to shrink: grow by one there
+FAILURES_BEFORE_PAUSE = 8  # failures in a row, no clean answer between, before everything pauses
+FAILURE_PAUSE_S = 0.1  # the first such pause; it doubles while failures continue, up to MAX_FAILURE_PAUSE_S
+MAX_FAILURE_PAUSE_S = 2.0
 HINTLESS_PAUSE_S = 0.25  # first pause after a 429 that names no reset time; doubles while they continue
 MAX_PAUSE_S = 60.0
 
@@ -68,6 +72,7 @@ class AdaptiveLimit:
     _last_decrease: float = -math.inf
     _saturated_at: float = -math.inf
     _hintless: int = 0
+    _failing: int = 0  # failures (5xx, error pages, timeouts) since the last clean answer
     _tokens: float = 0.0
     _tokens_at: float | None = None
 
@@ -126,6 +131,7 @@ class AdaptiveLimit:
         self.in_flight = max(0, self.in_flight - 1)
         if signal is Signal.CLEAN:
             self._hintless = 0
+            self._failing = 0
             if latency_s is not None:
                 self.round_trip_s += 0.1 * (latency_s - self.round_trip_s)
             if now - self._saturated_at <= 2 * self.round_trip_s:  # only a limit really used lately may grow
@@ -147,6 +153,10 @@ class AdaptiveLimit:
             self.paused_until = max(self.paused_until, min(resume_at, now + MAX_PAUSE_S))
         else:
             self._decrease(now, FAILURE_DECREASE)
+            self._failing += 1
+            if self._failing >= FAILURES_BEFORE_PAUSE:  # the server, not a record, is failing: let it breathe
+                pause = min(MAX_FAILURE_PAUSE_S, FAILURE_PAUSE_S * 2 ** (self._failing - FAILURES_BEFORE_PAUSE))
+                self.paused_until = max(self.paused_until, now + pause)
 
     def _learn_reset(self, reset_at: float, budget: int | None) -> None:
         """Budgets reset on a schedule: two reset times a whole window apart tell the window's length, and
