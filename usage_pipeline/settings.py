@@ -33,23 +33,19 @@ class Variable:
     required: bool = False
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError
-    return value
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise ValueError
+        return value
+
+    return parse
 
 
 def _positive_number(text: str) -> float:
     value = float(text)
     if not 0 < value < float("inf"):
-        raise ValueError
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
         raise ValueError
     return value
 
@@ -84,7 +80,7 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("OPENROUTER_API_KEY", "an OpenRouter management key without spaces", _token, secret=True,
              required=True),
     Variable("OPENROUTER_BASE_URL", "an http(s) URL", _http_url, "https://openrouter.ai/api/v1"),
-    Variable("OPENROUTER_MAX_CONCURRENCY", "a positive integer", _positive_int, 512),
+    Variable("OPENROUTER_MAX_CONCURRENCY", "a positive integer", _whole_number(1), 512),
     Variable("OPENROUTER_MAX_RPS", "a positive number of requests per second", _positive_number),
     Variable("OPENROUTER_RECORD_TIMEOUT_S", "a positive number of seconds", _positive_number, 10.0),
     Variable("OPENROUTER_GIVE_UP_AFTER_S", "a positive number of seconds", _positive_number, 20.0),
@@ -93,12 +89,12 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("INFLUXDB_TOKEN", "a token without spaces", _token, secret=True),
     Variable("INFLUXDB_USERNAME", "a user name", _name),
     Variable("INFLUXDB_PASSWORD", "a password without whitespace or control characters", _token, secret=True),
-    Variable("INFLUXDB_RETENTION_DAYS", "a whole number of days, 0 for forever", _non_negative_int),
+    Variable("INFLUXDB_RETENTION_DAYS", "a whole number of days, 0 for forever", _whole_number(0)),
     Variable("INFLUXDB_TIMEOUT_S", "a positive number of seconds", _positive_number, 30.0),
     Variable("USAGE_START_DATE", "a date as YYYY-MM-DD", _date),
     Variable("USAGE_DUCKDB_PATH", "a file path", _name, "data/usage.duckdb"),
     Variable("USAGE_RECAPTURE_AFTER_HOURS", "a positive number of hours", _positive_number, 6.0),
-    Variable("USAGE_RECAPTURE_MAX_ATTEMPTS", "a positive integer", _positive_int, 5),
+    Variable("USAGE_RECAPTURE_MAX_ATTEMPTS", "a positive integer", _whole_number(1), 5),
 )}
 
 
