@@ -12,7 +12,7 @@ from dagster import (
 )
 
 from usage_pipeline.defs.generations import OPENROUTER_POOL, generations
-from usage_pipeline.defs.partitions import capturable_day, daily_partitions
+from usage_pipeline.defs.partitions import capturable_day, daily_partitions, settings_checked
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
 from usage_pipeline.duck.daily_usage import CaptureStatus, summarize_day
 from usage_pipeline.duck.publish import publish, replace_day
@@ -36,9 +36,11 @@ SETTLE_HOURS = 2  # analytics can lag live traffic; a day is final some time aft
 def daily_usage(context: AssetExecutionContext, influxdb: InfluxDBResource, openrouter: OpenRouterResource,
                 usage_db: DailyUsageDatabase) -> MaterializeResult:
     day = capturable_day(context.partition_key)
-    with openrouter.client() as client:
+    with settings_checked():
+        client, store, published_path = openrouter.client(), influxdb.store(), usage_db.published
+    with client:
         counts = api_day_counts(client, day)
-    with influxdb.store() as store:
+    with store:
         verdict = full_capture(store, counts)
         if not verdict.passed:  # the blocking check passed moments ago; never summarize a day that is not whole
             raise Failure(description=f"not summarizing: {verdict.description}", metadata=verdict.metadata)
@@ -46,12 +48,12 @@ def daily_usage(context: AssetExecutionContext, influxdb: InfluxDBResource, open
                                 CaptureStatus(api_requests=counts.requests, api_cost=counts.usage, status="complete"))
     with usage_db.store_connection() as conn:
         replace_day(conn, summary)
-        published = publish(conn, usage_db.published)
+        published = publish(conn, published_path)
     return MaterializeResult(metadata={
         "day": day.isoformat(),
         **{f"rows_{name}": len(frame) for name, frame in summary.tables.items()},
         "requests": verdict.metadata["stored_distinct_ids"],
-        "duckdb_path": str(usage_db.published),
+        "duckdb_path": str(published_path),
         "publish_seconds": round(published.seconds, 3),
     })
 

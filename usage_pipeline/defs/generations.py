@@ -73,21 +73,27 @@ def zero_duplicates(context: AssetCheckExecutionContext, influxdb: InfluxDBResou
 
 
 @asset_check(asset=generations, blocking=True, pool=OPENROUTER_POOL,
-             description="Distinct ids stored per model == OpenRouter's analytics request_count "
-                         "(and /activity requests within its 30-day window).")
+             description="The day's distinct stored ids == OpenRouter's analytics count, exactly, and == "
+                         "/activity's requests per model (by slug) within its 30-day window. Analytics' "
+                         "model labels are shown, never matched as names.")
 def full_capture_matches_openrouter(context: AssetCheckExecutionContext, influxdb: InfluxDBResource,
                                     openrouter: OpenRouterResource) -> AssetCheckResult:
-    with openrouter.client() as client:
+    with settings_checked():
+        client, store = openrouter.client(), influxdb.store()
+    with client:
         counts = api_day_counts(client, _day(context))
-    with influxdb.store() as store:
+    with store:
         return _result(full_capture(store, counts))
 
 
 @asset_check(asset=generations, pool=OPENROUTER_POOL,
-             description="Stored usage (USD) per model agrees with OpenRouter's analytics total_usage.")
+             description="Stored usage (USD) agrees with analytics' total_usage for the day, and per model "
+                         "with /activity's usage.")
 def cost_matches_openrouter(context: AssetCheckExecutionContext, influxdb: InfluxDBResource,
                             openrouter: OpenRouterResource) -> AssetCheckResult:
-    with openrouter.client() as client:
+    with settings_checked():
+        client, store = openrouter.client(), influxdb.store()
+    with client:
         counts = api_day_counts(client, _day(context))
-    with influxdb.store() as store:
+    with store:
         return _result(cost_agrees(store, counts), AssetCheckSeverity.WARN)
