@@ -23,7 +23,7 @@ from usage_pipeline.influx.store import (
     InfluxSetupError,
     InfluxStore,
     InfluxWriteError,
-    day_bounds,
+    time_literals,
 )
 from usage_pipeline.openrouter.generation import Generation
 
@@ -103,7 +103,7 @@ def store(influxd: LocalInfluxd) -> Iterator[InfluxStore]:
 
 
 def times_to_ids(store: InfluxStore, day: dt.date) -> dict[int, str]:
-    start, end = day_bounds(day)
+    start, end = time_literals(day)
     series = store.query(f'SELECT "generation_id" FROM "{MEASUREMENT}" WHERE time >= {start} AND time < {end}')
     return {int(t): str(i) for s in series for t, i in s["values"]}
 

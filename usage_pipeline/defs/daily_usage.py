@@ -11,7 +11,7 @@ from dagster import (
     define_asset_job,
 )
 
-from usage_pipeline.defs.generations import OPENROUTER_POOL, generations
+from usage_pipeline.defs.generations import generations
 from usage_pipeline.defs.partitions import capturable_day, daily_partitions, settings_checked
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
 from usage_pipeline.duck.daily_usage import CaptureStatus, summarize_day
@@ -62,7 +62,6 @@ daily_usage_job = define_asset_job(
     "daily_usage",
     selection=AssetSelection.assets(generations, daily_usage),
     description="One UTC day: capture into InfluxDB, prove it (checks), summarize into DuckDB.",
-    tags={"usage_pipeline/pool": OPENROUTER_POOL},
 )
 
 daily_usage_schedule = build_schedule_from_partitioned_job(

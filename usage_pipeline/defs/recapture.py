@@ -14,14 +14,16 @@ from dagster import (
     SkipReason,
     sensor,
 )
+from dagster._core.storage.tags import (  # Dagster's own names for the tags it puts on runs
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
 
 from usage_pipeline.defs.daily_usage import daily_usage_job
 from usage_pipeline.openrouter.day import DayOutOfRange, check_capturable
 from usage_pipeline.settings import setting
 
-PARTITION_TAG = "dagster/partition"
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 RETRY_AFTER = dt.timedelta(hours=6)  # defaults; the sensor reads USAGE_RECAPTURE_* when it evaluates
 MAX_ATTEMPTS = 5
 
@@ -55,8 +57,8 @@ def days_to_recapture(attempts: Iterable[Attempt], now: dt.datetime, *, retry_af
 def run_day(tags: Mapping[str, str]) -> dt.date | None:
     """The day a run was for: scheduled and sensor runs carry `dagster/partition`, asset backfill runs a
     one-day partition range."""
-    key = tags.get(PARTITION_TAG)
-    start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
+    key = tags.get(PARTITION_NAME_TAG)
+    start, end = tags.get(ASSET_PARTITION_RANGE_START_TAG), tags.get(ASSET_PARTITION_RANGE_END_TAG)
     if not key and start and start == end:
         key = start
     return dt.date.fromisoformat(key) if key else None

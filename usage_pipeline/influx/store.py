@@ -23,6 +23,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util import Retry
 
 from usage_pipeline.influx.points import FIELD_TYPES, MEASUREMENT, TAGS, iter_line_batches
+from usage_pipeline.openrouter.day import day_bounds
 from usage_pipeline.openrouter.generation import Generation
 from usage_pipeline.settings import setting
 
@@ -130,10 +131,9 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
 
 
-def day_bounds(day: dt.date) -> tuple[str, str]:
-    """RFC 3339 literals for [day 00:00, next day 00:00) UTC."""
-    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
-    end = start + dt.timedelta(days=1)
+def time_literals(day: dt.date) -> tuple[str, str]:
+    """The day's bounds (`day_bounds`: [00:00, next 00:00) UTC) as InfluxQL RFC 3339 literals."""
+    start, end = day_bounds(day)
     return quote_literal(start.strftime("%Y-%m-%dT%H:%M:%SZ")), quote_literal(end.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
@@ -397,7 +397,7 @@ class InfluxStore:
         return list(results[0].get("series") or []) if results else []
 
     def _day_where(self, day: dt.date) -> str:
-        start, end = day_bounds(day)
+        start, end = time_literals(day)
         return f"FROM {quote_ident(MEASUREMENT)} WHERE time >= {start} AND time < {end}"
 
     def day_counts(self, day: dt.date) -> DayCounts:
