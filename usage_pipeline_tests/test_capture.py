@@ -48,6 +48,7 @@ def no_faults(emulator: EmulatorProcess):
     requests.delete(f"{emulator.control_url}/faults", timeout=10).raise_for_status()
 
 
+@pytest.mark.slow
 def test_fifty_thousand_generation_day_is_captured_exactly(tmp_path: Path) -> None:
     day = yesterday()
     with run_emulator(seed=11, generations_per_day=50_000, days=1, log_path=tmp_path / "emu.log") as server:
@@ -62,6 +63,7 @@ def test_fifty_thousand_generation_day_is_captured_exactly(tmp_path: Path) -> No
     assert report.windows_queried >= math.ceil(expected["count"] / 10_000)
 
 
+@pytest.mark.slow
 def test_heavy_hours_are_planned_from_minute_counts_so_no_window_is_cut(tmp_path: Path) -> None:
     """300,000 generations: peak hours hold several windows' worth, so their 3-hour blocks are counted per
     minute. Enumeration (ids only, no record fetches) then needs no split and stays near the minimum."""
@@ -211,6 +213,7 @@ def settings_for(server: EmulatorProcess, **kwargs: object) -> OpenRouterSetting
     return OpenRouterSettings(api_key=server.management_key, base_url=server.base_url, **kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_a_hostile_server_is_captured_exactly_at_its_pace(tmp_path: Path) -> None:
     """Latency with a long tail, hung records, an account-wide 429 limit answered partly by a CDN's HTML
     pages with and without Retry-After, label-named analytics: the day is still exact."""

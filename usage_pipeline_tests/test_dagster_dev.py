@@ -28,6 +28,8 @@ from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline.influx.store import InfluxSettings, InfluxStore
 from usage_pipeline_tests.conftest import yesterday
 
+pytestmark = pytest.mark.slow  # real `dagster dev` / Dagster CLI processes
+
 REPO = Path(__file__).resolve().parent.parent
 
 

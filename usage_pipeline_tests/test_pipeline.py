@@ -230,6 +230,7 @@ def test_a_late_generation_turns_capture_red_until_the_day_is_rerun(ledger: Ledg
     assert ledger.store.day_counts(day).distinct_ids == ledger.truth(day)["count"]
 
 
+@pytest.mark.slow
 def test_a_day_from_an_api_as_hard_as_openrouter_is_exact_and_green(influxd: LocalInfluxd, tmp_path: Path) -> None:
     """200 ms median latency with a long tail, hung record fetches, an account-wide limit of 500
     requests/s whose 429s come partly as a CDN's HTML pages, label-named analytics: through the job."""

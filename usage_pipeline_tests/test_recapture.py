@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import socket
 from pathlib import Path
 
 from dagster import DagsterInstance, build_sensor_context
@@ -12,6 +11,7 @@ from openrouter_emulator.process import EmulatorProcess
 from usage_pipeline.definitions import build_defs
 from usage_pipeline.defs.recapture import Attempt, _attempts, days_to_recapture, run_day
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
+from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline_tests.conftest import yesterday
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
@@ -49,13 +49,11 @@ def test_backfill_runs_are_recognised_by_their_one_day_range() -> None:
                     "dagster/asset_partition_range_end": "2026-11-20"}) is None
 
 
-def test_a_real_failed_run_is_found_and_retried_later(emulator: EmulatorProcess, tmp_path: Path) -> None:
-    with socket.socket() as s:  # a port nobody listens on: InfluxDB is down, the run fails
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    defs = build_defs({
-        "openrouter": OpenRouterResource(api_key=emulator.management_key, base_url=emulator.base_url),
-        "influxdb": InfluxDBResource(url=dead, database="unreachable"),
+def test_a_real_failed_run_is_found_and_retried_later(emulator: EmulatorProcess, influxd: LocalInfluxd,
+                                                      tmp_path: Path) -> None:
+    defs = build_defs({  # a key OpenRouter refuses: the run fails at once
+        "openrouter": OpenRouterResource(api_key="sk-or-v1-refused", base_url=emulator.base_url),
+        "influxdb": InfluxDBResource(url=influxd.url, database="recapture"),
         "usage_db": DailyUsageDatabase(path=str(tmp_path / "usage.duckdb")),
     })
     instance = DagsterInstance.ephemeral()

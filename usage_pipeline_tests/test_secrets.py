@@ -18,6 +18,8 @@ import pytest
 from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.influx.local_server import LocalInfluxd
 
+pytestmark = pytest.mark.slow  # real `dagster dev` / Dagster CLI processes
+
 REPO = Path(__file__).resolve().parent.parent
 KEY = "sk-or-v1-MARKEDKEY7f3a0c"
 WRONG_KEY = "sk-or-v1-MARKEDWRONG55e1"
