@@ -13,9 +13,14 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import duckdb
+from dagster import DagsterInstance
 
 from openrouter_emulator.process import run_emulator
+from usage_pipeline.definitions import build_defs
+from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
 from usage_pipeline.influx.local_server import run_influxd
+from usage_pipeline.openrouter.settings import redact_url
+from usage_pipeline.settings import setting
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +30,6 @@ def _dagster_home(data_dir: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists() and (REPO_ROOT / "dagster.yaml").exists():
         shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
-    os.environ["DAGSTER_HOME"] = str(home)
     return home
 
 
@@ -52,30 +56,29 @@ def run_demo(days: int = 3, generations_per_day: int = 2000, data_dir: Path = Pa
     today = dt.datetime.now(dt.timezone.utc).date()
     wanted = [today - dt.timedelta(days=n) for n in range(days, 0, -1)]
     with ExitStack() as stack:
-        if not os.environ.get("OPENROUTER_API_KEY"):
+        # Resources left unset read their environment variables at run time (usage_pipeline.settings);
+        # what the demo starts itself is passed in, and the environment is never changed.
+        openrouter, influxdb = OpenRouterResource(), InfluxDBResource()
+        if not os.environ.get("OPENROUTER_API_KEY", "").strip():
             emulator = stack.enter_context(run_emulator(generations_per_day=generations_per_day, days=days,
                                                         log_path=data_dir / "emulator.log"))
-            os.environ["OPENROUTER_API_KEY"] = emulator.management_key
-            os.environ["OPENROUTER_BASE_URL"] = emulator.base_url
+            openrouter = OpenRouterResource(api_key=emulator.management_key, base_url=emulator.base_url)
             print(f"OpenRouter: the project's emulator at {emulator.base_url} ({generations_per_day} generations/day)")
         else:
-            print(f"OpenRouter: {os.environ.get('OPENROUTER_BASE_URL', 'https://openrouter.ai/api/v1')}")
-        if not os.environ.get("INFLUXDB_URL"):
+            print(f"OpenRouter: {redact_url(setting('OPENROUTER_BASE_URL'))}")
+        if not os.environ.get("INFLUXDB_URL", "").strip():
             influx = stack.enter_context(run_influxd(data_dir / "influxd", log_path=data_dir / "influxd.log"))
-            os.environ["INFLUXDB_URL"] = influx.url
+            influxdb = InfluxDBResource(url=influx.url)
             print(f"InfluxDB: a private influxd at {influx.url} (data in {data_dir / 'influxd'})")
         else:
-            print(f"InfluxDB: {os.environ['INFLUXDB_URL']}")
-        os.environ.setdefault("USAGE_DUCKDB_PATH", str(data_dir / "usage.duckdb"))
+            print(f"InfluxDB: {influxdb.settings().url}")
+        published = Path(os.environ.get("USAGE_DUCKDB_PATH", "").strip() or data_dir / "usage.duckdb")
         home = _dagster_home(data_dir)
 
-        from dagster import DagsterInstance  # after the environment is set: definitions read it
-
-        from usage_pipeline.definitions import defs
-
-        job = defs.resolve_job_def("daily_usage")
+        job = build_defs({"openrouter": openrouter, "influxdb": influxdb,
+                          "usage_db": DailyUsageDatabase(path=str(published))}).resolve_job_def("daily_usage")
         failed = []
-        with DagsterInstance.get() as instance:
+        with DagsterInstance.from_config(str(home)) as instance:
             print(f"Dagster instance: {home}")
             for day in wanted:
                 result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False,
@@ -87,5 +90,5 @@ def run_demo(days: int = 3, generations_per_day: int = 2000, data_dir: Path = Pa
                 print(f"{day}: run {result.run_id[:8]} {outcome}; {', '.join(checks)}")
                 if not result.success:
                     failed.append(day)
-        print_summary(Path(os.environ["USAGE_DUCKDB_PATH"]), wanted)
+        print_summary(published, wanted)
     return 1 if failed else 0

@@ -11,25 +11,19 @@ pipeline processes so their store writes and publishes never interleave.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import logging
 import os
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+from filelock import FileLock
 
 from usage_pipeline.duck.daily_usage import SUMMARY_TABLES, DaySummary, column_definitions
 
 log = logging.getLogger(__name__)
-
-_held = threading.local()  # lock path -> depth, so a thread may nest publisher_lock (write_day -> publish)
-
 
 @dataclass(frozen=True)
 class PublishReport:
@@ -50,38 +44,17 @@ def lock_path_for(published: Path) -> Path:
     return published.with_name(published.name + ".lock")
 
 
-@contextmanager
-def publisher_lock(published: Path) -> Iterator[None]:
-    """Hold the exclusive publisher lock of `published`, blocking until other processes release it.
+def publisher_lock(published: Path) -> FileLock:
+    """The exclusive publisher lock of `published` (`with publisher_lock(path):` blocks until other
+    processes and threads release it).
 
-    Re-entrant within a thread, so a caller may hold it around opening the store (making the whole
-    replace-and-publish one critical section) and still call `publish`.
+    Re-entrant within a thread (filelock counts nested acquisitions per thread), so a caller may hold it
+    around opening the store, making the whole replace-and-publish one critical section, and still call
+    `publish`.
     """
-    key = str(lock_path_for(published).absolute())
-    depths = _lock_depths()
-    if depths.get(key):
-        depths[key] += 1
-        try:
-            yield
-        finally:
-            depths[key] -= 1
-        return
-    Path(key).parent.mkdir(parents=True, exist_ok=True)
-    with open(key, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        depths[key] = 1
-        try:
-            yield
-        finally:
-            depths[key] = 0
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _lock_depths() -> dict[str, int]:
-    """This thread's publisher locks and how deeply each is nested."""
-    if not hasattr(_held, "depths"):
-        _held.depths = {}
-    return _held.depths
+    path = lock_path_for(published).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path), is_singleton=True)
 
 
 def replace_day(conn: duckdb.DuckDBPyConnection, summary: DaySummary) -> None:
