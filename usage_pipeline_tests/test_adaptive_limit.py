@@ -9,6 +9,7 @@ import random
 import pytest
 
 from usage_pipeline.openrouter.adaptive_limit import MAX_PAUSE_S, AdaptiveLimit, Signal
+from usage_pipeline.openrouter.client import PerMinuteLimiter
 from usage_pipeline.openrouter.records import RecordRetries, reset_seconds, retry_after_seconds, throttle_hints
 
 
@@ -189,3 +190,21 @@ def test_a_server_failing_every_request_is_given_pauses_that_grow() -> None:
     paused = limit.paused_until
     limit.finished(Signal.FAILED, 41.0)
     assert limit.paused_until == paused  # a clean answer ended the streak
+
+
+def test_analytics_queries_are_paced_to_their_per_minute_budget() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    limiter = PerMinuteLimiter(3, clock=lambda: now[0], sleep=sleep)
+    starts = []
+    for _ in range(7):
+        limiter.acquire()
+        starts.append(now[0])
+        now[0] += 1.0  # each query takes a second
+    assert starts == [0.0, 1.0, 2.0, 60.0, 61.0, 62.0, 120.0]  # never a fourth within any 60 s
+    assert slept == [57.0, 57.0]

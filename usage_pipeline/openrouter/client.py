@@ -14,7 +14,7 @@ import collections
 import datetime as dt
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,20 +43,22 @@ class PerMinuteLimiter:
     """Allow at most `per_minute` calls in any 60 s; callers block until a slot frees up."""
 
     per_minute: int
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
     _stamps: collections.deque[float] = field(default_factory=collections.deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def acquire(self) -> None:
         while True:
             with self._lock:
-                now = time.monotonic()
+                now = self.clock()
                 while self._stamps and now - self._stamps[0] >= 60.0:
                     self._stamps.popleft()
                 if len(self._stamps) < self.per_minute:
                     self._stamps.append(now)
                     return
                 wait = 60.0 - (now - self._stamps[0])
-            time.sleep(max(wait, 0.01))
+            self.sleep(max(wait, 0.01))
 
 
 class OpenRouterClient:
