@@ -1,1 +1,4 @@
-"""The OpenRouter source: the client that captures a UTC day, and a local emulator of the API."""
+"""The OpenRouter source: the client that captures a UTC day, and OpenRouter's own counts of it.
+
+The local emulator of the API is a separate distribution, `openrouter-emulator/`, sharing no code with this.
+"""
