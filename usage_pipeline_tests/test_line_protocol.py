@@ -32,7 +32,7 @@ from usage_pipeline.openrouter.generation import Generation
 UTC = dt.timezone.utc
 DAY = dt.date(2025, 4, 2)
 DAY_START = dt.datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC)
-SOURCE = {"generation_id": "id", "api_key": "api_key_id"}  # field -> Generation attribute, where they differ
+SOURCE = _SOURCE_ATTR  # field -> Generation attribute, where they differ
 FLOAT_FIELDS = [name for name, kind in FIELD_TYPES.items() if kind is float]
 
 # Everything line protocol escapes or that could confuse a parser, plus multi-byte text.

@@ -102,14 +102,19 @@ def throttle_hints(headers: Mapping[str, str], now: float, now_wall: float) -> t
             None if retry is None else now + min(retry, MAX_PAUSE_S))
 
 
-def _error_message(body: bytes, content_type: str) -> str:
+def body_kind(body: bytes, content_type: str) -> str:
+    """What an answer that is not OpenRouter's JSON is, for an error message (both HTTP stacks use it)."""
     if "html" in content_type.lower() or body.lstrip()[:1] == b"<":
         return "an HTML error page (a CDN's, not OpenRouter's JSON)"
+    return "a body that is not JSON"
+
+
+def _error_message(body: bytes, content_type: str) -> str:
     try:
         message = json.loads(body).get("error", {}).get("message", "")
         return repr(str(message)[:200])
     except (ValueError, AttributeError):
-        return "a body that is not JSON"
+        return body_kind(body, content_type)
 
 
 class RecordFetcher:

@@ -18,7 +18,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from usage_pipeline.openrouter.adaptive_limit import MAX_PAUSE_S
-from usage_pipeline.openrouter.records import reset_seconds
+from usage_pipeline.openrouter.records import body_kind, reset_seconds
 from usage_pipeline.openrouter.settings import redact_url
 
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 524, 529})
@@ -143,9 +143,7 @@ class Transport:
 
 
 def _body_kind(response: requests.Response) -> str:
-    if "html" in response.headers.get("Content-Type", "").lower() or response.text.lstrip().startswith("<"):
-        return "an HTML error page, not OpenRouter's JSON"
-    return "a body that is not JSON"
+    return body_kind(response.content, response.headers.get("Content-Type", ""))
 
 
 def _error_for(method: str, path: str, response: requests.Response) -> OpenRouterError:
