@@ -10,8 +10,7 @@ from dagster import Definitions
 from usage_pipeline.defs.daily_usage import daily_usage, daily_usage_job, daily_usage_schedule
 from usage_pipeline.defs.dead_runs import release_dead_run_workers
 from usage_pipeline.defs.generations import (
-    cost_matches_openrouter,
-    full_capture_matches_openrouter,
+    checks_against_openrouter,
     generations,
     zero_duplicates,
 )
@@ -23,7 +22,7 @@ def build_defs(resources: Mapping[str, Any]) -> Definitions:
     """Everything, wired to the given resources (tests pass their own servers)."""
     return Definitions(
         assets=[generations, daily_usage],
-        asset_checks=[zero_duplicates, full_capture_matches_openrouter, cost_matches_openrouter],
+        asset_checks=[zero_duplicates, checks_against_openrouter],
         jobs=[daily_usage_job],
         schedules=[daily_usage_schedule],
         sensors=[recapture_failed_days, release_dead_run_workers],

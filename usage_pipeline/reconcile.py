@@ -72,6 +72,7 @@ def full_capture(store: InfluxStore, api: ApiDayCounts) -> Verdict:
         "day": api.day.isoformat(),
         "stored_distinct_ids": total,
         "api_request_count": api.requests,
+        "api_usage_usd": api.usage,  # exact, as OpenRouter answered: duckdb/daily_usage stores it
         "models": len(stored),
         "activity_checked": api.activity is not None,
         "analytics_labels": len(api.by_label),

@@ -29,8 +29,7 @@ from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.definitions import build_defs
 from usage_pipeline.defs.daily_usage import daily_usage, daily_usage_schedule
 from usage_pipeline.defs.generations import (
-    cost_matches_openrouter,
-    full_capture_matches_openrouter,
+    checks_against_openrouter,
     generations,
     zero_duplicates,
 )
@@ -70,7 +69,7 @@ class Ledger:
         verify = define_asset_job("verify_day", selection=AssetSelection.checks_for_assets(generations)
                                   | AssetSelection.assets(daily_usage))
         defs = Definitions(assets=[generations, daily_usage],
-                           asset_checks=[zero_duplicates, full_capture_matches_openrouter, cost_matches_openrouter],
+                           asset_checks=[zero_duplicates, checks_against_openrouter],
                            jobs=[verify], resources=self.resources)
         return self.run(day, "verify_day", defs)
 
@@ -135,6 +134,39 @@ def test_a_day_end_to_end_then_again_without_duplicates(ledger: Ledger) -> None:
     again = ledger.store.day_counts(day)
     assert again.points == again.distinct_ids == truth["count"]
     assert ledger.summary(day) == summary
+
+
+def test_a_run_reads_openrouters_counts_once_and_the_summary_carries_the_days_numbers(ledger: Ledger) -> None:
+    """One read of the counts (one /activity call) serves both API checks and the summary; the summary's
+    metadata carries the numbers the asset page plots, equal to OpenRouter's truth."""
+    day = yesterday() - dt.timedelta(days=1)
+    truth = ledger.truth(day)
+    ledger.emulator.reset_stats()
+    result = ledger.run(day)
+    assert result.success and checks(result) == ALL_GREEN
+    assert ledger.emulator.stats()["by_path"].get("/activity") == 1
+    meta = {k: v.value for k, v in result.asset_materializations_for_node("duckdb__daily_usage")[0].metadata.items()}
+    assert meta["requests"] == meta["openrouter_requests"] == truth["count"]
+    assert meta["spend_usd"] == pytest.approx(truth["cost"], abs=1e-5)
+    assert isinstance(meta["tokens_prompt"], int) and meta["tokens_prompt"] > 0
+    assert isinstance(meta["tokens_completion"], int) and meta["tokens_completion"] > 0
+    with duckdb.connect(str(ledger.duckdb_path), read_only=True) as conn:
+        top = conn.execute("SELECT model FROM daily_usage WHERE day = ? ORDER BY usage DESC LIMIT 1",
+                           [day]).fetchall()[0][0]
+        api_cost = conn.execute("SELECT api_cost FROM daily_totals WHERE day = ?", [day]).fetchall()[0][0]
+    assert f"| {top} |" in as_text(meta["top_models"]).splitlines()[2]  # the first row is the top spender
+    assert api_cost == pytest.approx(truth["cost"], abs=1e-6)
+
+
+def test_the_summary_alone_refuses_a_day_no_check_of_its_run_proved(ledger: Ledger) -> None:
+    day = yesterday() - dt.timedelta(days=1)
+    alone = define_asset_job("summary_alone", selection=AssetSelection.assets(daily_usage))
+    defs = Definitions(assets=[generations, daily_usage], jobs=[alone], resources=ledger.resources)
+    result = ledger.run(day, "summary_alone", defs)
+    assert not result.success and not summarized(result)
+    failure = result.failure_data_for_node("duckdb__daily_usage")
+    assert failure is not None and "no passing full_capture_matches_openrouter check in this run" in str(
+        failure.error)
 
 
 def test_generations_with_identical_timestamps_are_all_kept(ledger: Ledger) -> None:

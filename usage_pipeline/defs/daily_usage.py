@@ -1,25 +1,66 @@
 """The `daily_usage` DuckDB summaries, the job that runs a whole day, and its schedule."""
 
+from dataclasses import dataclass
+
+import pandas
 from dagster import (
     AssetExecutionContext,
     AssetSelection,
     BackfillPolicy,
+    DagsterEventType,
     Failure,
     MaterializeResult,
+    MetadataValue,
     asset,
     build_schedule_from_partitioned_job,
     define_asset_job,
 )
 
-from usage_pipeline.defs.generations import generations
+from usage_pipeline.defs.generations import FULL_CAPTURE, generations
 from usage_pipeline.defs.partitions import capturable_day, daily_partitions, settings_checked
-from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
+from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource
 from usage_pipeline.duck.daily_usage import CaptureStatus, summarize_day
 from usage_pipeline.duck.publish import publish, replace_day
-from usage_pipeline.openrouter.counts import api_day_counts
-from usage_pipeline.reconcile import full_capture
 
 SETTLE_HOURS = 2  # analytics can lag live traffic; a day is final some time after midnight UTC
+
+
+@dataclass(frozen=True)
+class CaptureProof:
+    """What the blocking full-capture check of this run found: OpenRouter's count and usage for the day."""
+
+    api_requests: int
+    api_usage: float
+
+
+def capture_proof(context: AssetExecutionContext) -> CaptureProof:
+    """OpenRouter's figures from this run's passing full-capture check, so a run reads them once.
+
+    The summary is built only in a run whose check proved the day whole (the daily_usage job, or a
+    selection with the checks); the check is blocking, so a failed one never reaches here.
+    """
+    evaluations = [e.dagster_event.asset_check_evaluation_data
+                   for e in context.instance.all_logs(context.run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+                   if e.dagster_event is not None]
+    found = [e for e in evaluations if e.check_name == FULL_CAPTURE and e.asset_key == generations.key]
+    if not found or not found[-1].passed:
+        raise Failure(description=f"not summarizing: no passing {FULL_CAPTURE} check in this run; run the "
+                                  "daily_usage job (or select the checks of influxdb/generations with this asset)",
+                      allow_retries=False)
+    metadata = found[-1].metadata
+    usage = metadata["api_usage_usd"].value
+    requests = metadata["api_request_count"].value
+    assert isinstance(requests, int) and isinstance(usage, (int, float)), (requests, usage)
+    return CaptureProof(api_requests=requests, api_usage=float(usage))
+
+
+def top_models_markdown(daily_usage_rows: pandas.DataFrame, limit: int = 5) -> str:
+    """The day's top models by spend, as a small markdown table for the asset page."""
+    top = daily_usage_rows.sort_values(["usage", "requests"], ascending=False).head(limit)
+    lines = ["| model | requests | spend USD | prompt tokens | completion tokens |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r.model} | {r.requests:,} | {r.usage:,.4f} | {r.tokens_prompt:,} | {r.tokens_completion:,} |"
+              for r in top.itertuples()]
+    return "\n".join(lines)
 
 
 @asset(
@@ -31,28 +72,38 @@ SETTLE_HOURS = 2  # analytics can lag live traffic; a day is final some time aft
     group_name="ledger",
     kinds={"duckdb"},
     description="Daily summaries in DuckDB (daily_usage, by provider, key, user; daily_totals), "
-                "rebuilt for the day from the deduplicated InfluxDB points.",
+                "rebuilt for the day from the deduplicated InfluxDB points once the day is proven whole.",
 )
-def daily_usage(context: AssetExecutionContext, influxdb: InfluxDBResource, openrouter: OpenRouterResource,
+def daily_usage(context: AssetExecutionContext, influxdb: InfluxDBResource,
                 usage_db: DailyUsageDatabase) -> MaterializeResult:
     day = capturable_day(context.partition_key)
+    proof = capture_proof(context)
     with settings_checked():
-        client, store, published_path = openrouter.client(), influxdb.store(), usage_db.published
-    with client:
-        counts = api_day_counts(client, day)
+        store, published_path = influxdb.store(), usage_db.published
     with store:
-        verdict = full_capture(store, counts)
-        if not verdict.passed:  # the blocking check passed moments ago; never summarize a day that is not whole
-            raise Failure(description=f"not summarizing: {verdict.description}", metadata=verdict.metadata)
         summary = summarize_day(day, store.iter_day_frames(day),
-                                CaptureStatus(api_requests=counts.requests, api_cost=counts.usage, status="complete"))
+                                CaptureStatus(api_requests=proof.api_requests, api_cost=proof.api_usage,
+                                              status="complete"))
+    per_model, totals = summary.tables["daily_usage"], summary.tables["daily_totals"].iloc[0]
+    if int(totals["requests"]) != proof.api_requests:  # the ledger changed since the check proved it
+        raise Failure(description=f"not summarizing {day}: the ledger now holds {int(totals['requests'])} "
+                                  f"generations, OpenRouter counts {proof.api_requests}; rerun the day")
     with usage_db.store_connection() as conn:
         replace_day(conn, summary)
         published = publish(conn, published_path)
     return MaterializeResult(metadata={
         "day": day.isoformat(),
+        # numbers the asset page plots across partitions
+        "requests": int(totals["requests"]),
+        "openrouter_requests": proof.api_requests,
+        "spend_usd": round(float(per_model["usage"].sum()), 6),
+        "total_cost_usd": round(float(totals["total_cost"]), 6),
+        "tokens_prompt": int(per_model["tokens_prompt"].sum()),
+        "tokens_completion": int(per_model["tokens_completion"].sum()),
+        "tokens_reasoning": int(per_model["tokens_reasoning"].sum()),
+        "tokens_cached": int(per_model["tokens_cached"].sum()),
+        "top_models": MetadataValue.md(top_models_markdown(per_model)),
         **{f"rows_{name}": len(frame) for name, frame in summary.tables.items()},
-        "requests": verdict.metadata["stored_distinct_ids"],
         "duckdb_path": str(published_path),
         "publish_seconds": round(published.seconds, 3),
     })

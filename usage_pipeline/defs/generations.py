@@ -1,11 +1,13 @@
 """The `generations` asset (a day of OpenRouter generations upserted into InfluxDB) and its checks."""
 
 import datetime as dt
+from collections.abc import Iterator
 
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     BackfillPolicy,
     Failure,
@@ -13,6 +15,7 @@ from dagster import (
     MetadataValue,
     asset,
     asset_check,
+    multi_asset_check,
 )
 
 from usage_pipeline.defs.partitions import capturable_day, daily_partitions, partition_day, settings_checked
@@ -53,12 +56,13 @@ def generations(context: AssetExecutionContext, openrouter: OpenRouterResource,
     return MaterializeResult(metadata=metadata)
 
 
-def _result(verdict: Verdict, severity: AssetCheckSeverity = AssetCheckSeverity.ERROR) -> AssetCheckResult:
+def _result(verdict: Verdict, severity: AssetCheckSeverity = AssetCheckSeverity.ERROR,
+            check_name: str | None = None) -> AssetCheckResult:
     metadata = {**verdict.metadata, "result": verdict.description}
     if verdict.diff_markdown:
         metadata["diff"] = MetadataValue.md(verdict.diff_markdown)
     return AssetCheckResult(passed=verdict.passed, severity=severity, metadata=metadata,
-                            description=verdict.description)
+                            description=verdict.description, check_name=check_name)
 
 
 def _day(context: AssetCheckExecutionContext) -> dt.date:
@@ -72,28 +76,33 @@ def zero_duplicates(context: AssetCheckExecutionContext, influxdb: InfluxDBResou
         return _result(no_duplicates(store, _day(context)))
 
 
-@asset_check(asset=generations, blocking=True, pool=OPENROUTER_POOL,
-             description="The day's distinct stored ids == OpenRouter's analytics count, exactly, and == "
-                         "/activity's requests per model (by slug) within its 30-day window. Analytics' "
-                         "model labels are shown, never matched as names.")
-def full_capture_matches_openrouter(context: AssetCheckExecutionContext, influxdb: InfluxDBResource,
-                                    openrouter: OpenRouterResource) -> AssetCheckResult:
+FULL_CAPTURE = "full_capture_matches_openrouter"
+COST = "cost_matches_openrouter"
+
+
+@multi_asset_check(
+    specs=[
+        AssetCheckSpec(FULL_CAPTURE, asset=generations, blocking=True,
+                       description="The day's distinct stored ids == OpenRouter's analytics count, exactly, and == "
+                                   "/activity's requests per model (by slug) within its 30-day window. Analytics' "
+                                   "model labels are shown, never matched as names."),
+        AssetCheckSpec(COST, asset=generations,
+                       description="Stored usage (USD) agrees with analytics' total_usage for the day, and per "
+                                   "model with /activity's usage."),
+    ],
+    pool=OPENROUTER_POOL,
+)
+def checks_against_openrouter(context: AssetCheckExecutionContext, influxdb: InfluxDBResource,
+                              openrouter: OpenRouterResource) -> Iterator[AssetCheckResult]:
+    """Both comparisons with OpenRouter from one read of its counts, inside the `openrouter_api` pool.
+
+    The counts are read live, so rerunning the checks later catches generations that arrived late;
+    `duckdb/daily_usage` takes OpenRouter's figures from this check's result in the same run.
+    """
     with settings_checked():
         client, store = openrouter.client(), influxdb.store()
     with client:
         counts = api_day_counts(client, _day(context))
     with store:
-        return _result(full_capture(store, counts))
-
-
-@asset_check(asset=generations, pool=OPENROUTER_POOL,
-             description="Stored usage (USD) agrees with analytics' total_usage for the day, and per model "
-                         "with /activity's usage.")
-def cost_matches_openrouter(context: AssetCheckExecutionContext, influxdb: InfluxDBResource,
-                            openrouter: OpenRouterResource) -> AssetCheckResult:
-    with settings_checked():
-        client, store = openrouter.client(), influxdb.store()
-    with client:
-        counts = api_day_counts(client, _day(context))
-    with store:
-        return _result(cost_agrees(store, counts), AssetCheckSeverity.WARN)
+        yield _result(full_capture(store, counts), check_name=FULL_CAPTURE)
+        yield _result(cost_agrees(store, counts), AssetCheckSeverity.WARN, check_name=COST)
