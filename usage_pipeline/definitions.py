@@ -14,6 +14,7 @@ from usage_pipeline.defs.generations import (
     generations,
     zero_duplicates,
 )
+from usage_pipeline.defs.history import usage_history, usage_history_job, usage_history_schedule
 from usage_pipeline.defs.recapture import recapture_failed_days
 from usage_pipeline.defs.resources import resources_from_env
 
@@ -21,10 +22,10 @@ from usage_pipeline.defs.resources import resources_from_env
 def build_defs(resources: Mapping[str, Any]) -> Definitions:
     """Everything, wired to the given resources (tests pass their own servers)."""
     return Definitions(
-        assets=[generations, daily_usage],
+        assets=[generations, daily_usage, usage_history],
         asset_checks=[zero_duplicates, checks_against_openrouter],
-        jobs=[daily_usage_job],
-        schedules=[daily_usage_schedule],
+        jobs=[daily_usage_job, usage_history_job],
+        schedules=[daily_usage_schedule, usage_history_schedule],
         sensors=[recapture_failed_days, release_dead_run_workers],
         resources=dict(resources),
     )

@@ -33,10 +33,10 @@ class Variable:
     required: bool = False
 
 
-def _whole_number(minimum: int) -> Callable[[str], int]:
+def _whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
         value = int(text)
-        if value < minimum:
+        if value < minimum or (maximum is not None and value > maximum):
             raise ValueError
         return value
 
@@ -95,6 +95,7 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("USAGE_DUCKDB_PATH", "a file path", _name, "data/usage.duckdb"),
     Variable("USAGE_RECAPTURE_AFTER_HOURS", "a positive number of hours", _positive_number, 6.0),
     Variable("USAGE_RECAPTURE_MAX_ATTEMPTS", "a positive integer", _whole_number(1), 5),
+    Variable("USAGE_HISTORY_DAYS", "a whole number of days from 0 to 365 (0: no history)", _whole_number(0, 365), 365),
 )}
 
 

@@ -31,6 +31,7 @@ BAD: dict[str, str] = {
     "USAGE_DUCKDB_PATH": "\x07",
     "USAGE_RECAPTURE_AFTER_HOURS": "soon",
     "USAGE_RECAPTURE_MAX_ATTEMPTS": "1.5",
+    "USAGE_HISTORY_DAYS": "366",
 }
 
 

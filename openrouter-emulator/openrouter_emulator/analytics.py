@@ -1,7 +1,8 @@
-"""The analytics query engine: groups the visible generations the way OpenRouter's analytics backend does.
+"""The analytics query engine: groups usage the way OpenRouter's analytics backend does.
 
-It answers an already validated `AnalyticsQuery` (see `analytics_query`) over the synthetic dataset,
-vectorised with numpy so a query over a million generations stays fast.
+It answers an already validated `AnalyticsQuery` (see `analytics_query`) over the visible generations
+and, for queries whose dimensions and filters all reach 365 days, the aggregate-only history cells
+(`history`), vectorised with numpy so a query over a million generations or a year of days stays fast.
 """
 
 from __future__ import annotations
@@ -16,89 +17,17 @@ from openrouter_emulator.analytics_catalogue import (
     ARRAY_OPERATORS,
     CATEGORIES,
     ENRICHED_DIMENSIONS,
-    KEY_MEMBER,
-    KEY_WORKSPACE,
+    HISTORY_DIMENSIONS,
+    HISTORY_GRANULARITIES,
     METRICS,
     SCALAR_OPERATORS,
 )
 from openrouter_emulator.analytics_query import AnalyticsQuery, Filter
-from openrouter_emulator.dataset import (
-    BYOK,
-    ENDPOINT_PROVIDER,
-    EPOCH,
-    US_PER_DAY,
-    US_PER_SECOND,
-    DayColumns,
-    UsageDataset,
-    day_start_us,
-)
+from openrouter_emulator.analytics_rows import Facts, Selection, cell_codes, cell_facts, generation_facts
+from openrouter_emulator.dataset import EPOCH, US_PER_DAY, UsageDataset
+from openrouter_emulator.history import History
 
 MAX_ANALYTICS_ROWS = 10_000
-_METRIC_COLUMNS = {"total_usage": "usage", "tokens_prompt": "tokens_prompt",
-                   "tokens_completion": "tokens_completion", "reasoning_tokens": "tokens_reasoning",
-                   "cached_tokens": "tokens_cached"}
-
-
-class Selection:
-    """The visible generations inside a time range ([start, end), or [start, end] when `inclusive_end`)."""
-
-    def __init__(self, dataset: UsageDataset, start_us: int, end_us: int, now: float,
-                 inclusive_end: bool = False) -> None:
-        self.parts: list[tuple[DayColumns, np.ndarray]] = []
-        for date in dataset.dates(now):
-            first = day_start_us(date)
-            if first + US_PER_DAY <= start_us or first > end_us or (first == end_us and not inclusive_end):
-                continue
-            day = dataset.day(date, now)
-            if day is None:
-                continue
-            c = day.columns
-            lo = int(np.searchsorted(c.created_us, start_us, side="left"))
-            hi = int(np.searchsorted(c.created_us, end_us, side="right" if inclusive_end else "left"))
-            rows = lo + np.flatnonzero(c.visible_at[lo:hi] <= now)
-            if len(rows):
-                self.parts.append((c, rows))
-        self.size = sum(len(rows) for _, rows in self.parts)
-        self._columns: dict[str, np.ndarray] = {}
-
-    def column(self, name: str) -> np.ndarray:
-        if name not in self._columns:
-            arrays = [getattr(c, name)[rows] for c, rows in self.parts]
-            self._columns[name] = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-        return self._columns[name]
-
-    def codes(self, dimension: str) -> np.ndarray:
-        """Category codes of a dimension per row, -1 where the generation has no value."""
-        if dimension == "model":
-            return self.column("model").astype(np.int64)
-        if dimension == "provider":
-            return ENDPOINT_PROVIDER[self.column("endpoint")].astype(np.int64)
-        if dimension == "api_key_id":
-            return self.column("api_key").astype(np.int64)
-        if dimension == "external_user":
-            return self.column("external_user").astype(np.int64)
-        if dimension == "finish_reason":
-            return self.column("finish").astype(np.int64)
-        if dimension in ("origin", "app"):
-            return self.column("app").astype(np.int64)
-        if dimension == "user":
-            return KEY_MEMBER[self.column("api_key")]
-        if dimension == "workspace":
-            return KEY_WORKSPACE[self.column("api_key")]
-        raise KeyError(dimension)
-
-    def id_bytes(self) -> np.ndarray:
-        """Every row's generation id as fixed-width bytes, for vectorised filtering and ordering."""
-        if "id_bytes" not in self._columns:
-            seconds = (self.column("created_us") // US_PER_SECOND).astype("S10")
-            prefix = np.char.add(np.char.add(b"gen-", seconds), b"-")
-            self._columns["id_bytes"] = np.char.add(prefix, self.column("id_suffix"))
-        return self._columns["id_bytes"]
-
-    def ids(self, positions: np.ndarray) -> list[str]:
-        seconds = (self.column("created_us")[positions] // US_PER_SECOND).tolist()
-        suffixes = self.column("id_suffix")[positions].tolist()
-        return [f"gen-{s}-{x.decode()}" for s, x in zip(seconds, suffixes, strict=False)]
 
 
 def _compare(left: str, right: str, operator: str) -> bool:
@@ -128,6 +57,11 @@ def _filter_mask(selection: Selection, f: Filter) -> np.ndarray:
             return ~np.isin(ids, wanted)
         bound = wanted[0]
         return {"gt": ids > bound, "gte": ids >= bound, "lt": ids < bound, "lte": ids <= bound}[f.operator]
+    return _category_mask(selection.codes(f.field), f)
+
+
+def _category_mask(codes: np.ndarray, f: Filter) -> np.ndarray:
+    """Which rows a filter on a category dimension keeps, from the rows' category codes (-1: unset)."""
     categories = CATEGORIES[f.field]
     values = [v.lower() for v in f.values]
     if f.operator in SCALAR_OPERATORS[2:]:
@@ -137,7 +71,7 @@ def _filter_mask(selection: Selection, f: Filter) -> np.ndarray:
         ok = hit if f.operator in ("eq", "in") else [not h for h in hit]
     unset_ok = f.include_unset and f.operator in ARRAY_OPERATORS
     lookup = np.array(ok + [unset_ok], dtype=bool)  # code -1 (unset) reads the last entry
-    return lookup[selection.codes(f.field)]
+    return lookup[codes]
 
 
 def _bucket_starts(created_us: np.ndarray, granularity: str) -> np.ndarray:
@@ -157,11 +91,13 @@ def _dense_rank(values: np.ndarray) -> np.ndarray:
 
 
 def run_query(dataset: UsageDataset, query: AnalyticsQuery, now: float, max_rows: int, *, labels: bool = True,
-              inclusive_end: bool = False) -> dict[str, Any]:
-    """Group the visible generations like the analytics backend: by time bucket and dimensions.
+              inclusive_end: bool = False, history: History | None = None, history_days: int = 0) -> dict[str, Any]:
+    """Group the visible generations (and history cells) like the analytics backend: by time bucket and
+    dimensions.
 
     `labels`: enriched dimensions answer human-readable labels (else underlying ids); `inclusive_end`:
-    `time_range.end` is included (else the range is half-open).
+    `time_range.end` is included (else the range is half-open); `history`: the aggregate-only days, seen by
+    queries whose dimensions and filters all reach 365 days, at day, week or month granularity or none.
     """
     started = time.perf_counter()
     selection = Selection(dataset, query.start_us, query.end_us, now, inclusive_end)
@@ -172,11 +108,20 @@ def run_query(dataset: UsageDataset, query: AnalyticsQuery, now: float, max_rows
         for f in query.filters:
             mask &= _filter_mask(selection, f)
         positions = np.flatnonzero(mask)
+    facts = generation_facts(selection, positions, query.dimensions, query.metrics)
+    fields = {*query.dimensions, *(f.field for f in query.filters)}
+    if history is not None and fields <= HISTORY_DIMENSIONS and query.granularity in HISTORY_GRANULARITIES:
+        cells = history.cells(query.start_us, query.end_us, now, history_days, inclusive_end)
+        if len(cells):
+            keep = np.ones(len(cells), dtype=bool)
+            for f in query.filters:
+                keep &= _category_mask(cell_codes(cells, f.field), f)
+            facts = cell_facts(cells.take(np.flatnonzero(keep)), query.dimensions, query.metrics).then(facts)
     limit = max(1, min(query.limit, max_rows, MAX_ANALYTICS_ROWS))
     rows: list[dict[str, Any]] = []
     truncated = False
-    if len(positions):
-        rows, truncated = _aggregate(selection, positions, query, limit, labels)
+    if len(facts):
+        rows, truncated = _aggregate(facts, query, limit, labels)
     payload: dict[str, Any] = {"data": rows, "metadata": {
         "query_time_ms": round((time.perf_counter() - started) * 1000, 3), "row_count": len(rows),
         "truncated": truncated}}
@@ -185,17 +130,16 @@ def run_query(dataset: UsageDataset, query: AnalyticsQuery, now: float, max_rows
     return {"data": payload}
 
 
-def _aggregate(selection: Selection, positions: np.ndarray, query: AnalyticsQuery,
-               limit: int, labels: bool) -> tuple[list[dict[str, Any]], bool]:
-    created = selection.column("created_us")[positions]
+def _aggregate(facts: Facts, query: AnalyticsQuery, limit: int, labels: bool) -> tuple[list[dict[str, Any]], bool]:
+    created = facts.time_us
     buckets = _bucket_starts(created, query.granularity) if query.granularity else None
-    codes = {d: selection.codes(d)[positions] for d in query.dimensions if d != "generation_id"}
+    codes = facts.codes
     if "generation_id" in query.dimensions:  # every generation is its own group
-        inverse = np.arange(len(positions))
+        inverse = np.arange(len(facts))
         first = inverse
         group_key = inverse
     else:
-        key = np.zeros(len(positions), dtype=np.int64)
+        key = np.zeros(len(facts), dtype=np.int64)
         if buckets is not None:
             key = _dense_rank(buckets)
         for d, c in codes.items():
@@ -204,22 +148,13 @@ def _aggregate(selection: Selection, positions: np.ndarray, query: AnalyticsQuer
         inverse = inverse.reshape(-1)
     groups = len(first)
 
-    counts = np.bincount(inverse, minlength=groups).astype(np.float64)
+    counts = np.bincount(inverse, weights=facts.sums["request_count"], minlength=groups)
     values: dict[str, np.ndarray] = {"request_count": counts}
     for name in query.metrics:
-        if name == "byok_request_count":
-            byok = (selection.column("flags")[positions] & BYOK) > 0
-            values[name] = np.bincount(inverse, weights=byok, minlength=groups)
-        elif name == "tokens_total":
-            tokens = (selection.column("tokens_prompt")[positions].astype(np.float64)
-                      + selection.column("tokens_completion")[positions])
-            values[name] = np.bincount(inverse, weights=tokens, minlength=groups)
-        elif name == "avg_latency":
-            total = np.bincount(inverse, weights=selection.column("latency_ms")[positions], minlength=groups)
-            values[name] = total / np.maximum(counts, 1)
-        elif name in _METRIC_COLUMNS:
-            column = selection.column(_METRIC_COLUMNS[name])[positions].astype(np.float64)
-            values[name] = np.bincount(inverse, weights=column, minlength=groups)
+        if name in facts.sums and name != "request_count":
+            values[name] = np.bincount(inverse, weights=facts.sums[name], minlength=groups)
+    if "avg_latency" in values:
+        values["avg_latency"] = values["avg_latency"] / np.maximum(counts, 1)
 
     group_time = buckets[first] if buckets is not None else created[first]
     sort_keys: list[np.ndarray] = []  # primary first
@@ -230,7 +165,8 @@ def _aggregate(selection: Selection, positions: np.ndarray, query: AnalyticsQuer
         elif field in values:
             primary = values[field]
         elif field == "generation_id":
-            primary = _dense_rank(selection.id_bytes()[positions[first]]).astype(np.float64)
+            assert facts.selection is not None and facts.positions is not None  # generations only, never cells
+            primary = _dense_rank(facts.selection.id_bytes()[facts.positions[first]]).astype(np.float64)
         else:
             shown = np.array([c.shown(labels) for c in CATEGORIES[field]] + ["\uffff"])
             primary = _dense_rank(shown[codes[field][first]]).astype(np.float64)
@@ -247,7 +183,8 @@ def _aggregate(selection: Selection, positions: np.ndarray, query: AnalyticsQuer
         columns.append((f"date__{query.granularity}", [_iso_ms(int(us)) for us in group_time[chosen]]))
     for d in query.dimensions:
         if d == "generation_id":
-            columns.append((d, selection.ids(positions[first[chosen]])))
+            assert facts.selection is not None and facts.positions is not None
+            columns.append((d, facts.selection.ids(facts.positions[first[chosen]])))
         else:
             shown_names = [c.shown(labels) for c in CATEGORIES[d]] + [None]
             columns.append((d, [shown_names[c] for c in codes[d][first[chosen]].tolist()]))

@@ -87,6 +87,9 @@ DIMENSION_LABELS: dict[str, str] = {
 }
 RECENT_ONLY_DIMENSIONS = frozenset({"generation_id", "provider", "origin", "finish_reason", "external_user"})
 GRANULARITIES: dict[str, str] = {"minute": "Minute", "hour": "Hour", "day": "Day", "week": "Week", "month": "Month"}
+# What reaches the aggregate-only history days: the 365-day dimensions, at day granularity or coarser.
+HISTORY_DIMENSIONS = frozenset(DIMENSION_LABELS) - RECENT_ONLY_DIMENSIONS
+HISTORY_GRANULARITIES = (None, "day", "week", "month")
 SCALAR_OPERATORS = ("eq", "neq", "gt", "gte", "lt", "lte")
 ARRAY_OPERATORS = ("in", "not_in")
 # The "user" and "workspace" category codes of each API key, indexed by key code.

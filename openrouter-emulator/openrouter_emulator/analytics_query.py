@@ -6,6 +6,7 @@ only ever sees a well-formed `AnalyticsQuery`.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,8 @@ from openrouter_emulator.analytics_catalogue import (
     RECENT_ONLY_DIMENSIONS,
     SCALAR_OPERATORS,
 )
-from openrouter_emulator.dataset import US_PER_DAY, US_PER_SECOND
+from openrouter_emulator.dataset import US_PER_DAY, US_PER_SECOND, day_start_us, utc_today
+from openrouter_emulator.history import MAX_HISTORY_DAYS
 from openrouter_emulator.isotime import parse_iso8601, to_epoch_us
 from openrouter_emulator.protocol import ApiError
 
@@ -96,7 +98,8 @@ def parse_query(body: Any, now: float) -> AnalyticsQuery:
         raise ApiError(400, "time_range must be an object with start and end")
     if end_us <= start_us:
         raise ApiError(400, "time_range.end must be after time_range.start")
-    if start_us < now_us - 365 * US_PER_DAY:
+    # Retention is by date: 00:00 UTC of (today - 365 days) on, so the 365 completed days before today are whole.
+    if start_us < day_start_us(utc_today(now) - dt.timedelta(days=MAX_HISTORY_DAYS)):
         raise ApiError(400, "time_range.start must be within the last 365 days")
     recent_only = sorted(RECENT_ONLY_DIMENSIONS & ({*dimensions} | {f.field for f in filters}))
     if recent_only and start_us < now_us - 31 * US_PER_DAY:

@@ -45,7 +45,9 @@ from openrouter_emulator.faults import (
     cdn_error_page,
     error_body,
 )
+from openrouter_emulator.history import MAX_HISTORY_DAYS, History
 from openrouter_emulator.isotime import parse_iso8601, to_epoch_us
+from openrouter_emulator.models import models_list
 from openrouter_emulator.protocol import ApiError, Request, Response, error_response, query_param
 
 API_PREFIX = "/api/v1"
@@ -81,6 +83,7 @@ class RuntimeConfig:
     html_error_share: float = 0.0
     analytics_labels: bool = True
     inclusive_end: bool = False
+    history_days: int = MAX_HISTORY_DAYS
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RuntimeConfig:
@@ -89,6 +92,7 @@ class RuntimeConfig:
 
 SHARE_SETTINGS = frozenset({"fault_rate", "hang_share", "retry_after_share", "html_error_share"})
 POSITIVE_SETTINGS = frozenset({"rate_limit_window_s"})
+MAXIMUM_SETTINGS = {"history_days": MAX_HISTORY_DAYS}
 
 
 def _check_setting(name: str, value: Any, kind: type) -> Any:
@@ -103,6 +107,8 @@ def _check_setting(name: str, value: Any, kind: type) -> Any:
         raise ValueError(f"{name} must be a share from 0 to 1")
     if name in POSITIVE_SETTINGS and value <= 0:
         raise ValueError(f"{name} must be positive")
+    if name in MAXIMUM_SETTINGS and value > MAXIMUM_SETTINGS[name]:
+        raise ValueError(f"{name} must be at most {MAXIMUM_SETTINGS[name]}")
     return kind(value)
 
 
@@ -183,6 +189,7 @@ class Emulator:
         self.dataset = UsageDataset(seed=args.seed, generations_per_day=args.generations_per_day, days=args.days,
                                     late_generations=args.late_generations,
                                     late_visible_at=self.started_at + args.late_after)
+        self.history = History(seed=args.seed, generations_per_day=args.generations_per_day, generation_days=args.days)
         self.config = RuntimeConfig.from_args(args)
         self._initial_config = replace(self.config)
         self.faults = FaultPlan(seed=args.seed, fault_rate=self.config.fault_rate)
@@ -204,6 +211,7 @@ class Emulator:
             ("GET", "/credits"): (True, True, lambda r, now: credits_info(self.dataset, now)),
             ("GET", "/generation"): (False, False, self._generation),
             ("GET", "/key"): (False, True, lambda r, now: key_info(self.dataset, r.key or "", r.management, now)),
+            ("GET", "/models"): (False, False, lambda r, now: models_list()),
         }
         # (method, path) -> (runs in the thread pool, handler)
         self._control_routes: dict[tuple[str, str], tuple[bool, Handler]] = {
@@ -410,12 +418,18 @@ class Emulator:
     def _analytics_query(self, request: Request, now: float) -> Any:
         config = self.config
         return run_query(self.dataset, parse_query(request.json(), now), now, config.analytics_max_rows,
-                         labels=config.analytics_labels, inclusive_end=config.inclusive_end)
+                         labels=config.analytics_labels, inclusive_end=config.inclusive_end,
+                         history=self.history, history_days=config.history_days)
 
     # -- control --
 
     def _truth(self, request: Request, now: float) -> Any:
-        return self.dataset.truth(_control_date(query_param(request.params, "date")), now)
+        """A generation day's truth, or an aggregate-only day's figures (`aggregate_only`, no ids)."""
+        date = _control_date(query_param(request.params, "date"))
+        truth = {"aggregate_only": False, **self.dataset.truth(date, now)}
+        if self.history.covers(date, now, self.config.history_days):
+            truth.update(self.history.truth(date))
+        return truth
 
     def _set_faults(self, request: Request, now: float) -> Any:
         body = request.json()
@@ -561,7 +575,8 @@ async def serve_async(args: argparse.Namespace, stop: asyncio.Event | None = Non
         await site.start()
         host, port = runner.addresses[0][:2]
         print(f"OpenRouter emulator listening on http://{host}:{port}{API_PREFIX} "
-              f"(seed {args.seed}, {args.generations_per_day} generations/day, {args.days} days; "
+              f"(seed {args.seed}, {args.generations_per_day} generations/day, {args.days} days, "
+              f"{args.history_days} history days; "
               f"loop {type(asyncio.get_running_loop()).__module__})", flush=True)
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -604,6 +619,13 @@ def _number(kind: type, *, share: bool = False, positive: bool = False) -> Calla
     return parse
 
 
+def _history_days(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= MAX_HISTORY_DAYS:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_HISTORY_DAYS}, got {text!r}")
+    return value
+
+
 def _on_off(text: str) -> bool:
     if text.lower() in ("on", "true", "1", "yes"):
         return True
@@ -623,6 +645,11 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                              "for the same order of requests")
     parser.add_argument("--generations-per-day", type=int, default=2000)
     parser.add_argument("--days", type=int, default=3, help="completed UTC days before today (plus today so far)")
+    parser.add_argument("--history-days", dest="history_days", metavar="N", type=_history_days,
+                        default=MAX_HISTORY_DAYS,
+                        help="aggregate-only days up to N days back (at most 365; 0: none): the days older than "
+                             "both --days and the 31-day generation window carry per-day analytics cells (model x "
+                             "API key) and no generations [history_days]")
     parser.add_argument("--management-key", default="emulator-management-key")
     parser.add_argument("--inference-key", default="emulator-inference-key")
     parser.add_argument("--late-generations", type=int, default=0,
@@ -685,7 +712,8 @@ def serve_from_args(args: argparse.Namespace) -> None:
 
 CONTROL_HELP = """control API (tests switch behaviour at runtime, no restart):
   GET|POST|DELETE /_emulator/config   every key in brackets above; POST {"key": value, ...}; DELETE restores
-  GET /_emulator/truth?date=D         the day's ground truth (count, ids, per model and key, the catalogue)
+  GET /_emulator/truth?date=D         the day's ground truth (count, ids, per model and key, the catalogue);
+                                      for an aggregate-only history day its figures (aggregate_only, no ids)
   GET|POST|DELETE /_emulator/faults   scripted faults {"rules": [{"path", "status", "count", ...}]}
   POST /_emulator/generations         late generations {"date", "count", "at"?}
   GET|DELETE /_emulator/stats         answers per path/status, rates, peak, 429s, HTML pages, hangs, in flight

@@ -41,7 +41,7 @@ HEX64 = re.compile(r"^[0-9a-f]{64}$")
 ALL_SETTINGS = {"analytics_max_rows", "analytics_rpm", "fresh_404_seconds", "generation_404_first", "fault_rate",
                 "latency_median_ms", "latency_sigma", "analytics_ms_per_1k_rows", "hang_share", "hang_seconds",
                 "rate_limit_rps", "rate_limit_window_s", "retry_after_share", "html_error_share", "analytics_labels",
-                "inclusive_end"}
+                "inclusive_end", "history_days"}
 
 
 @pytest.fixture(scope="module")
@@ -389,7 +389,8 @@ def test_every_flag_is_documented_and_sets_its_setting(tmp_path: Path) -> None:
              "--html-error-share": "html_error_share", "--analytics-labels": "analytics_labels",
              "--inclusive-end": "inclusive_end", "--analytics-max-rows": "analytics_max_rows",
              "--analytics-rpm": "analytics_rpm", "--fresh-404-seconds": "fresh_404_seconds",
-             "--generation-404-first": "generation_404_first", "--fault-rate": "fault_rate"}
+             "--generation-404-first": "generation_404_first", "--fault-rate": "fault_rate",
+             "--history-days": "history_days"}
     assert set(flags.values()) == ALL_SETTINGS == {f for f in RuntimeConfig.__dataclass_fields__}
     flat = re.sub(r"\s+", " ", help_text)
     for flag, key in flags.items():
@@ -397,13 +398,13 @@ def test_every_flag_is_documented_and_sets_its_setting(tmp_path: Path) -> None:
     assert "--slow-ms" not in help_text
     args = ["--latency-ms", "12.5", "--latency-sigma", "0", "--analytics-ms-per-1k-rows", "3", "--hang-share", "0.1",
             "--hang-seconds", "9", "--rate-limit", "50", "--rate-limit-window", "2", "--retry-after-share", "1",
-            "--html-error-share", "0.25", "--analytics-labels", "off", "--inclusive-end", "on"]
+            "--html-error-share", "0.25", "--analytics-labels", "off", "--inclusive-end", "on", "--history-days", "40"]
     with run_emulator(generations_per_day=10, days=1, extra_args=args, log_path=tmp_path / "flags.log") as server:
         config = server.config()
     assert config == {**config, "latency_median_ms": 12.5, "latency_sigma": 0.0, "analytics_ms_per_1k_rows": 3.0,
                       "hang_share": 0.1, "hang_seconds": 9.0, "rate_limit_rps": 50.0, "rate_limit_window_s": 2.0,
                       "retry_after_share": 1.0, "html_error_share": 0.25, "analytics_labels": False,
-                      "inclusive_end": True}
+                      "inclusive_end": True, "history_days": 40}
 
 
 def _hostile_run(server: EmulatorProcess, ids: list[str]) -> list[tuple[int, bool, bool]]:

@@ -81,10 +81,18 @@ class DailyUsageDatabase(ConfigurableResource):
     """
 
     path: str | None = Field(default=None, description="unset: USAGE_DUCKDB_PATH (data/usage.duckdb)")
+    history_days: int | None = Field(default=None, description="completed days the usage_history asset keeps "
+                                        "from OpenRouter's aggregates, 0-365; unset: USAGE_HISTORY_DAYS (365)")
 
     @property
     def published(self) -> Path:
         return Path(_value(self.path, "USAGE_DUCKDB_PATH"))
+
+    def history_span_days(self) -> int:
+        """How many completed UTC days back the history reaches, checked like USAGE_HISTORY_DAYS itself."""
+        if self.history_days is None:
+            return int(setting("USAGE_HISTORY_DAYS"))
+        return int(setting("USAGE_HISTORY_DAYS", {"USAGE_HISTORY_DAYS": str(self.history_days)}))
 
     @contextmanager
     def store_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:

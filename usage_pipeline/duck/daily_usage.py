@@ -93,7 +93,7 @@ TABLE_SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {
         ("tokens_completion", _COUNT),
         ("models", _COUNT),
         ("api_keys", _COUNT),
-        ("users", _COUNT),
+        ("users", "BIGINT"),  # NULL on 'aggregate' days: analytics cannot count external users that far back
         ("api_requests", "BIGINT"),
         ("api_cost", "DOUBLE"),
         ("capture_status", "VARCHAR NOT NULL"),

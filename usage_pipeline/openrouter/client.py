@@ -103,6 +103,16 @@ class OpenRouterClient:
         except (KeyError, TypeError) as exc:
             raise OpenRouterError(f"POST /analytics/query: unexpected answer shape (missing {exc})") from exc
 
+    def models(self) -> list[dict[str, Any]]:
+        """`GET /models`, the whole list (no offset or limit): the only place a model's slug, permaslug and
+        analytics label meet. Paced with the analytics queries, since it is read beside them."""
+        self._limiter.acquire()
+        payload = self.transport.request("GET", "/models")
+        rows = payload.get("data")
+        if not isinstance(rows, list):
+            raise OpenRouterError("GET /models: answer has no 'data' list")
+        return rows
+
     def activity(self, day: dt.date) -> list[dict[str, Any]]:
         payload = self.transport.request("GET", "/activity", params={"date": day.isoformat()})
         rows = payload.get("data")

@@ -1,0 +1,199 @@
+"""A year of OpenRouter's own daily aggregates, for the days the ledger did not capture.
+
+Generation-level analytics stop at 31 days, but the model and api_key_id dimensions reach 365 days at
+day granularity. So those days are read as two views, per model and per API key, over the whole span
+at once (a year of models is well under the 10,000-row limit: 2 queries), and a span whose answer
+comes back truncated is split in halves and asked again, since the API has no cursor.
+
+Values are kept exactly as answered, or refused naming the row and field: a model or key is the
+analytics *label* ("OpenAI: GPT-4.1"), never matched to a slug here (`GET /models` is the bridge, read
+by `read_model_names`); counts must be whole numbers (digit strings, as the API sends them, or
+integers), money a finite number.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from usage_pipeline.openrouter.client import ANALYTICS_MAX_ROWS, OpenRouterClient
+from usage_pipeline.openrouter.day import day_bounds
+from usage_pipeline.openrouter.generation import parse_created_at
+from usage_pipeline.openrouter.transport import OpenRouterError
+
+HISTORY_METRICS = ("request_count", "total_usage", "tokens_prompt", "tokens_completion", "reasoning_tokens",
+                   "cached_tokens")
+HISTORY_DIMENSIONS = ("model", "api_key_id")
+_DIGITS = re.compile(r"[0-9]+")
+_BIGINT_MAX = 2**63 - 1
+_EXACT_FLOAT_MAX = 2**53  # a larger integer would lose digits as a DOUBLE
+
+
+class HistoryError(OpenRouterError):
+    """An answer the history cannot store as received; the message names the row (or model) and field."""
+
+
+@dataclass(frozen=True)
+class AggregateRow:
+    """One analytics row: a day and a model or API key label, with OpenRouter's figures for them."""
+
+    day: dt.date
+    label: str | None  # as answered; None when the row names no model or key
+    requests: int
+    usage: float  # analytics total_usage, USD
+    tokens_prompt: int | None
+    tokens_completion: int | None
+    tokens_reasoning: int | None
+    tokens_cached: int | None
+
+
+@dataclass
+class HistoryRead:
+    """The days asked for and what analytics answered for them, with the cost in queries."""
+
+    days: list[dt.date]
+    by_model: list[AggregateRow] = field(default_factory=list)
+    by_api_key: list[AggregateRow] = field(default_factory=list)
+    analytics_queries: int = 0
+    splits: int = 0
+
+
+@dataclass(frozen=True)
+class ModelName:
+    """A model as `GET /models` names it: slug (`id`), permaslug (`canonical_slug`) and label (`name`)."""
+
+    slug: str
+    permaslug: str | None
+    name: str | None
+
+
+def read_history(client: OpenRouterClient, days: Iterable[dt.date]) -> HistoryRead:
+    """OpenRouter's per-model and per-key figures for `days`: the span from the first to the last is asked
+    once per view (days between them that were not asked for are dropped from the answer)."""
+    wanted = sorted(set(days))
+    read = HistoryRead(wanted)
+    if not wanted:
+        return read
+    asked = set(wanted)
+    for dimension, rows in (("model", read.by_model), ("api_key_id", read.by_api_key)):
+        rows.extend(r for r in _read_span(client, dimension, wanted[0], wanted[-1], read) if r.day in asked)
+    return read
+
+
+def _read_span(client: OpenRouterClient, dimension: str, first: dt.date, last: dt.date,
+               read: HistoryRead) -> list[AggregateRow]:
+    start, end = day_bounds(first)[0], day_bounds(last)[1]
+    result = client.analytics(metrics=HISTORY_METRICS, dimensions=[dimension], granularity="day", start=start,
+                              end=end, limit=ANALYTICS_MAX_ROWS)
+    read.analytics_queries += 1
+    if not result.truncated:
+        return parse_rows(result.rows, dimension, first, last)
+    if first == last:
+        raise HistoryError(f"analytics by {dimension} for {first} came back truncated at {result.row_count} rows "
+                           "even for a single day; it cannot be split further")
+    read.splits += 1
+    middle = first + (last - first) // 2
+    return _read_span(client, dimension, first, middle, read) + _read_span(client, dimension,
+                                                                           middle + dt.timedelta(days=1), last, read)
+
+
+def parse_rows(rows: list[Any], dimension: str, first: dt.date, last: dt.date) -> list[AggregateRow]:
+    """Analytics rows of days `first`..`last` by `dimension`, strictly; a row of the day after `last` (a
+    server whose `time_range.end` is inclusive) is left out, anything else unexpected is refused."""
+    parsed = []
+    for index, row in enumerate(rows):
+        where = f"analytics row {index} by {dimension} for {first}..{last}"
+        if not isinstance(row, dict):
+            raise HistoryError(f"{where}: not a JSON object, got {_shown(row)}")
+        day = _bucket_day(row, where)
+        if day == last + dt.timedelta(days=1):
+            continue
+        if not first <= day <= last:
+            raise HistoryError(f"{where}: its day {day} lies outside the days asked")
+        label = row.get(dimension)
+        if label is not None and not isinstance(label, str):
+            raise HistoryError(f"{where} ({day}): {dimension} must be a string or null, got {_shown(label)}")
+        where = f"analytics row {index} ({day}, {dimension} {label!r})"
+        requests = _count(row, "request_count", where)
+        if requests is None:
+            raise HistoryError(f"{where}: request_count is missing or null")
+        parsed.append(AggregateRow(day, label, requests, _money(row, "total_usage", where),
+                                   _count(row, "tokens_prompt", where), _count(row, "tokens_completion", where),
+                                   _count(row, "reasoning_tokens", where), _count(row, "cached_tokens", where)))
+    return parsed
+
+
+def _bucket_day(row: dict[str, Any], where: str) -> dt.date:
+    """The row's day bucket (`date__day`, or `created_at__day`): an ISO 8601 string at a UTC midnight."""
+    key = "date__day" if "date__day" in row else "created_at__day"
+    value = row.get(key)
+    if not isinstance(value, str):
+        raise HistoryError(f"{where}: {key} must be an ISO 8601 date-time string, got {_shown(value)}")
+    try:
+        moment = parse_created_at(value)
+    except (ValueError, OverflowError):
+        raise HistoryError(f"{where}: {key} is not an ISO 8601 date-time, got {value[:60]!r}") from None
+    if (moment.hour, moment.minute, moment.second, moment.microsecond) != (0, 0, 0, 0):
+        raise HistoryError(f"{where}: {key} {value!r} is not a UTC midnight")
+    return moment.date()
+
+
+def _count(row: dict[str, Any], name: str, where: str) -> int | None:
+    """A count as received: a digit string ("1523", as the API sends them) or an integer; null stays None."""
+    value = row.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        number = value
+    else:
+        raise HistoryError(f"{where}: {name} must be a whole number (a digit string or a non-negative integer), "
+                           f"got {_shown(value)}")
+    if number > _BIGINT_MAX:
+        raise HistoryError(f"{where}: {name} {value!r} does not fit a 64-bit integer")
+    return number
+
+
+def _money(row: dict[str, Any], name: str, where: str) -> float:
+    """USD as received: a finite JSON number (an integer only if a DOUBLE holds it exactly)."""
+    value = row.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise HistoryError(f"{where}: {name} must be a number, got {_shown(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise HistoryError(f"{where}: {name} must be finite, got {value!r}")
+    if isinstance(value, int) and abs(value) > _EXACT_FLOAT_MAX:
+        raise HistoryError(f"{where}: {name} {value} would lose digits as a double")
+    return float(value)
+
+
+def _shown(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"[:120]
+
+
+def read_model_names(client: OpenRouterClient) -> list[ModelName]:
+    """Every model `GET /models` lists, as received."""
+    return parse_model_names(client.models())
+
+
+def parse_model_names(entries: list[Any]) -> list[ModelName]:
+    """`GET /models` entries as received; an entry without a usable `id` or with a non-string name is refused."""
+    names = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise HistoryError(f"GET /models entry {index}: not a JSON object, got {_shown(entry)}")
+        slug = entry.get("id")
+        if not isinstance(slug, str) or not slug:
+            raise HistoryError(f"GET /models entry {index}: id must be a non-empty string, got {_shown(slug)}")
+        values = {}
+        for name in ("canonical_slug", "name"):
+            value = entry.get(name)
+            if value is not None and not isinstance(value, str):
+                raise HistoryError(f"GET /models model {slug!r}: {name} must be a string or null, got {_shown(value)}")
+            values[name] = value
+        names.append(ModelName(slug, values["canonical_slug"], values["name"]))
+    return names
