@@ -1,4 +1,5 @@
-"""`usage-pipeline`: the emulator, the InfluxDB setup step, the demo (command 1), and freeing dead runs."""
+"""`usage-pipeline`: the emulator, the InfluxDB setup step, the demo (command 1), freeing dead runs, and the
+usage report."""
 
 from __future__ import annotations
 
@@ -50,6 +51,19 @@ def _release_dead_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from usage_pipeline.report import ReportError, write_report
+
+    try:
+        written = write_report(args.out, duckdb_path=args.duckdb, days=args.days)
+    except ReportError as exc:
+        print(f"usage-pipeline report: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {written.path}")
+    print(written.summary())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="usage-pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +99,15 @@ def main(argv: Sequence[str] | None = None) -> int:
              "and free the pool slots they hold")
     release.add_argument("--dry-run", action="store_true", help="only list what would be released")
     release.set_defaults(run=_release_dead_runs)
+
+    report = commands.add_parser(
+        "report", help="write the usage report: one self-contained HTML file (charts, no network) from the DuckDB file")
+    report.add_argument("--days", type=int, default=365,
+                        help="the last N days up to yesterday (UTC), trimmed to the stored history (default 365)")
+    report.add_argument("--out", type=Path, default=Path("data/usage_report.html"), help="the HTML file to write")
+    report.add_argument("--duckdb", type=Path, default=None,
+                        help="the published DuckDB file (default: USAGE_DUCKDB_PATH, else data/usage.duckdb)")
+    report.set_defaults(run=_report)
     args = parser.parse_args(argv)
     from usage_pipeline.settings import SettingError
 

@@ -1,7 +1,9 @@
-"""Command 1: run the `daily_usage` job through Dagster for the last few days and print the summary.
+"""Command 1: run the `daily_usage` job through Dagster for the last few days, then the `usage_history` job
+for the rest of the year, and print the summary.
 
-With no OPENROUTER_API_KEY it starts the project's OpenRouter emulator; with no INFLUXDB_URL a private
-influxd under the data directory. With real settings the same job runs against OpenRouter and your InfluxDB.
+With no OPENROUTER_API_KEY it starts the project's OpenRouter emulator (generations for the last 31 days,
+aggregate-only history before them); with no INFLUXDB_URL a private influxd under the data directory. With
+real settings the same jobs run against OpenRouter and your InfluxDB.
 """
 
 from __future__ import annotations
@@ -13,16 +15,18 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import duckdb
-from dagster import DagsterInstance
+from dagster import DagsterInstance, JobDefinition
 
 from openrouter_emulator.process import run_emulator
 from usage_pipeline.definitions import build_defs
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
 from usage_pipeline.influx.local_server import run_influxd
 from usage_pipeline.openrouter.settings import redact_url
+from usage_pipeline.report import write_report
 from usage_pipeline.settings import setting
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+GENERATION_WINDOW_DAYS = 31  # OpenRouter lists generations this far back; older days exist only as aggregates
 
 
 def _dagster_home(data_dir: Path) -> Path:
@@ -60,10 +64,14 @@ def run_demo(days: int = 3, generations_per_day: int = 2000, data_dir: Path = Pa
         # what the demo starts itself is passed in, and the environment is never changed.
         openrouter, influxdb = OpenRouterResource(), InfluxDBResource()
         if not os.environ.get("OPENROUTER_API_KEY", "").strip():
-            emulator = stack.enter_context(run_emulator(generations_per_day=generations_per_day, days=days,
+            # Generations for the 31 days OpenRouter can enumerate (built only when asked for), aggregate-only
+            # history before them; the demo still captures only its `days`.
+            emulator = stack.enter_context(run_emulator(generations_per_day=generations_per_day,
+                                                        days=max(days, GENERATION_WINDOW_DAYS),
                                                         log_path=data_dir / "emulator.log"))
             openrouter = OpenRouterResource(api_key=emulator.management_key, base_url=emulator.base_url)
-            print(f"OpenRouter: the project's emulator at {emulator.base_url} ({generations_per_day} generations/day)")
+            print(f"OpenRouter: the project's emulator at {emulator.base_url} ({generations_per_day} generations/day "
+                  f"for {max(days, GENERATION_WINDOW_DAYS)} days, daily aggregates only before them)")
         else:
             print(f"OpenRouter: {redact_url(setting('OPENROUTER_BASE_URL'))}")
         if not os.environ.get("INFLUXDB_URL", "").strip():
@@ -75,8 +83,9 @@ def run_demo(days: int = 3, generations_per_day: int = 2000, data_dir: Path = Pa
         published = Path(os.environ.get("USAGE_DUCKDB_PATH", "").strip() or data_dir / "usage.duckdb")
         home = _dagster_home(data_dir)
 
-        job = build_defs({"openrouter": openrouter, "influxdb": influxdb,
-                          "usage_db": DailyUsageDatabase(path=str(published))}).resolve_job_def("daily_usage")
+        defs = build_defs({"openrouter": openrouter, "influxdb": influxdb,
+                           "usage_db": DailyUsageDatabase(path=str(published))})
+        job = defs.resolve_job_def("daily_usage")
         failed = []
         with DagsterInstance.from_config(str(home)) as instance:
             print(f"Dagster instance: {home}")
@@ -90,5 +99,35 @@ def run_demo(days: int = 3, generations_per_day: int = 2000, data_dir: Path = Pa
                 print(f"{day}: run {result.run_id[:8]} {outcome}; {', '.join(checks)}")
                 if not result.success:
                     failed.append(day)
+            if not run_history(defs.resolve_job_def("usage_history"), instance):
+                failed.append(today)
         print_summary(published, wanted)
+        print_history(published)
+        report = write_report(data_dir / "usage_report.html", duckdb_path=published)
+        print(f"\nusage report: {report.path}\n  {report.summary()}")
     return 1 if failed else 0
+
+
+def run_history(job: JobDefinition, instance: DagsterInstance) -> bool:
+    """The usage_history job: every uncaptured day of the last USAGE_HISTORY_DAYS from OpenRouter's aggregates."""
+    result = job.execute_in_process(instance=instance, raise_on_error=False,
+                                    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    if not result.success:
+        print(f"usage_history: run {result.run_id[:8]} FAILED")
+        return False
+    (event,) = result.asset_materializations_for_node("duckdb__usage_history")
+    meta = {name: value.value for name, value in event.metadata.items()}
+    print(f"usage_history: run {result.run_id[:8]} succeeded; {meta['days_written']} aggregate days "
+          f"{meta['first_day']}..{meta['last_day']} in {meta['analytics_queries']} analytics queries, "
+          f"{meta['days_skipped_exact']} captured days left as they are")
+    return True
+
+
+def print_history(path: Path) -> None:
+    with duckdb.connect(str(path), read_only=True) as conn:
+        statuses = conn.execute("SELECT capture_status, count(*), min(day), max(day), sum(requests), "
+                                "round(sum(total_cost), 2) FROM daily_totals GROUP BY 1 ORDER BY 1").fetchall()
+    print("\n== daily_totals by capture_status (complete: captured generation by generation; aggregate: "
+          "OpenRouter's daily figures) ==")
+    for status, count, first, last, requests, usd in statuses:
+        print(f"{status:>10}: {count:4d} days {first}..{last}, {requests:,} requests, ${usd:,.2f}")

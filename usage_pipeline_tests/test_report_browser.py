@@ -1,0 +1,140 @@
+"""The usage report in a real headless Chromium (Debian's, never downloaded): it draws every chart with
+data for every stored day, logs no error, asks the network for nothing, and is not blank. A report built
+from a file missing a day's rows is caught by the same check."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from usage_pipeline.report import write_report
+from usage_pipeline_tests import browser
+from usage_pipeline_tests.browser import PageVisit, open_page, pixel_statistics
+from usage_pipeline_tests.usage_history import write_usage_file
+
+UNTIL = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+EXACT_DAYS = [UNTIL - dt.timedelta(days=n) for n in range(4, -1, -1)]
+AGGREGATE_DAYS = [UNTIL - dt.timedelta(days=n) for n in range(8, 5, -1)]  # UNTIL - 5 is missing
+RENDERED = "document.body.dataset.charts !== 'pending'"
+
+# Every plotly chart as drawn: its traces' points, and where it sits on the page (for pixel checks).
+CHARTS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd => {
+  const box = gd.getBoundingClientRect();
+  return {id: gd.id, box: [box.left + window.scrollX, box.top + window.scrollY, box.width, box.height],
+          traces: gd.data.map(t => ({name: t.name, x: Array.from(t.x || []), y: Array.from(t.y || [])}))};
+})"""
+
+
+def expected_days() -> dict[str, set[str]]:
+    """The days each day-chart must draw: every stored day, or only captured ones for keys and users."""
+    stored = {d.isoformat() for d in EXACT_DAYS + AGGREGATE_DAYS}
+    exact = {d.isoformat() for d in EXACT_DAYS}
+    return {"spend-by-model": stored, "requests-vs-openrouter": stored, "spend-by-api-key": exact,
+            "spend-by-user": exact}
+
+
+def days_without_data(charts: list[dict[str, Any]], expected: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Per chart, the expected days that no trace draws a positive value for (a chart that is absent
+    lacks all its days); the latency chart must have a positive bar in every trace."""
+    drawn = {chart["id"]: chart["traces"] for chart in charts}
+    lacking: dict[str, list[str]] = {}
+    for chart_id, days in expected.items():
+        shown = {str(x)[:10] for trace in drawn.get(chart_id, [])
+                 for x, y in zip(trace["x"], trace["y"], strict=True) if y is not None and y > 0}
+        if days - shown:
+            lacking[chart_id] = sorted(days - shown)
+    latency = drawn.get("latency-by-provider", [])
+    if not latency or not all(trace["y"] and all(y > 0 for y in trace["y"]) for trace in latency):
+        lacking["latency-by-provider"] = ["no positive latency bars"]
+    return lacking
+
+
+def blank_charts(visited: PageVisit) -> list[str]:
+    """The charts whose part of the screenshot looks empty: an axes-only chart shows ~250 colours (text
+    anti-aliasing) with 90% of it background; drawn ones show 500+ with at most ~77%."""
+    charts = visited.evaluated
+    boxes = [(round(c["box"][0]), round(c["box"][1]), round(c["box"][2]), round(c["box"][3])) for c in charts]
+    return [chart["id"] for chart, pixels in zip(charts, pixel_statistics(visited.screenshot, boxes), strict=True)
+            if pixels.distinct_colours < 400 or pixels.background_share > 0.85]
+
+
+def visit(report: Path) -> PageVisit:
+    return open_page(report.resolve().as_uri(), ready=RENDERED, evaluate=CHARTS)
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("report_browser") / "usage.duckdb"
+    write_usage_file(path, exact_days=EXACT_DAYS, aggregate_days=AGGREGATE_DAYS, generations_per_day=1000)
+    return path
+
+
+def test_the_report_draws_every_chart_offline_with_data_for_every_day(history: Path, tmp_path: Path) -> None:
+    report = write_report(tmp_path / "usage_report.html", duckdb_path=history, days=30, until=UNTIL)
+    page = visit(report.path)
+    assert page.console_errors == [] and page.page_errors == []
+    assert page.refused_requests == [], "the report must need no network"
+    assert set(page.requests) == {report.path.resolve().as_uri()}
+    charts = page.evaluated
+    assert [c["id"] for c in charts] == ["spend-by-model", "requests-vs-openrouter", "spend-by-api-key",
+                                         "spend-by-user", "latency-by-provider"]
+    assert days_without_data(charts, expected_days()) == {}
+    # Not blank: the page holds thousands of colours (1,000 with every chart empty), each chart hundreds.
+    assert page.pixels.width == 1200 and page.pixels.distinct_colours > 2500, page.pixels
+    assert blank_charts(page) == []
+
+
+def test_the_check_rejects_a_report_missing_a_days_rows(history: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "usage.duckdb"
+    shutil.copy(history, broken)
+    lost = EXACT_DAYS[2]
+    with duckdb.connect(str(broken)) as conn:  # the day's model rows are gone; its other tables remain
+        conn.execute("DELETE FROM daily_usage WHERE day = ?", [lost])
+    report = write_report(tmp_path / "usage_report.html", duckdb_path=broken, days=30, until=UNTIL)
+    page = visit(report.path)
+    assert page.console_errors == [] and page.page_errors == []
+    assert days_without_data(page.evaluated, expected_days()) == {"spend-by-model": [lost.isoformat()]}
+
+
+def test_the_pixel_check_rejects_charts_drawn_without_points(history: Path, tmp_path: Path) -> None:
+    report = write_report(tmp_path / "usage_report.html", duckdb_path=history, days=30, until=UNTIL).path
+    page = report.read_text()
+    for element_id in ("spend-by-model", "latency-by-provider"):  # the same figures, every trace emptied
+        start = page.index(f'data-figure-for="{element_id}">') + len(f'data-figure-for="{element_id}">')
+        end = page.index("</script>", start)
+        figure = json.loads(page[start:end])
+        figure["data"] = [{**trace, "x": [], "y": []} for trace in figure["data"]]
+        page = page[:start] + json.dumps(figure).replace("<", "\\u003c") + page[end:]
+    report.write_text(page)
+    emptied = visit(report)
+    assert emptied.page_errors == [] and blank_charts(emptied) == ["spend-by-model", "latency-by-provider"]
+
+
+def test_a_report_with_no_data_says_so_in_the_browser(history: Path, tmp_path: Path) -> None:
+    report = write_report(tmp_path / "empty.html", duckdb_path=history, days=7, until=dt.date(2020, 1, 7))
+    page = open_page(report.path.resolve().as_uri(), ready=RENDERED,
+                     evaluate="() => document.querySelector('main').innerText")
+    assert page.console_errors == [] and page.page_errors == [] and page.refused_requests == []
+    assert "No data" in page.evaluated and "Nothing is stored for 2020-01-01 – 2020-01-07" in page.evaluated
+    assert days_without_data([], expected_days()).keys() == {*expected_days(), "latency-by-provider"}
+
+
+def test_the_browser_helper_refuses_and_reports_network_requests(tmp_path: Path) -> None:
+    page_file = tmp_path / "leaky.html"
+    page_file.write_text('<!DOCTYPE html><html><body><p>hi</p><img src="http://198.51.100.7/pixel.png">'
+                         '<script src="https://cdn.example.invalid/lib.js"></script></body></html>')
+    page = open_page(page_file.resolve().as_uri())
+    assert sorted(page.refused_requests) == ["http://198.51.100.7/pixel.png", "https://cdn.example.invalid/lib.js"]
+
+
+def test_a_missing_chromium_fails_with_the_command_that_installs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(browser, "CHROMIUM", Path("/nonexistent/chromium"))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(browser.BrowserMissing, match=r"run `apt-get install -y chromium`"):
+        open_page("file:///dev/null")
