@@ -1,5 +1,9 @@
 """Daily summaries: aggregation against pandas, idempotent day replacement, and publishing while
-analysts (other processes) hold the published DuckDB file open. Real DuckDB files, real processes."""
+analysts (other processes) hold the published DuckDB file open. Real DuckDB files, real processes.
+
+Days are stored and published exactly as the `daily_usage` asset does it: the `DailyUsageDatabase`
+resource's `store_connection()` (the publisher lock, then dagster-duckdb's connection to the private
+store), `replace_day`, then `publish`."""
 
 from __future__ import annotations
 
@@ -17,16 +21,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from usage_pipeline.defs.resources import DailyUsageDatabase
 from usage_pipeline.duck import (
     SUMMARY_TABLES,
     CaptureStatus,
     DaySummary,
+    PublishReport,
     publish,
     publisher_lock,
     replace_day,
     store_path_for,
     summarize_day,
-    write_day,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +95,13 @@ def as_chunks(frame: pd.DataFrame, size: int) -> list[pd.DataFrame]:
 
 def summary_of(day: dt.date, rows: int, seed: int) -> DaySummary:
     return summarize_day(day, as_chunks(ledger_frame(day, rows, seed), 100), COMPLETE)
+
+
+def publish_day(published: Path, summary: DaySummary) -> PublishReport:
+    """Store and publish a day the way the `daily_usage` asset does (see the module docstring)."""
+    with DailyUsageDatabase(path=str(published)).store_connection() as conn:
+        replace_day(conn, summary)
+        return publish(conn, published)
 
 
 def read_table(path: Path, table: str) -> list[tuple[object, ...]]:
@@ -190,7 +202,7 @@ def test_zero_generation_day_still_has_totals(tmp_path: Path) -> None:
     summary = summarize_day(DAY_2, [], CaptureStatus(api_requests=0, api_cost=0.0, status="complete"))
     assert all(summary.tables[table].empty for table in SUMMARY_TABLES if table != "daily_totals")
     published = tmp_path / "usage.duckdb"
-    write_day(store_path_for(published), published, summary)
+    publish_day(published, summary)
     assert read_table(published, "daily_totals") == [(DAY_2, 0, 0.0, 0, 0, 0, 0, 0, 0, 0.0, "complete")]
     assert read_table(published, "daily_usage") == []
 
@@ -204,15 +216,14 @@ def test_store_path_sits_beside_published() -> None:
 
 def test_rebuilding_a_day_replaces_it_and_leaves_other_days(tmp_path: Path) -> None:
     published = tmp_path / "usage.duckdb"
-    store = store_path_for(published)
-    write_day(store, published, summary_of(DAY_1, 300, seed=1))
-    write_day(store, published, summary_of(DAY_2, 300, seed=2))
+    publish_day(published, summary_of(DAY_1, 300, seed=1))
+    publish_day(published, summary_of(DAY_2, 300, seed=2))
     day_2_rows = {table: read_table(published, table) for table in SUMMARY_TABLES}
 
     rebuilt = summary_of(DAY_1, 200, seed=9)
-    write_day(store, published, rebuilt)
+    publish_day(published, rebuilt)
     once = {table: read_table(published, table) for table in SUMMARY_TABLES}
-    write_day(store, published, rebuilt)
+    publish_day(published, rebuilt)
     twice = {table: read_table(published, table) for table in SUMMARY_TABLES}
 
     assert once == twice  # no doubling
@@ -234,16 +245,11 @@ def test_a_failed_replacement_leaves_the_day_as_it_was(tmp_path: Path) -> None:
     assert {table: read_table(store, table) for table in SUMMARY_TABLES} == before
 
 
-def test_dagster_duckdb_resource_connection_can_replace_and_publish(tmp_path: Path) -> None:
-    from dagster_duckdb import DuckDBResource
-
+def test_the_resource_writes_the_private_store_and_publishes_a_snapshot(tmp_path: Path) -> None:
     published = tmp_path / "usage.duckdb"
-    resource = DuckDBResource(database=str(store_path_for(published)))
-    with publisher_lock(published), resource.get_connection() as conn:
-        replace_day(conn, summary_of(DAY_1, 50, seed=1))
-        report = publish(conn, published)
+    report = publish_day(published, summary_of(DAY_1, 50, seed=1))
     assert report.bytes == published.stat().st_size > 0
-    assert days_in(published) == [DAY_1]
+    assert days_in(published) == days_in(store_path_for(published)) == [DAY_1]
 
 
 ANALYST = """
@@ -267,8 +273,7 @@ print(json.dumps({"seen": seen, "after": after, "queries": queries, "changed": c
 @pytest.mark.parametrize("mode", ["read_write", "read_only"])
 def test_publishing_while_an_analyst_process_holds_the_file(tmp_path: Path, mode: str) -> None:
     published = tmp_path / "usage.duckdb"
-    store = store_path_for(published)
-    write_day(store, published, summary_of(DAY_1, 100, seed=1))
+    publish_day(published, summary_of(DAY_1, 100, seed=1))
     analyst = subprocess.Popen(
         [sys.executable, "-c", ANALYST, str(published), mode],
         stdin=subprocess.PIPE,
@@ -283,7 +288,7 @@ def test_publishing_while_an_analyst_process_holds_the_file(tmp_path: Path, mode
         with pytest.raises(duckdb.IOException, match="lock"):
             duckdb.connect(str(published))
 
-        report = write_day(store, published, summary_of(DAY_2, 100, seed=2))
+        report = publish_day(published, summary_of(DAY_2, 100, seed=2))
         assert report.bytes > 0
         assert days_in(published) == [DAY_1, DAY_2]  # a fresh connection sees the new day
 
@@ -301,12 +306,15 @@ def test_publishing_while_an_analyst_process_holds_the_file(tmp_path: Path, mode
 WRITER = """
 import pickle, sys
 from pathlib import Path
-from usage_pipeline.duck import store_path_for, write_day
+from usage_pipeline.defs.resources import DailyUsageDatabase
+from usage_pipeline.duck.publish import publish, replace_day
 summary = pickle.loads(Path(sys.argv[2]).read_bytes())
 sys.stdin.readline()
 print("writing", flush=True)
 published = Path(sys.argv[1])
-print(write_day(store_path_for(published), published, summary).seconds, flush=True)
+with DailyUsageDatabase(path=str(published)).store_connection() as conn:  # as the daily_usage asset does
+    replace_day(conn, summary)
+    print(publish(conn, published).seconds, flush=True)
 """
 
 

@@ -4,6 +4,7 @@ measured by `benchmarks/failure_bounds.py`."""
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
 
@@ -60,10 +61,17 @@ def test_a_persistently_failing_record_endpoint_trips_the_breaker(failing: Emula
     assert answered < 300 * 3  # most records never paid their own 8 retries
 
 
-def test_a_persistently_failing_analytics_endpoint_gives_up(failing: EmulatorProcess) -> None:
+def test_a_persistently_failing_analytics_endpoint_gives_up(failing: EmulatorProcess,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
     failing.set_faults([{"path": "/analytics/query", "status": 503, "count": 1_000_000}])
     settings = OpenRouterSettings(api_key=failing.management_key, base_url=failing.base_url,
                                   give_up_after_s=GIVE_UP_S)
-    with pytest.raises(OpenRouterError, match="POST /analytics/query: still 503"):
+    with caplog.at_level(logging.WARNING, logger="usage_pipeline.retries"), \
+            pytest.raises(OpenRouterError, match="POST /analytics/query: still 503"):
         capture_all(settings)
-    assert failing.stats()["by_path_status"]["/analytics/query"]["503"] <= 6
+    answered = failing.stats()["by_path_status"]["/analytics/query"]["503"]
+    assert answered <= 6
+    retries = [r.getMessage() for r in caplog.records if r.name == "usage_pipeline.retries"]
+    assert len(retries) == answered - 1  # every retry logged, the give-up is not a retry
+    assert all(line.startswith("OpenRouter POST /api/v1/analytics/query: HTTP 503; retry ") for line in retries)
+    assert failing.management_key not in caplog.text

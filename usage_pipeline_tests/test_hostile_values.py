@@ -134,6 +134,37 @@ def test_a_field_of_the_wrong_json_type_refuses_the_record_by_id_field_and_value
     assert repr(value)[:20] in message
 
 
+UTC = dt.timezone.utc
+CREATED_AT: dict[str, tuple[str, dt.datetime]] = {
+    "OpenRouter's own form": ("2025-04-02T23:33:19.433273+00:00", dt.datetime(2025, 4, 2, 23, 33, 19, 433273, UTC)),
+    "nanoseconds truncated": ("2025-04-02T23:33:19.433273999+00:00", dt.datetime(2025, 4, 2, 23, 33, 19, 433273, UTC)),
+    "not rounded to the next day": ("2025-04-02T23:59:59.9999999Z", dt.datetime(2025, 4, 2, 23, 59, 59, 999999, UTC)),
+    "an offset, converted to UTC": ("2025-04-03T01:33:19.5+02:00", dt.datetime(2025, 4, 2, 23, 33, 19, 500000, UTC)),
+    "Z, no fraction": ("2025-04-02T12:00:00Z", dt.datetime(2025, 4, 2, 12, 0, 0, 0, UTC)),
+    "a space for T": ("2025-04-02 12:00:00.25+00:00", dt.datetime(2025, 4, 2, 12, 0, 0, 250000, UTC)),
+    "no offset, taken as UTC": ("2025-04-02T12:00:00.000001", dt.datetime(2025, 4, 2, 12, 0, 0, 1, UTC)),
+}
+
+
+@pytest.mark.parametrize("case", CREATED_AT, ids=list(CREATED_AT))
+def test_created_at_is_read_as_utc_to_the_microsecond(case: str) -> None:
+    text, expected = CREATED_AT[case]
+    created_at = Generation.from_api(record("gen-time", 1, created_at=text)).created_at
+    assert created_at == expected and created_at.utcoffset() == dt.timedelta(0)
+
+
+NOT_ISO_8601 = ["", "not a date", "2025-13-02T12:00:00Z", "2025-04-02T12:00:00+00:00 junk", "02/04/2025 12:00",
+                "0001-01-01T00:00:00+01:00"]  # the last one is out of range once moved to UTC
+
+
+@pytest.mark.parametrize("text", NOT_ISO_8601)
+def test_a_created_at_that_is_not_iso_8601_refuses_the_record_by_id_and_field(text: str) -> None:
+    with pytest.raises(InvalidGeneration) as refused:
+        Generation.from_api(record("gen-badtime", 1, created_at=text))
+    message = str(refused.value)
+    assert message.startswith(f"generation gen-badtime: created_at {text!r} is not an ISO 8601 date-time")
+
+
 def test_values_of_the_right_type_are_kept_exactly(store: InfluxStore) -> None:
     exact = record("gen-exact", 1, total_cost=0.1 + 0.2, tokens_prompt=2**62, latency=5, streamed=False,
                    usage=None, origin="", external_user=None, upstream_inference_cost=2**53)

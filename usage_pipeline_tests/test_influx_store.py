@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import threading
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from usage_pipeline.influx.influxql import time_literals
 from usage_pipeline.influx.local_server import LocalInfluxd, render_config, run_influxd
 from usage_pipeline.influx.points import FIELD_TYPES, MEASUREMENT, RankOverflowError, point_time_ns, to_lines
 from usage_pipeline.influx.store import (
@@ -23,7 +25,6 @@ from usage_pipeline.influx.store import (
     InfluxSetupError,
     InfluxStore,
     InfluxWriteError,
-    time_literals,
 )
 from usage_pipeline.openrouter.generation import Generation
 
@@ -386,13 +387,19 @@ def scripted() -> Iterator[tuple[str, type[_Scripted]]]:
 
 
 def test_5xx_is_retried_but_400_is_not_and_echoed_secrets_are_redacted(
-    scripted: tuple[str, type[_Scripted]],
+    scripted: tuple[str, type[_Scripted]], caplog: pytest.LogCaptureFixture,
 ) -> None:
     url, handler = scripted
     store = InfluxStore(InfluxSettings(url=url, database="db", token=SECRET_TOKEN))
     handler.replies[:] = [(503, {"error": "busy"}), (500, {"error": "timeout"})]
-    store.write_lines(["m f=1 1"])
+    with caplog.at_level(logging.WARNING, logger="usage_pipeline.retries"):
+        store.write_lines(["m f=1 1"])
     assert [method for method, _, _ in handler.seen] == ["POST"] * 3
+    assert [r.getMessage() for r in caplog.records if r.name == "usage_pipeline.retries"] == [
+        "InfluxDB POST /write: HTTP 503; retry 1 in 0.00 s",  # no query string (db=...), no host
+        "InfluxDB POST /write: HTTP 500; retry 2 in 1.00 s",
+    ]
+    assert SECRET_TOKEN not in caplog.text
     handler.seen.clear()
     handler.replies[:] = [(400, {"error": "unable to parse"})]
     with pytest.raises(InfluxWriteError, match=r"HTTP 400: unable to parse auth=Token \*\*\*") as caught:

@@ -39,9 +39,8 @@ def capture_proof(context: AssetExecutionContext) -> CaptureProof:
     The summary is built only in a run whose check proved the day whole (the daily_usage job, or a
     selection with the checks); the check is blocking, so a failed one never reaches here.
     """
-    evaluations = [e.dagster_event.asset_check_evaluation_data
-                   for e in context.instance.all_logs(context.run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
-                   if e.dagster_event is not None]
+    events = context.instance.all_logs(context.run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+    evaluations = [e.dagster_event.asset_check_evaluation_data for e in events if e.dagster_event is not None]
     found = [e for e in evaluations if e.check_name == FULL_CAPTURE and e.asset_key == generations.key]
     if not found or not found[-1].passed:
         raise Failure(description=f"not summarizing: no passing {FULL_CAPTURE} check in this run; run the "

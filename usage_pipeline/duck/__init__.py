@@ -13,7 +13,6 @@ from usage_pipeline.duck.publish import (
     publisher_lock,
     replace_day,
     store_path_for,
-    write_day,
 )
 
 __all__ = [
@@ -27,5 +26,4 @@ __all__ = [
     "replace_day",
     "store_path_for",
     "summarize_day",
-    "write_day",
 ]

@@ -22,6 +22,7 @@ import duckdb
 from filelock import FileLock
 
 from usage_pipeline.duck.daily_usage import SUMMARY_TABLES, DaySummary, column_definitions
+from usage_pipeline.duck.history import HISTORY_DAY_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +59,24 @@ def publisher_lock(published: Path) -> FileLock:
 
 
 def replace_day(conn: duckdb.DuckDBPyConnection, summary: DaySummary) -> None:
-    """Make the store hold exactly `summary` for its day: a rebuild replaces, never adds to, a day."""
+    """Make the store hold exactly `summary` for its day: a rebuild replaces, never adds to, a day.
+
+    An exact day is never also an aggregate one: the day's OpenRouter aggregates (`history_by_model`,
+    `history_by_api_key`, when the store has them) go in the same transaction.
+    """
     missing = [table for table in SUMMARY_TABLES if table not in summary.tables]
     if missing:
         raise ValueError(f"summary of {summary.day} lacks tables {missing}")
     for table in SUMMARY_TABLES:
         conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({column_definitions(table)})")
+    stored = {name for (name,) in conn.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = current_schema()").fetchall()}
     conn.begin()
     try:
+        for table in HISTORY_DAY_TABLES:
+            if table in stored:
+                conn.execute(f"DELETE FROM {table} WHERE day = ?", [summary.day])
         for table in SUMMARY_TABLES:
             conn.execute(f"DELETE FROM {table} WHERE day = ?", [summary.day])
             conn.register("day_rows", summary.tables[table])
@@ -99,17 +110,6 @@ def publish(conn: duckdb.DuckDBPyConnection, published: Path) -> PublishReport:
         return PublishReport(
             path=published, seconds=time.perf_counter() - started, bytes=published.stat().st_size
         )
-
-
-def write_day(store: Path, published: Path, summary: DaySummary) -> PublishReport:
-    """Replace the day in `store` and publish it, as one critical section among pipeline processes."""
-    with publisher_lock(published):
-        conn = duckdb.connect(str(store))
-        try:
-            replace_day(conn, summary)
-            return publish(conn, published)
-        finally:
-            conn.close()
 
 
 def _check_rows_are_of_day(conn: duckdb.DuckDBPyConnection, table: str, day: dt.date) -> None:

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dateutil.parser import isoparse
+
 
 class InvalidGeneration(ValueError):
     """A `/generation` record that cannot be stored; the message names the id and the field."""
@@ -23,22 +25,11 @@ class InvalidGeneration(ValueError):
 def parse_created_at(value: str) -> dt.datetime:
     """Parse an ISO 8601 timestamp leniently into an aware UTC datetime (microsecond precision).
 
-    Accepts `Z` or an offset, no offset (taken as UTC), a space instead of `T`, and 0-9 fractional
-    digits (digits past microseconds are truncated, never rounded across a day boundary).
+    Accepts `Z` or an offset, no offset (taken as UTC), a space instead of `T`, and any number of
+    fractional digits: dateutil truncates past microseconds, never rounding across a day boundary
+    (the standard library's `fromisoformat` takes only 3 or 6 digits on Python 3.10).
     """
-    text = value.strip().replace(" ", "T", 1)
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    # Normalise the fraction to exactly 6 digits: fromisoformat on 3.10 accepts only 3 or 6.
-    head, sep, rest = text.partition(".")
-    if sep:
-        digits = ""
-        i = 0
-        while i < len(rest) and rest[i].isdigit():
-            digits += rest[i]
-            i += 1
-        text = f"{head}.{(digits + '000000')[:6]}{rest[i:]}"
-    parsed = dt.datetime.fromisoformat(text)
+    parsed = isoparse(value.strip())
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.timezone.utc)
     return parsed.astimezone(dt.timezone.utc)
@@ -148,9 +139,9 @@ class Generation:
                                     f"got {api_key_id!r:.80}")
         try:
             created_at = parse_created_at(created)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:  # OverflowError: an offset moving year 1 or 9999 out of range
             raise InvalidGeneration(f"generation {gen_id}: created_at {created!r:.60} "
-                                    f"is not a date-time ({exc})") from None
+                                    f"is not an ISO 8601 date-time ({exc})") from None
         return cls(
             id=gen_id,
             created_at=created_at,

@@ -1,25 +1,26 @@
-"""HTTP to OpenRouter's analytics and activity endpoints: one session, urllib3 `Retry`, clear errors.
+"""HTTP to OpenRouter's analytics and activity endpoints: one session, the project's retry policy, clear errors.
 
 These calls are few (analytics is paced at 64/minute), so a synchronous `requests` session serves them;
 record fetches, by the hundred in flight, go through `records.RecordFetcher` instead. Retried with
-exponential backoff and jitter: 408, 429, 500, 502, 503, 504, 524, 529 and connection errors, honouring
+exponential backoff and jitter (`usage_pipeline.retries`, which logs each retry and gives up after
+`give_up_after_s` of failures): 408, 429, 500, 502, 503, 504, 524, 529 and connection errors, honouring
 `Retry-After` and OpenRouter's `X-RateLimit-Reset` (epoch ms). 401/402/403 are never retried.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+from urllib3.response import BaseHTTPResponse
 
 from usage_pipeline.openrouter.adaptive_limit import MAX_PAUSE_S
 from usage_pipeline.openrouter.records import body_kind, reset_seconds
 from usage_pipeline.openrouter.settings import redact_url
+from usage_pipeline.retries import retry_policy
 
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 524, 529})
 CONNECT_TIMEOUT_S = 5.0
@@ -37,58 +38,11 @@ class OpenRouterAuthError(OpenRouterError):
     """401/402/403: the key is wrong, out of credit, or not a management key. Never retried."""
 
 
-class RateLimitRetry(Retry):
-    """urllib3's Retry with two additions at the depth where retries happen:
-
-    - it reads OpenRouter's `X-RateLimit-Reset` (epoch ms) when a 429 carries no `Retry-After` (urllib3
-      knows only the standard header);
-    - it gives up once requests have kept failing for `give_up_after_s`, so a dead or broken server fails
-      the run in bounded time instead of after every backoff of every retry.
-    """
-
-    def __init__(self, *args: Any, give_up_after_s: float = 20.0, deadline: float | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.give_up_after_s = give_up_after_s
-        self.deadline = deadline  # set at the first failure of a request
-
-    def new(self, **kw: Any) -> RateLimitRetry:
-        kw.setdefault("give_up_after_s", self.give_up_after_s)
-        kw.setdefault("deadline", self.deadline if self.deadline is not None
-                      else time.monotonic() + self.give_up_after_s)
-        return super().new(**kw)
-
-    def _remaining(self) -> float:
-        return math.inf if self.deadline is None else self.deadline - time.monotonic()
-
-    def is_exhausted(self) -> bool:
-        return super().is_exhausted() or self._remaining() <= 0
-
-    def get_backoff_time(self) -> float:
-        return max(0.0, min(super().get_backoff_time(), self._remaining()))
-
-    def get_retry_after(self, response: Any) -> float | None:
-        seconds = super().get_retry_after(response)
-        if seconds is None and response.status == 429:
-            seconds = reset_seconds(response.headers.get("X-RateLimit-Reset"), time.time())
-        return None if seconds is None else min(seconds, MAX_PAUSE_S)
-
-
-def _retry(total: int, statuses: frozenset[int], give_up_after_s: float) -> Retry:
-    return RateLimitRetry(
-        total=total,
-        connect=total,
-        read=total,
-        status=total,
-        backoff_factor=0.5,
-        backoff_jitter=0.5,
-        backoff_max=8.0,
-        status_forcelist=statuses,
-        allowed_methods=frozenset({"GET", "POST"}),  # analytics queries are reads
-        respect_retry_after_header=True,
-        raise_on_status=False,  # the final response is inspected and turned into a clear error
-        give_up_after_s=give_up_after_s,
-    )
+def _rate_limit_reset(response: BaseHTTPResponse) -> float | None:
+    """The wait a 429 without `Retry-After` asks for through OpenRouter's `X-RateLimit-Reset` (epoch ms)."""
+    if response.status != 429:
+        return None
+    return reset_seconds(response.headers.get("X-RateLimit-Reset"), time.time())
 
 
 class Transport:
@@ -101,8 +55,11 @@ class Transport:
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {api_key}"
         self.session.headers["User-Agent"] = "usage_pipeline"
-        adapter = HTTPAdapter(max_retries=_retry(retries, TRANSIENT_STATUSES, give_up_after_s),
-                              pool_connections=2, pool_maxsize=pool_size)
+        retry = retry_policy(
+            service="OpenRouter", statuses=TRANSIENT_STATUSES, methods=("GET", "POST"),  # analytics queries are reads
+            total=retries, backoff_factor=0.5, backoff_jitter=0.5, backoff_max=8.0, retry_after_max=MAX_PAUSE_S,
+            give_up_after_s=give_up_after_s, retry_after_fallback=_rate_limit_reset)
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=2, pool_maxsize=pool_size)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self._lock = threading.Lock()
@@ -111,12 +68,10 @@ class Transport:
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                 json: dict[str, Any] | None = None) -> dict[str, Any]:
         """Send one request; return the JSON body, else raise OpenRouterError."""
-        url = f"{self.base_url}{path}"
-        if params:
-            url = requests.Request("GET", url, params=params).prepare().url or url
         started = time.monotonic()
         try:
-            response = self.session.request(method, url, json=json, timeout=self.timeout)
+            response = self.session.request(method, f"{self.base_url}{path}", params=params, json=json,
+                                            timeout=self.timeout)
         except requests.RequestException as exc:
             # The exception can hold the request (its headers carry the key): only its kind is kept.
             reason = getattr(exc.args[0], "reason", None) if exc.args else None

@@ -1,0 +1,124 @@
+"""One InfluxDB server through its 1.x-compatible HTTP API: a pooled session, retries, and error texts
+with every credential redacted.
+
+Writes are upserts and queries are reads, so every request is safe to retry on connection errors and
+5xx; a 4xx means the data or the setup is wrong and must fail the caller loudly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from usage_pipeline.influx.errors import InfluxError, InfluxQueryError
+from usage_pipeline.influx.settings import InfluxSettings
+from usage_pipeline.retries import retry_policy
+
+RETRY_STATUSES = (500, 502, 503, 504)
+
+
+def make_session(settings: InfluxSettings) -> requests.Session:
+    """A session that retries transient failures and authenticates by header, never by URL."""
+    retry = retry_policy(
+        service="InfluxDB", statuses=RETRY_STATUSES,
+        methods=("GET", "POST"),  # POSTs are idempotent upserts/queries here
+        total=5, read=3, backoff_factor=0.5,
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    if settings.token:
+        session.headers["Authorization"] = f"Token {settings.token}"
+    elif settings.username is not None:
+        # A header rather than u/p params: credentials never appear in a URL, a log line or an exception.
+        session.auth = (settings.username, settings.password or "")
+    return session
+
+
+def server_text(response: requests.Response) -> str:
+    """The error an InfluxDB answer carries, whichever major version sent it."""
+    try:
+        payload = response.json()
+        if isinstance(payload, dict):  # 1.x and 3.x say {"error": ...}; 2.x says {"code": ..., "message": ...}
+            if payload.get("error"):
+                return str(payload["error"])
+            if payload.get("message"):
+                return f"{payload.get('code', 'error')}: {payload['message']}"
+    except ValueError:
+        pass
+    return response.headers.get("X-Influxdb-Error") or response.text[:500] or response.reason or ""
+
+
+def result_errors(payload: Any) -> list[str]:
+    """The errors of a /query answer: the request's own and each statement's (a 200 can carry them)."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("results", []), list):
+        return [f"unexpected response: {str(payload)[:200]}"]
+    errors = [str(payload["error"])] if payload.get("error") else []
+    errors += [str(result["error"]) for result in payload.get("results") or [] if result.get("error")]
+    return errors
+
+
+class InfluxConnection:
+    """The server and database of `settings`, over one pooled session."""
+
+    def __init__(self, settings: InfluxSettings) -> None:
+        self.settings = settings
+        self.url = settings.url.rstrip("/")
+        self.session = make_session(settings)
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self.session.close()
+
+    def redact(self, text: str) -> str:
+        """Belt and braces: a server or library could echo a credential back."""
+        for secret in (self.settings.token, self.settings.password):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def ping(self) -> str:
+        """The server version (X-Influxdb-Version), proving it is up and speaks the 1.x API."""
+        try:
+            response = self.session.get(f"{self.url}/ping", timeout=self.settings.timeout_s)
+        except requests.RequestException as exc:
+            raise InfluxError(self.redact(f"InfluxDB at {self.url} is unreachable: {exc}")) from None
+        if not response.ok:
+            raise InfluxError(self.redact(f"ping {self.url}: HTTP {response.status_code} {server_text(response)}"))
+        return response.headers.get("X-Influxdb-Version", "unknown")
+
+    def post_query(self, influxql: str, params: Mapping[str, str], stream: bool = False) -> requests.Response:
+        """POST one InfluxQL statement (answers in ns epochs); raise InfluxQueryError unless 2xx."""
+        try:
+            response = self.session.post(
+                f"{self.url}/query",
+                params={"db": self.settings.database, "epoch": "ns", **params},
+                data={"q": influxql},  # in the body: no URL length limit, statement kept out of access logs
+                timeout=self.settings.timeout_s,
+                stream=stream,
+            )
+        except requests.RequestException as exc:
+            raise InfluxQueryError(self.redact(f"query to {self.url} got no response: {exc}")) from None
+        if not response.ok:
+            text = self.redact(server_text(response))
+            response.close()
+            raise InfluxQueryError(f"query failed: HTTP {response.status_code}: {text} (query: {influxql[:300]})")
+        return response
+
+    def query(self, influxql: str) -> list[dict[str, Any]]:
+        """Run InfluxQL; return the first statement's series (empty when it has none)."""
+        response = self.post_query(influxql, {})
+        try:
+            payload = response.json()
+        except ValueError as exc:
+            text = self.redact(response.text[:200])
+            raise InfluxQueryError(f"query returned non-JSON: {text!r} (query: {influxql[:300]})") from exc
+        errors = result_errors(payload)
+        if errors:
+            raise InfluxQueryError(self.redact(f"query failed: {'; '.join(errors)} (query: {influxql[:300]})"))
+        results = payload.get("results") or []
+        return list(results[0].get("series") or []) if results else []
