@@ -33,6 +33,24 @@ class DayRecording:
         return (self.capture.complete and not self.refused
                 and self.written == self.capture.records_fetched)
 
+    def problems(self) -> str:
+        """What kept the day from being complete, with the ids and reasons (empty when complete)."""
+        c = self.capture
+        shown = ", ".join(c.missing[:20]) + (" ..." if len(c.missing) > 20 else "")
+        problems = [f"{len(c.missing)} generation(s) still missing after retries "
+                    f"({shown}; reasons: {c.missing_reasons})" if c.missing else "",
+                    f"{len(c.invalid)} record(s) invalid: {c.invalid[:5]}" if c.invalid else "",
+                    f"{len(self.refused)} record(s) refused by InfluxDB: "
+                    f"{dict(list(self.refused.items())[:5])}" if self.refused else "",
+                    f"{self.written} of {c.records_fetched} fetched record(s) written"
+                    if self.written != c.records_fetched and not self.refused else "",
+                    f"{c.records_fetched + c.next_day_ids_skipped} of {c.ids_enumerated} enumerated id(s) fetched"
+                    if not c.complete and not (c.missing or c.invalid) else ""]
+        found = "; ".join(p for p in problems if p)
+        if not found:
+            return ""
+        return f"day {c.day} is incomplete: {found}. Everything else was written; rerun the day to complete it."
+
     def summary(self) -> dict[str, Any]:
         c = self.capture
         return {
@@ -62,22 +80,6 @@ class DayRecording:
             "seconds": round(self.elapsed_s, 3),
             "influx_write_seconds": round(self.write_seconds, 3),
         }
-
-
-class IncompleteDay(RuntimeError):
-    """Some generations of the day could not be recorded; the message lists them."""
-
-    def __init__(self, recording: DayRecording) -> None:
-        c = recording.capture
-        shown = ", ".join(c.missing[:20]) + (" ..." if len(c.missing) > 20 else "")
-        problems = [f"{len(c.missing)} generation(s) still missing after retries "
-                    f"({shown}; reasons: {c.missing_reasons})" if c.missing else "",
-                    f"{len(c.invalid)} record(s) invalid: {c.invalid[:5]}" if c.invalid else "",
-                    f"{len(recording.refused)} record(s) refused by InfluxDB: "
-                    f"{dict(list(recording.refused.items())[:5])}" if recording.refused else ""]
-        super().__init__(f"day {c.day} is incomplete: " + "; ".join(p for p in problems if p)
-                         + ". Everything else was written; rerun the day to complete it.")
-        self.recording = recording
 
 
 def record_day(client: OpenRouterClient, store: InfluxStore, day: dt.date, *,

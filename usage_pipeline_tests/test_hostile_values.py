@@ -182,7 +182,7 @@ def test_a_day_with_hostile_records_writes_the_rest_and_fails_naming_each(influx
     """Through the ledger: OpenRouter answers a string for a boolean, NaN for a latency, a fraction of a
     token, and a model no tag can carry; the day writes everything else and fails naming those four."""
     from openrouter_emulator.process import run_emulator
-    from usage_pipeline.ledger import IncompleteDay, record_day
+    from usage_pipeline.ledger import record_day
     from usage_pipeline.openrouter.client import OpenRouterClient
     from usage_pipeline.openrouter.settings import OpenRouterSettings
     from usage_pipeline_tests.conftest import yesterday
@@ -210,5 +210,5 @@ def test_a_day_with_hostile_records_writes_the_rest_and_fails_naming_each(influx
     assert f"generation {ids[2]}: field 'tokens_prompt' must be an integer or null, got 1.9" in invalid
     assert set(recording.refused) == {ids[3]} and "trailing backslash" in recording.refused[ids[3]]
     assert back[ids[4]]["external_user"] == hostile[ids[4]]["external_user"]  # stored exactly
-    message = str(IncompleteDay(recording))
+    message = recording.problems()
     assert all(gen_id in message for gen_id in ids[:4])

@@ -21,7 +21,7 @@ from dagster import (
 from usage_pipeline.defs.partitions import capturable_day, daily_partitions, partition_day, settings_checked
 from usage_pipeline.defs.resources import InfluxDBResource, OpenRouterResource
 from usage_pipeline.influx.store import InfluxError
-from usage_pipeline.ledger import IncompleteDay, record_day
+from usage_pipeline.ledger import record_day
 from usage_pipeline.openrouter.counts import api_day_counts
 from usage_pipeline.openrouter.transport import OpenRouterError
 from usage_pipeline.reconcile import Verdict, cost_agrees, full_capture, no_duplicates
@@ -52,7 +52,7 @@ def generations(context: AssetExecutionContext, openrouter: OpenRouterResource,
     metadata = recording.summary()
     context.log.info(f"{day}: {metadata}")
     if not recording.complete:
-        raise Failure(description=str(IncompleteDay(recording)), metadata=metadata)
+        raise Failure(description=recording.problems(), metadata=metadata)
     return MaterializeResult(metadata=metadata)
 
 
