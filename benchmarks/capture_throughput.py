@@ -45,7 +45,7 @@ def run_cell(generations: int, latency_ms: float, limit: int, html_share: float)
     from usage_pipeline.openrouter.client import OpenRouterClient
     from usage_pipeline.openrouter.settings import OpenRouterSettings
 
-    day = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     with tempfile.TemporaryDirectory() as tmp, run_emulator(
             seed=5, generations_per_day=generations, days=1, log_path=Path(tmp) / "emulator.log",
             extra_args=emulator_args(latency_ms, limit, html_share)) as emulator:

@@ -43,7 +43,7 @@ USERS = [f"user-{i:05d}@example.org" for i in range(2_000)] + [None]
 def chunks(day: dt.date, rows: int, size: int, seed: int = 0) -> Iterator[pd.DataFrame]:
     """Synthetic ledger chunks shaped like InfluxDB's, generated lazily so only one is alive at a time."""
     rng = np.random.default_rng(seed)
-    start = int(dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc).timestamp()) * 10**9
+    start = int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()) * 10**9
     for offset in range(0, rows, size):
         n = min(size, rows - offset)
 

@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--html-error-share", type=float, default=0.1)
     args = parser.parse_args()
     hostile = emulator_args(args.latency_ms, args.limit, args.html_error_share)
-    day = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t0 = time.monotonic()

@@ -28,7 +28,7 @@ def run_day(base_url: str, api_key: str, influx_url: str, root: Path) -> tuple[f
     defs = build_defs({"openrouter": OpenRouterResource(api_key=api_key, base_url=base_url),
                        "influxdb": InfluxDBResource(url=influx_url, database="bounds"),
                        "usage_db": DailyUsageDatabase(path=str(root / "usage.duckdb"))})
-    day = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     started = time.monotonic()
     result = defs.resolve_job_def("daily_usage").execute_in_process(
         partition_key=day.isoformat(), instance=DagsterInstance.ephemeral(), raise_on_error=False, run_config=QUIET)

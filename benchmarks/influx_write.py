@@ -47,7 +47,7 @@ def peak_rss_mb() -> float:
 def make_generations(count: int, day: dt.date, seed: int) -> list[Generation]:
     """`count` realistic generations spread over one UTC day (some share a µs, as in real traffic)."""
     rng = random.Random(seed)
-    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
     out: list[Generation] = []
     for i in range(count):
         micros = rng.randrange(86_400 * 10**6) if i % 50 else 43_200 * 10**6  # 2% pile onto noon

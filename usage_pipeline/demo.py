@@ -57,7 +57,7 @@ def print_summary(path: Path, days: list[dt.date]) -> None:
 def run_demo(days: int = 3, generations_per_day: int = 2000, data_dir: Path = Path("data")) -> int:
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
     wanted = [today - dt.timedelta(days=n) for n in range(days, 0, -1)]
     with ExitStack() as stack:
         # Resources left unset read their environment variables at run time (usage_pipeline.settings);

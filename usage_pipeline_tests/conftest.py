@@ -14,7 +14,7 @@ from usage_pipeline.openrouter.settings import OpenRouterSettings
 
 
 def yesterday() -> dt.date:
-    return dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
 
 
 @pytest.fixture(scope="session")

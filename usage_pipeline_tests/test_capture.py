@@ -14,9 +14,10 @@ from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.openrouter.capture import DayCapture, WindowTooDense
 from usage_pipeline.openrouter.client import OpenRouterClient
 from usage_pipeline.openrouter.counts import api_day_counts
-from usage_pipeline.openrouter.day import DayOutOfRange
+from usage_pipeline.openrouter.day import DayOutOfRange, day_bounds
 from usage_pipeline.openrouter.settings import OpenRouterSettings
 from usage_pipeline.openrouter.transport import OpenRouterAuthError
+from usage_pipeline.openrouter.windows import Window
 from usage_pipeline_tests.conftest import client_for, yesterday
 
 
@@ -49,18 +50,28 @@ def no_faults(emulator: EmulatorProcess):
 
 
 @pytest.mark.slow
-def test_fifty_thousand_generation_day_is_captured_exactly(tmp_path: Path) -> None:
+def test_a_day_of_fifty_thousand_is_enumerated_completely_in_windows_that_tile_it(tmp_path: Path) -> None:
+    """Five analytics pages of ids: the windows (planned from counts, split when cut) tile the day and list exactly
+    the emulator's ids, so a dropped or cut window fails. Ids only: records across windows are fetched by the
+    1,500-row-cap and hostile-server tests below and by the Dagster runs."""
     day = yesterday()
     with run_emulator(seed=11, generations_per_day=50_000, days=1, log_path=tmp_path / "emu.log") as server:
         expected = truth(server, day)
-        ids, run = capture(server, day)
-    assert expected["count"] >= 50_000
-    assert ids == set(expected["ids"])
-    report = run.report
-    assert report.complete, report.as_dict()
-    assert report.ids_enumerated == report.records_fetched == expected["count"]
-    assert report.analytics_queries <= math.ceil(expected["count"] / 10_000) + 2, report.as_dict()
-    assert report.windows_queried >= math.ceil(expected["count"] / 10_000)
+        with client_for(server) as client:
+            run = DayCapture(client, day)
+            windows: list[Window] = []
+            ids: list[str] = []
+            for window, window_ids in run.enumeration.windows(run.count_buckets()):
+                windows.append(window)
+                ids.extend(window_ids)
+            queries = client.analytics_queries
+    count = expected["count"]
+    assert count >= 50_000
+    assert len(ids) == len(set(ids)) and set(ids) == set(expected["ids"])
+    assert (windows[0].start, windows[-1].end) == day_bounds(day)
+    assert all(earlier.end == later.start for earlier, later in zip(windows, windows[1:], strict=False))
+    assert len(windows) == run.report.windows_queried >= math.ceil(count / 10_000)
+    assert queries <= math.ceil(count / 10_000) + 2, run.report.as_dict()  # the count query and at most one cut
 
 
 @pytest.mark.slow
@@ -186,7 +197,7 @@ def test_unknown_key_is_refused_and_not_echoed(no_faults: EmulatorProcess) -> No
 
 
 def test_days_outside_the_generation_window_fail_fast(no_faults: EmulatorProcess) -> None:
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
     with client_for(no_faults) as client:
         with pytest.raises(DayOutOfRange, match="31-day window"):
             DayCapture(client, today - dt.timedelta(days=40))
@@ -273,7 +284,7 @@ def test_a_reader_that_stops_early_stops_the_capture(no_faults: EmulatorProcess)
 @pytest.mark.parametrize("inclusive", [False, True], ids=["end-exclusive", "end-inclusive"])
 def test_the_day_is_the_same_set_whether_the_end_bound_is_inclusive_or_not(tmp_path: Path, inclusive: bool) -> None:
     day = yesterday()
-    next_day = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+    next_day = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
     with run_emulator(seed=23, generations_per_day=400, days=1, log_path=tmp_path / "emu.log",
                       extra_args=["--inclusive-end", "on" if inclusive else "off"]) as server:
         last_instant = server.add_generations(day, 2, at=next_day - dt.timedelta(microseconds=1))

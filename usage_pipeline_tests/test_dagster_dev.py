@@ -1,25 +1,21 @@
-"""A real `dagster dev` (webserver + daemon): it shows the definitions, and a 3-day UI-style backfill
-runs one run per day, each with its own green checks."""
+"""A real `dg dev` (webserver + daemon + code server): it shows the definitions, and a 3-day UI-style
+backfill runs one run per day, each with its own green checks.
+
+`dg dev` builds the workspace from `[tool.dg]` and then serves it with the very function `dagster dev` runs,
+so this one server proves the dg entry point end to end; `dagster dev -w workspace.yaml` is started by
+test_dead_runs (a run launched from its GraphQL API) and its workspace is loaded in test_cli.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
-import requests
 from dagster import DagsterEventType, DagsterInstance
 
 from openrouter_emulator.process import EmulatorProcess
@@ -27,79 +23,24 @@ from usage_pipeline.defs.recapture import run_day
 from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline.influx.store import InfluxSettings, InfluxStore
 from usage_pipeline_tests.conftest import yesterday
+from usage_pipeline_tests.dagster_dev import DagsterDev, alive, pipeline_env, start_dagster_dev
 
-pytestmark = pytest.mark.slow  # real `dagster dev` / Dagster CLI processes
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class DagsterDev:
-    def __init__(self, url: str, home: Path, env: dict[str, str]) -> None:
-        self.url, self.home, self.env = url, home, env
-
-    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        response = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
-        response.raise_for_status()
-        body = response.json()
-        assert "errors" not in body, body["errors"]
-        return body["data"]
-
-
-@contextmanager
-def running(command: list[str], emulator: EmulatorProcess, influxd: LocalInfluxd, root: Path) -> Iterator[DagsterDev]:
-    """Start `dagster dev` or `dg dev` from the repository root against the test servers; stop it after."""
-    home = root / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    port = free_port()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "OPENROUTER_API_KEY": emulator.management_key,
-        "OPENROUTER_BASE_URL": emulator.base_url,
-        "INFLUXDB_URL": influxd.url,
-        "INFLUXDB_DATABASE": f"dev_{uuid.uuid4().hex[:8]}",
-        "USAGE_DUCKDB_PATH": str(root / "usage.duckdb"),
-    }
-    log_file = root / "dev.log"
-    with open(log_file, "w") as log:
-        process = subprocess.Popen([*command, "--host", "127.0.0.1", "--port", str(port)], cwd=REPO, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        server = DagsterDev(f"http://127.0.0.1:{port}", home, env)
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    data = server.graphql("{ repositoriesOrError { ... on RepositoryConnection { nodes { name } } } }")
-                    if data["repositoriesOrError"].get("nodes"):
-                        break
-                except (requests.RequestException, AssertionError):
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{command} did not come up:\n" + log_file.read_text()[-4000:])
-                time.sleep(1)
-            yield server
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+pytestmark = pytest.mark.slow  # a real `dg dev`
 
 
 @pytest.fixture(scope="module")
-def dagster_dev(emulator: EmulatorProcess, influxd: LocalInfluxd,
-                tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
-    with running([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml"], emulator, influxd,
-                 tmp_path_factory.mktemp("dagster_dev")) as server:
+def dg_dev(emulator: EmulatorProcess, influxd: LocalInfluxd,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
+    """One `dg dev` for the module; after it stops, no process it started (run workers included) is left."""
+    dg = shutil.which("dg")
+    assert dg, "dg (dagster-dg-cli) is installed with the project"
+    root = tmp_path_factory.mktemp("dg_dev")
+    server = start_dagster_dev([dg, "dev"], pipeline_env(emulator, influxd, root), root / "dg_dev.log")
+    try:
         yield server
+    finally:
+        server.stop()
+    assert not alive(server.processes())
 
 
 def shown_definitions(server: DagsterDev) -> dict[str, Any]:
@@ -118,27 +59,19 @@ def shown_definitions(server: DagsterDev) -> dict[str, Any]:
     }
 
 
-def test_dagster_dev_shows_assets_checks_job_schedule_and_sensor(dagster_dev: DagsterDev) -> None:
-    shown = shown_definitions(dagster_dev)
+def test_dg_dev_shows_assets_checks_job_schedule_and_sensor(dg_dev: DagsterDev) -> None:
+    shown = shown_definitions(dg_dev)
     assert "daily_usage" in shown["jobs"]
-    assert shown["schedules"] == {"daily_usage_schedule": "0 2 * * *"}
+    assert shown["schedules"]["daily_usage_schedule"] == "0 2 * * *"
     assert "recapture_failed_days" in shown["sensors"]
     assert {("influxdb", "generations"), ("duckdb", "daily_usage")} <= set(shown["checks"])
     assert shown["checks"][("influxdb", "generations")] == {
         "zero_duplicates": True, "full_capture_matches_openrouter": True, "cost_matches_openrouter": False}
 
 
-def test_dg_dev_shows_the_same_definitions(dagster_dev: DagsterDev, emulator: EmulatorProcess, influxd: LocalInfluxd,
-                                          tmp_path: Path) -> None:
-    dg = shutil.which("dg")
-    assert dg, "dg (dagster-dg-cli) is installed with the project"
-    with running([dg, "dev"], emulator, influxd, tmp_path) as server:
-        assert shown_definitions(server) == shown_definitions(dagster_dev)
-
-
-def test_a_three_day_backfill_runs_one_run_per_day_with_green_checks(dagster_dev: DagsterDev) -> None:
+def test_a_three_day_backfill_runs_one_run_per_day_with_green_checks(dg_dev: DagsterDev) -> None:
     days = [(yesterday() - dt.timedelta(days=n)).isoformat() for n in (2, 1, 0)]
-    launched = dagster_dev.graphql("""
+    launched = dg_dev.graphql("""
         mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
             __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
         {"params": {"partitionNames": days,
@@ -150,7 +83,7 @@ def test_a_three_day_backfill_runs_one_run_per_day_with_green_checks(dagster_dev
     deadline = time.monotonic() + 420
     status = None
     while time.monotonic() < deadline:
-        status = dagster_dev.graphql("""query($id: String!) { partitionBackfillOrError(backfillId: $id) {
+        status = dg_dev.graphql("""query($id: String!) { partitionBackfillOrError(backfillId: $id) {
             ... on PartitionBackfill { status } ... on PythonError { message } } }""",
             {"id": backfill_id})["partitionBackfillOrError"]
         if status.get("status") in {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}:
@@ -158,7 +91,7 @@ def test_a_three_day_backfill_runs_one_run_per_day_with_green_checks(dagster_dev
         time.sleep(3)
     assert status and status.get("status") in {"COMPLETED", "COMPLETED_SUCCESS"}, status
 
-    instance = DagsterInstance.from_config(str(dagster_dev.home))
+    instance = DagsterInstance.from_config(str(dg_dev.home))
     try:
         runs = instance.get_runs()
         backfill_runs = [r for r in runs if r.tags.get("dagster/backfill") == backfill_id]
@@ -173,9 +106,9 @@ def test_a_three_day_backfill_runs_one_run_per_day_with_green_checks(dagster_dev
     finally:
         instance.dispose()
 
-    store = InfluxStore(InfluxSettings(url=dagster_dev.env["INFLUXDB_URL"],
-                                       database=dagster_dev.env["INFLUXDB_DATABASE"]))
-    with duckdb.connect(dagster_dev.env["USAGE_DUCKDB_PATH"], read_only=True) as conn:
+    store = InfluxStore(InfluxSettings(url=dg_dev.env["INFLUXDB_URL"],
+                                       database=dg_dev.env["INFLUXDB_DATABASE"]))
+    with duckdb.connect(dg_dev.env["USAGE_DUCKDB_PATH"], read_only=True) as conn:
         totals = dict(conn.execute("SELECT strftime(day, '%Y-%m-%d'), requests FROM daily_totals").fetchall())
     for day in days:
         counts = store.day_counts(dt.date.fromisoformat(day))

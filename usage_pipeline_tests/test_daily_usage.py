@@ -43,7 +43,7 @@ COMPLETE = CaptureStatus(api_requests=None, api_cost=None, status="complete")
 def ledger_frame(day: dt.date, rows: int, seed: int) -> pd.DataFrame:
     """Synthetic ledger points of one day with every column InfluxDB may return, nulls included."""
     rng = np.random.default_rng(seed)
-    start = int(dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc).timestamp()) * 10**9
+    start = int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()) * 10**9
 
     def pick(values: list[object]) -> list[object]:
         return [values[i] for i in rng.integers(0, len(values), rows)]

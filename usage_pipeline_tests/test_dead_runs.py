@@ -41,7 +41,7 @@ from usage_pipeline.defs.dead_runs import (
 from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline.influx.store import InfluxSettings, InfluxStore
 from usage_pipeline_tests.conftest import yesterday
-from usage_pipeline_tests.test_dagster_dev import REPO, DagsterDev, running
+from usage_pipeline_tests.dagster_dev import REPO, DagsterDev, running
 
 POOL = "openrouter_api"
 INGEST_STEP = "influxdb__generations"

@@ -25,7 +25,7 @@ from usage_pipeline.duck.history import ensure_history_tables, write_history
 from usage_pipeline.openrouter.history import HistoryError, parse_model_names, parse_rows, read_history
 from usage_pipeline_tests.conftest import client_for
 
-TODAY = dt.datetime.now(dt.timezone.utc).date()
+TODAY = dt.datetime.now(dt.UTC).date()
 YEAR = [TODAY - dt.timedelta(days=k) for k in range(365, 0, -1)]
 OLD_DAY = TODAY - dt.timedelta(days=100)  # an aggregate-only day in the emulator
 
@@ -51,7 +51,7 @@ def stored(published: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
 
 def exact_day(published: Path, day: dt.date) -> None:
     """Write `day` as a captured day of one generation, through the pipeline's own write path."""
-    start_ns = int(dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc).timestamp()) * 10**9
+    start_ns = int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()) * 10**9
     frame = pd.DataFrame({"time": [start_ns + 5], "generation_id": ["gen-1-x"], "model": ["openai/gpt-4.1"],
                           "api_key": ["prod-backend"], "usage": [0.5], "total_cost": [0.5]})
     summary = summarize_day(day, [frame], CaptureStatus(api_requests=1, api_cost=0.5, status="complete"))
@@ -194,7 +194,7 @@ def test_the_schedule_runs_the_history_daily_at_three() -> None:
     schedule = defs.resolve_schedule_def("usage_history_schedule")
     assert (schedule.cron_schedule, schedule.execution_timezone, schedule.job_name) == (
         "0 3 * * *", "UTC", "usage_history")
-    tick = schedule.evaluate_tick(build_schedule_context(scheduled_execution_time=dt.datetime.now(dt.timezone.utc)))
+    tick = schedule.evaluate_tick(build_schedule_context(scheduled_execution_time=dt.datetime.now(dt.UTC)))
     assert len(tick.run_requests or []) == 1
 
 

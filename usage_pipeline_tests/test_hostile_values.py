@@ -40,7 +40,7 @@ HOSTILE_TEXT: dict[str, str] = {
 
 def record(gen_id: str, second: int, **overrides: Any) -> dict[str, Any]:
     """A `GET /generation` data object, as JSON would give it."""
-    created = dt.datetime(DAY.year, DAY.month, DAY.day, 12, 0, second, tzinfo=dt.timezone.utc)
+    created = dt.datetime(DAY.year, DAY.month, DAY.day, 12, 0, second, tzinfo=dt.UTC)
     data: dict[str, Any] = {
         "id": gen_id, "created_at": created.isoformat(), "model": "openai/gpt-4.1", "provider_name": "OpenAI",
         "total_cost": 0.00123, "usage": 0.00123, "tokens_prompt": 120, "tokens_completion": 30,
@@ -134,7 +134,7 @@ def test_a_field_of_the_wrong_json_type_refuses_the_record_by_id_field_and_value
     assert repr(value)[:20] in message
 
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 CREATED_AT: dict[str, tuple[str, dt.datetime]] = {
     "OpenRouter's own form": ("2025-04-02T23:33:19.433273+00:00", dt.datetime(2025, 4, 2, 23, 33, 19, 433273, UTC)),
     "nanoseconds truncated": ("2025-04-02T23:33:19.433273999+00:00", dt.datetime(2025, 4, 2, 23, 33, 19, 433273, UTC)),

@@ -28,7 +28,7 @@ from usage_pipeline.influx.store import (
 )
 from usage_pipeline.openrouter.generation import Generation
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 DAY = dt.date(2025, 3, 10)
 SECRET_TOKEN = "tok-SECRET-5f1c9e"
 SECRET_PASSWORD = "pw-SECRET-77a0b2"

@@ -29,7 +29,7 @@ from usage_pipeline.influx.points import (
 from usage_pipeline.influx.store import DayCounts, InfluxSettings, InfluxStore
 from usage_pipeline.openrouter.generation import Generation
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 DAY = dt.date(2025, 4, 2)
 DAY_START = dt.datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC)
 SOURCE = _SOURCE_ATTR  # field -> Generation attribute, where they differ

@@ -212,7 +212,7 @@ def test_the_capture_check_holds_on_label_named_analytics_and_either_end_bound(l
     per-model diff, when a record is really missing."""
     emulator = ledger.emulator
     day = yesterday() - dt.timedelta(days=1)
-    next_midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+    next_midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
     emulator.configure(inclusive_end=inclusive, analytics_labels=True)
     try:
         emulator.add_generations(day + dt.timedelta(days=1), 2, at=next_midnight)  # the next day's first µs
@@ -286,13 +286,13 @@ def test_a_day_from_an_api_as_hard_as_openrouter_is_exact_and_green(influxd: Loc
 
 def test_the_schedule_asks_for_yesterday(ledger: Ledger) -> None:
     schedule = ledger.defs.resolve_schedule_def(daily_usage_schedule.name)
-    now = dt.datetime.now(dt.timezone.utc).replace(hour=2, minute=0, second=0, microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(hour=2, minute=0, second=0, microsecond=0)
     tick = schedule.evaluate_tick(build_schedule_context(scheduled_execution_time=now))
     assert [r.partition_key for r in tick.run_requests or []] == [(now.date() - dt.timedelta(days=1)).isoformat()]
 
 
 def test_days_outside_the_generation_window_fail_fast() -> None:
-    old = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=40)
+    old = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=40)
     with pytest.raises(Failure, match="31-day window"):
         capturable_day(old.isoformat())
 
@@ -336,17 +336,20 @@ def readme_blocks(language: str) -> list[str]:
 def test_the_readme_queries_run_against_a_real_ledger(ledger: Ledger) -> None:
     day = yesterday()
     assert ledger.run(day).success
+    history = ledger.defs.resolve_job_def("usage_history").execute_in_process(instance=ledger.instance)
+    assert history.success  # the history's examples read its tables
     influxql = [q for q in readme_blocks("sql") if "FROM generations" in q]
     duck = [q for q in readme_blocks("sql") if "FROM generations" not in q]
-    assert len(influxql) == 2 and len(duck) == 5
+    assert len(influxql) == 2 and len(duck) == 8
     for query in influxql:
         ledger.store.query(query.replace("2026-11-21T00:00:00Z", f"{day}T00:00:00Z")
                            .replace("2026-11-22T00:00:00Z", f"{day + dt.timedelta(days=1)}T00:00:00Z"))
     with duckdb.connect(str(ledger.duckdb_path), read_only=True) as conn:
         results = [conn.execute(q).fetchall() for q in duck]
     assert all(results), "every README example returns rows for a captured day"
-    exact = results[-1]
+    exact = results[next(i for i, q in enumerate(duck) if "requests = api_requests AS exact" in q)]
     assert exact and all(row[3] is True for row in exact)
+    assert {row[4] for row in exact} == {"complete", "aggregate"}
 
 
 def test_a_wrong_stored_cost_fails_the_cost_check_as_a_warning(ledger: Ledger) -> None:

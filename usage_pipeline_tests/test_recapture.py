@@ -14,7 +14,7 @@ from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, 
 from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline_tests.conftest import yesterday
 
-NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 DAY = dt.date(2026, 11, 20)
 HOURS = dt.timedelta(hours=1)
 
@@ -62,7 +62,7 @@ def test_a_real_failed_run_is_found_and_retried_later(emulator: EmulatorProcess,
         partition_key=day.isoformat(), instance=instance, raise_on_error=False)
     assert not result.success
     context = build_sensor_context(instance=instance)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     attempts = list(_attempts(context, now - dt.timedelta(days=1)))
     assert [(a.day, a.failed) for a in attempts] == [(day, True)]
     assert days_to_recapture(attempts, now, retry_after=6 * HOURS) == []

@@ -19,7 +19,7 @@ from usage_pipeline.report import write_report
 from usage_pipeline.report.figures import AGGREGATE, EXACT, FLAGGED, OTHER, read_report, top_and_other
 from usage_pipeline_tests.usage_history import ledger_frame, usage_dataset, write_usage_file
 
-UNTIL = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+UNTIL = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
 EXACT_DAYS = [UNTIL - dt.timedelta(days=n) for n in (3, 2, 1, 0)]
 AGGREGATE_DAYS = [UNTIL - dt.timedelta(days=n) for n in (7, 6)]  # UNTIL - 5 and - 4 are missing
 NAMES = {m.slug: m.name for m in MODELS}
@@ -64,7 +64,7 @@ def test_figures_match_the_ledger_they_were_built_from(history: Path) -> None:
     assert keys.to_dict() == pytest.approx(exact.groupby("api_key")["total_cost"].sum().to_dict(), rel=1e-9)
     assert data.spend_by_user["requests"].sum() == len(exact)
     # Latency: the request-weighted average of daily averages is the period's mean latency.
-    top_model = exact.groupby("model")["usage"].sum().idxmax()
+    top_model = str(exact.groupby("model")["usage"].sum().idxmax())
     latency = data.provider_latency
     assert latency["model"].iloc[0] == NAMES[top_model]
     expected = exact[exact["model"] == top_model].groupby("provider")["latency"].mean()
@@ -98,9 +98,10 @@ def test_days_not_complete_or_not_matching_openrouter_are_flagged(history: Path,
         conn.execute("UPDATE daily_totals SET capture_status = 'partial' WHERE day = ?", [EXACT_DAYS[1]])
     written = write_report(tmp_path / "r.html", duckdb_path=path, days=30, until=UNTIL)
     flagged = written.data.day_status.set_index("day")
-    assert flagged.loc[EXACT_DAYS[0], "kind"] == FLAGGED and "≠ OpenRouter's" in flagged.loc[EXACT_DAYS[0], "note"]
-    assert flagged.loc[EXACT_DAYS[1], "note"] == "capture_status 'partial'"
-    assert flagged.loc[EXACT_DAYS[2], "kind"] == EXACT
+    kind, note = flagged["kind"].to_dict(), flagged["note"].to_dict()
+    assert kind[EXACT_DAYS[0]] == FLAGGED and "≠ OpenRouter's" in note[EXACT_DAYS[0]]
+    assert note[EXACT_DAYS[1]] == "capture_status 'partial'"
+    assert kind[EXACT_DAYS[2]] == EXACT
     page = written.path.read_text()
     assert "Flagged days (2)" in page and "2 flagged" in written.summary()
 

@@ -18,7 +18,7 @@ from usage_pipeline_tests import browser
 from usage_pipeline_tests.browser import PageVisit, open_page, pixel_statistics
 from usage_pipeline_tests.usage_history import write_usage_file
 
-UNTIL = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+UNTIL = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
 EXACT_DAYS = [UNTIL - dt.timedelta(days=n) for n in range(4, -1, -1)]
 AGGREGATE_DAYS = [UNTIL - dt.timedelta(days=n) for n in range(8, 5, -1)]  # UNTIL - 5 is missing
 RENDERED = "document.body.dataset.charts !== 'pending'"

@@ -50,7 +50,7 @@ def materialize(home: Path, emulator: EmulatorProcess, influxd: LocalInfluxd,
     env.update({"DAGSTER_HOME": str(home), "OPENROUTER_BASE_URL": emulator.base_url, "OPENROUTER_API_KEY": KEY,
                 "OPENROUTER_GIVE_UP_AFTER_S": "3", "INFLUXDB_URL": influxd.url, "INFLUXDB_DATABASE": "secrets",
                 "USAGE_DUCKDB_PATH": str(home / "usage.duckdb"), **overrides})
-    day = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     return subprocess.run(
         [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "usage_pipeline.definitions",
          "--select", "influxdb/generations", "--partition", day.isoformat()],

@@ -88,7 +88,7 @@ def test_a_run_with_a_bad_setting_fails_with_that_line_before_any_query(monkeypa
     monkeypatch.setenv("INFLUXDB_RETENTION_DAYS", "abc")
     defs = build_defs({"openrouter": OpenRouterResource(), "influxdb": InfluxDBResource(),
                        "usage_db": DailyUsageDatabase(path=str(tmp_path / "u.duckdb"))})
-    day = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     result = defs.resolve_job_def("daily_usage").execute_in_process(
         partition_key=day.isoformat(), instance=DagsterInstance.ephemeral(), raise_on_error=False)
     assert not result.success
@@ -104,4 +104,4 @@ def test_a_partition_key_that_is_not_a_day_is_one_line() -> None:
             partition_day(key)
         assert refused.value.description == f"partition key {key!r} is not a day: it must be YYYY-MM-DD"
     with pytest.raises(Failure, match="not complete yet"):
-        capturable_day(dt.datetime.now(dt.timezone.utc).date().isoformat())
+        capturable_day(dt.datetime.now(dt.UTC).date().isoformat())

@@ -18,7 +18,7 @@ from usage_pipeline.openrouter.windows import (
     split,
 )
 
-DAY = dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
+DAY = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
 
 

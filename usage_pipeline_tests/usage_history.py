@@ -27,7 +27,7 @@ from usage_pipeline.openrouter.history import AggregateRow, HistoryRead, ModelNa
 def usage_dataset(days: list[dt.date], generations_per_day: int, seed: int = 7) -> UsageDataset:
     """The emulator's organisation, covering every day asked for (it only answers recent days)."""
     oldest = min(days)
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
     return UsageDataset(seed=seed, generations_per_day=generations_per_day, days=max(1, (today - oldest).days))
 
 

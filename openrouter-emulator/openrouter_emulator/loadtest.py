@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
             emulator = start_emulator(days=1, extra_args=["--loop", args.loop])
             stack.callback(emulator.stop)
             base, pid = emulator.control_url.rsplit("/_emulator", 1)[0], emulator.pid
-        yesterday = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+        yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
         ids = _control(base, "GET", f"/truth?date={yesterday.isoformat()}")["ids"]
         _control(base, "POST", "/config", {"latency_median_ms": args.latency_ms,
                                            "latency_sigma": 0.0 if args.connections else 0.6})

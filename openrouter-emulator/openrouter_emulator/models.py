@@ -21,7 +21,7 @@ _FAMILIES: dict[str, tuple[str, int]] = {
     "qwen": ("Qwen3", 262_144), "x-ai": ("Grok", 131_072),
 }
 _PARAMETERS = ["max_tokens", "temperature", "top_p", "stop", "seed", "response_format", "tools", "tool_choice"]
-_EPOCH_2024 = int(dt.datetime(2024, 6, 1, tzinfo=dt.timezone.utc).timestamp())
+_EPOCH_2024 = int(dt.datetime(2024, 6, 1, tzinfo=dt.UTC).timestamp())
 
 
 def _per_token(usd_per_mtok: float) -> str:

@@ -1,7 +1,8 @@
 """Start and stop the emulator as a real subprocess, so tests and demos talk real HTTP to it.
 
-`EmulatorProcess` also drives the running emulator's `/_emulator` control API (settings, faults, ground
-truth, counters) over real HTTP, with nothing but the standard library.
+mirakuru starts it in its own session, polls `/_emulator/config` until it answers 200, and stops it with
+SIGTERM, then SIGKILL after STARTUP_TIMEOUT_S. `EmulatorProcess` also drives the running emulator's
+`/_emulator` control API (settings, faults, ground truth, counters) over real HTTP with the standard library.
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,10 +23,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-STARTUP_TIMEOUT_S = 30.0
+from mirakuru import HTTPExecutor
+from mirakuru.exceptions import AlreadyRunning, ProcessExitedWithError, ProcessFinishedWithError, TimeoutExpired
+
+STARTUP_TIMEOUT_S = 30.0  # mirakuru's one timeout: to answer at start, and to exit after SIGTERM at stop
 CONTROL_TIMEOUT_S = 60.0
+_START_ATTEMPTS = 3  # the free port can be taken between probing and binding
+
+logger = logging.getLogger(__name__)
 
 
 class EmulatorStartError(RuntimeError):
@@ -47,30 +54,30 @@ class EmulatorProcess:
     management_key: str
     inference_key: str
     log_path: Path
-    _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-    _log: IO[bytes] | None = field(default=None, repr=False)
+    _executor: HTTPExecutor | None = field(default=None, repr=False)
 
     def stop(self) -> None:
-        """Terminate (SIGTERM, then kill after 10 s); safe to call twice."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        """SIGTERM, then SIGKILL if it has not exited within STARTUP_TIMEOUT_S; safe to call twice.
+
+        An unexpected exit code is logged, not raised: stop runs in `finally` blocks, where raising
+        would hide the error that got there.
+        """
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        try:
+            executor.stop()
+        except ProcessFinishedWithError as exc:
+            logger.warning("OpenRouter emulator exited with code %s (log %s)", exc.exit_code, self.log_path)
 
     @property
     def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
+        process = None if self._executor is None else self._executor.process
+        return None if process is None else process.pid
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._executor is not None and self._executor.running()
 
     # -- the control API (`/_emulator/...`) --
 
@@ -136,7 +143,7 @@ class EmulatorProcess:
             if isinstance(at, dt.datetime):
                 if at.tzinfo is None:
                     raise ValueError("at must be timezone-aware")
-                at = at.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                at = at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             body["at"] = at
         return self.control("POST", "/generations", body)["ids"]
 
@@ -163,12 +170,19 @@ def _keys(extra_args: Sequence[str]) -> tuple[str, str]:
     return known.management_key, known.inference_key
 
 
-def _answers(control_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{control_url}/config", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-        return False
+def _start(arguments: list[str], log_path: Path, management_key: str, inference_key: str) -> EmulatorProcess:
+    """One attempt on a fresh port; mirakuru raises if the child exits, never answers, or the port is taken."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "openrouter_emulator.server", "--host", "127.0.0.1", "--port", str(port),
+               *arguments]
+    with open(log_path, "ab") as log:  # the child keeps its own descriptor; no pipe that could fill and block it
+        executor = HTTPExecutor(command, url=f"{base}/_emulator/config", status=200, method="GET",
+                                request_timeout=2.0, timeout=STARTUP_TIMEOUT_S, sleep=0.05,
+                                envvars={"PYTHONUNBUFFERED": "1"},
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        executor.start()
+    return EmulatorProcess(f"{base}/api/v1", f"{base}/_emulator", management_key, inference_key, log_path, executor)
 
 
 def start_emulator(*, seed: int = 7, generations_per_day: int = 2000, days: int = 3, extra_args: Sequence[str] = (),
@@ -180,31 +194,22 @@ def start_emulator(*, seed: int = 7, generations_per_day: int = 2000, days: int 
         os.close(handle)
         log_path = Path(name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    last_error = ""
-    for _attempt in range(3):  # the free port can be taken between probing and binding
-        port = _free_port()
-        base = f"http://127.0.0.1:{port}"
-        log = open(log_path, "ab")
-        command = [sys.executable, "-m", "openrouter_emulator.server", "--host", "127.0.0.1",
-                   "--port", str(port), "--seed", str(seed), "--generations-per-day", str(generations_per_day),
-                   "--days", str(days), *extra_args]
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        emulator = EmulatorProcess(f"{base}/api/v1", f"{base}/_emulator", management_key, inference_key, log_path,
-                                   process, log)
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                break
-            if _answers(emulator.control_url):
-                return emulator
-            time.sleep(0.05)
-        emulator.stop()
-        last_error = _log_tail(log_path)
-        if "address already in use" not in last_error.lower():
+    arguments = ["--seed", str(seed), "--generations-per-day", str(generations_per_day), "--days", str(days),
+                 *extra_args]
+    why = "not started"
+    for _attempt in range(_START_ATTEMPTS):
+        try:
+            return _start(arguments, log_path, management_key, inference_key)
+        except TimeoutExpired:  # alive but silent (mirakuru killed it): another port would not help
+            why = f"did not answer within {STARTUP_TIMEOUT_S:.0f}s"
             break
-    raise EmulatorStartError(f"OpenRouter emulator did not start (log {log_path}):\n{last_error}")
+        except ProcessExitedWithError as exc:
+            why = f"exited with code {exc.exit_code}"
+            if "address already in use" not in _log_tail(log_path).lower():
+                break
+        except AlreadyRunning:
+            why = "found its port taken"
+    raise EmulatorStartError(f"OpenRouter emulator {why} (log {log_path}):\n{_log_tail(log_path)}")
 
 
 @contextmanager

@@ -55,7 +55,7 @@ _session = requests.Session()
 
 
 def today() -> dt.date:
-    return dt.datetime.now(dt.timezone.utc).date()
+    return dt.datetime.now(dt.UTC).date()
 
 
 def yesterday() -> dt.date:
@@ -63,11 +63,11 @@ def yesterday() -> dt.date:
 
 
 def iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def day_range(day: dt.date) -> dict[str, str]:
-    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
     return {"start": iso(start), "end": iso(start + dt.timedelta(days=1))}
 
 

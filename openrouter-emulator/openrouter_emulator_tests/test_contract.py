@@ -109,7 +109,7 @@ def test_server_cap_truncates_below_the_requested_limit(capped: EmulatorProcess,
         "limit": 10_000}))
     assert body["data"]["metadata"]["row_count"] == len(rows_of(body)) == 500
     assert body["data"]["metadata"]["truncated"] is True
-    night = dt.datetime(day.year, day.month, day.day, 2, tzinfo=dt.timezone.utc)  # a quiet hour: < 500 rows
+    night = dt.datetime(day.year, day.month, day.day, 2, tzinfo=dt.UTC)  # a quiet hour: < 500 rows
     small = query(capped, {"metrics": ["request_count"], "dimensions": ["generation_id"], "limit": 10_000,
                            "time_range": {"start": iso(night), "end": iso(night + dt.timedelta(hours=1))}}).json()
     assert 0 < small["data"]["metadata"]["row_count"] < 500 and small["data"]["metadata"]["truncated"] is False
@@ -220,7 +220,7 @@ def test_key_and_credits(emu: EmulatorProcess, spec: SpecValidator) -> None:
 
 
 def test_generation_id_only_within_31_days(emu: EmulatorProcess, spec: SpecValidator) -> None:
-    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=40)
     window = {"start": iso(start), "end": iso(start + dt.timedelta(days=1))}
     for dimension in ("generation_id", "provider", "external_user"):
         refused = query(emu, {"metrics": ["request_count"], "dimensions": [dimension], "time_range": window})
@@ -229,7 +229,7 @@ def test_generation_id_only_within_31_days(emu: EmulatorProcess, spec: SpecValid
     by_model = query(emu, {"metrics": ["request_count"], "dimensions": ["model"], "time_range": window})
     rows = spec.check("/analytics/query", "post", by_model)["data"]["data"]  # allowed: aggregate-only history
     assert sum(int(r["request_count"]) for r in rows) == truth(emu, start.date() + dt.timedelta(days=1))["count"] > 0
-    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=400)
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
     too_old = query(emu, {"metrics": ["request_count"],
                           "time_range": {"start": iso(old), "end": iso(old + dt.timedelta(days=1))}})
     assert too_old.status_code == 400

@@ -22,7 +22,7 @@ METRICS = ["request_count", "total_usage", "tokens_prompt", "tokens_completion",
 
 
 def midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
 def year() -> dict[str, str]:

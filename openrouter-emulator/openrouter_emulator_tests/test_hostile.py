@@ -311,7 +311,7 @@ def test_filters_take_underlying_ids_never_labels(emu: EmulatorProcess, spec: Sp
 
 def test_inclusive_end_switch(emu: EmulatorProcess, spec: SpecValidator) -> None:
     day = yesterday()
-    at = dt.datetime(day.year, day.month, day.day, 13, 7, 11, 654321, tzinfo=dt.timezone.utc)
+    at = dt.datetime(day.year, day.month, day.day, 13, 7, 11, 654321, tzinfo=dt.UTC)
     added = set(emu.add_generations(day, 3, at=at))
     assert len(added) == 3
 

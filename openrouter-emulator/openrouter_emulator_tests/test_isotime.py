@@ -8,7 +8,7 @@ import pytest
 
 from openrouter_emulator.isotime import parse_iso8601, to_epoch_us
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -30,7 +30,7 @@ HISTORY_HOUR = 3  # after the daily_usage schedule (02:00 UTC), so yesterday is 
 
 def history_window(span_days: int, today: dt.date | None = None) -> list[dt.date]:
     """The last `span_days` completed UTC days, oldest first."""
-    today = today or dt.datetime.now(dt.timezone.utc).date()
+    today = today or dt.datetime.now(dt.UTC).date()
     return [today - dt.timedelta(days=k) for k in range(span_days, 0, -1)]
 
 

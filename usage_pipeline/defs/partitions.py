@@ -17,7 +17,7 @@ from usage_pipeline.settings import SettingError, setting
 
 def start_date() -> str:
     configured: dt.date | None = setting("USAGE_START_DATE")
-    return (configured or dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=30)).isoformat()
+    return (configured or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=30)).isoformat()
 
 
 # end_offset=0: the newest partition is yesterday, the last *completed* UTC day.

@@ -73,13 +73,13 @@ def _attempts(context: SensorEvaluationContext, since: dt.datetime) -> Iterator[
         if day is None or record.end_time is None:
             continue
         yield Attempt(day, record.dagster_run.status == DagsterRunStatus.FAILURE,
-                      dt.datetime.fromtimestamp(record.end_time, dt.timezone.utc))
+                      dt.datetime.fromtimestamp(record.end_time, dt.UTC))
 
 
 @sensor(job=daily_usage_job, minimum_interval_seconds=3600, default_status=DefaultSensorStatus.RUNNING,
         description="Reruns failed days after USAGE_RECAPTURE_AFTER_HOURS, before they leave the 31-day window.")
 def recapture_failed_days(context: SensorEvaluationContext) -> Iterator[RunRequest | SkipReason]:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     retry_after = dt.timedelta(hours=setting("USAGE_RECAPTURE_AFTER_HOURS"))
     due = days_to_recapture(_attempts(context, now - dt.timedelta(days=32)), now, retry_after=retry_after,
                             max_attempts=setting("USAGE_RECAPTURE_MAX_ATTEMPTS"))

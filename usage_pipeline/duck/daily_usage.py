@@ -183,7 +183,7 @@ def summarize_day(
         conn.execute("ATTACH ':memory:' AS day_ledger (COMPRESS)")
         conn.execute("USE day_ledger")
         _load(conn, day, chunks)
-        built_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        built_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         params = {
             "day": day,
             "api_requests": capture.api_requests,
@@ -218,7 +218,7 @@ def _load(conn: duckdb.DuckDBPyConnection, day: dt.date, chunks: Iterable[pandas
 
 def _check_day(conn: duckdb.DuckDBPyConnection, day: dt.date) -> None:
     """Refuse points from another day or without an id: they would silently skew the day's figures."""
-    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
+    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
     start_ns = int(start.timestamp()) * 1_000_000_000
     end_ns = start_ns + 86_400 * 1_000_000_000
     outside, without_id = conn.execute(

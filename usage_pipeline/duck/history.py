@@ -101,7 +101,7 @@ def write_history(conn: duckdb.DuckDBPyConnection, read: HistoryRead, names: lis
         kept = set(fill)
         _insert(conn, "history_by_model", "model_label", [r for r in read.by_model if r.day in kept])
         _insert(conn, "history_by_api_key", "api_key_label", [r for r in read.by_api_key if r.day in kept])
-        conn.execute(_AGGREGATE_TOTALS, {"built_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)})
+        conn.execute(_AGGREGATE_TOTALS, {"built_at": dt.datetime.now(dt.UTC).replace(tzinfo=None)})
         conn.execute("DROP TABLE fill_days")
         if names is not None:
             conn.execute("DELETE FROM model_names")

@@ -1,28 +1,32 @@
 """A private, throwaway `influxd` (1.x) for tests and the demo.
 
 Everything lives under one data directory and binds only to free 127.0.0.1 ports, so several can run
-side by side without touching a system InfluxDB or its /var/lib data.
+side by side without touching a system InfluxDB or its /var/lib data. mirakuru starts the process in its
+own session, polls `/ping` until it answers 204, and stops it with SIGTERM, then SIGKILL if it hangs.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
+from mirakuru import HTTPExecutor
+from mirakuru.exceptions import AlreadyRunning, ProcessExitedWithError, ProcessFinishedWithError, TimeoutExpired
 
-_START_TIMEOUT_S = 30.0
-_STOP_TIMEOUT_S = 10.0
+_TIMEOUT_S = 30.0  # mirakuru's one timeout: for /ping to answer at start, and for SIGTERM to end it at stop
+_PING_TIMEOUT_S = 1.0
 _START_ATTEMPTS = 3  # a free port can be taken between probing it and influxd binding it
 _LOG_TAIL_LINES = 40
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,19 +35,24 @@ class LocalInfluxd:
 
     url: str
     data_dir: Path
-    process: subprocess.Popen[bytes]
+    executor: HTTPExecutor
     log_path: Path | None = None
 
+    @property
+    def process(self) -> subprocess.Popen[str] | None:
+        """The influxd process while it runs (mirakuru drops it once stopped)."""
+        return self.executor.process
+
     def stop(self) -> None:
-        """Terminate gracefully so the WAL is flushed; kill only if it hangs."""
-        if self.process.poll() is not None:
-            return
-        self.process.terminate()
+        """SIGTERM so the WAL is flushed, SIGKILL only if it hangs; safe to call twice.
+
+        An unexpected exit code is logged, not raised: stop runs in `finally` blocks, where raising would
+        hide the error that got there.
+        """
         try:
-            self.process.wait(timeout=_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=_STOP_TIMEOUT_S)
+            self.executor.stop()
+        except ProcessFinishedWithError as exc:
+            logger.warning("influxd (data dir %s) exited with code %s", self.data_dir, exc.exit_code)
 
 
 def influxd_binary() -> str:
@@ -116,33 +125,18 @@ def _log_tail(log_path: Path) -> str:
     return "\n".join(lines[-_LOG_TAIL_LINES:]) or "(log empty)"
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> bool:
-    """True once /ping answers 204; False if influxd exited or the timeout passed."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        try:
-            if requests.get(f"{url}/ping", timeout=1.0).status_code == 204:
-                return True
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    return False
-
-
-def _spawn(data_dir: Path, log_path: Path) -> LocalInfluxd:
+def _start(data_dir: Path, log_path: Path) -> LocalInfluxd:
+    """One attempt on fresh ports; mirakuru raises if influxd exits, never answers, or the port is taken."""
     http_port, rpc_port = _free_port(), _free_port()
     config_path = data_dir / "influxd.conf"
     config_path.write_text(render_config(data_dir, http_port, rpc_port))
-    with log_path.open("ab") as log:  # the child keeps its own descriptor
-        process = subprocess.Popen(
-            [influxd_binary(), "-config", str(config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    return LocalInfluxd(url=f"http://127.0.0.1:{http_port}", data_dir=data_dir, process=process, log_path=log_path)
+    url = f"http://127.0.0.1:{http_port}"
+    with log_path.open("ab") as log:  # the child keeps its own descriptor; no pipe that could fill and block it
+        executor = HTTPExecutor([influxd_binary(), "-config", str(config_path)], url=f"{url}/ping", status=204,
+                                method="GET", request_timeout=_PING_TIMEOUT_S, timeout=_TIMEOUT_S,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        executor.start()
+    return LocalInfluxd(url=url, data_dir=data_dir, executor=executor, log_path=log_path)
 
 
 def start_influxd(data_dir: Path, *, log_path: Path | None = None) -> LocalInfluxd:
@@ -151,18 +145,20 @@ def start_influxd(data_dir: Path, *, log_path: Path | None = None) -> LocalInflu
     data_dir.mkdir(parents=True, exist_ok=True)
     log_file = Path(log_path) if log_path is not None else data_dir / "influxd.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    why = "not started"
     for _attempt in range(_START_ATTEMPTS):
-        server = _spawn(data_dir, log_file)
-        if _wait_ready(server.url, server.process, _START_TIMEOUT_S):
-            return server
-        exited = server.process.poll() is not None
-        server.stop()
-        if not exited:  # alive but never ready: retrying on other ports would not help
+        try:
+            return _start(data_dir, log_file)
+        except TimeoutExpired:  # alive but never ready (mirakuru killed it): other ports would not help
+            why = f"did not answer /ping within {_TIMEOUT_S:.0f}s"
             break
-    raise RuntimeError(
-        f"influxd did not answer /ping within {_START_TIMEOUT_S:.0f}s (data dir {data_dir}); "
-        f"log tail from {log_file}:\n{_log_tail(log_file)}"
-    )
+        except ProcessExitedWithError as exc:
+            why = f"exited with code {exc.exit_code}"
+            if "address already in use" not in _log_tail(log_file).lower():
+                break
+        except AlreadyRunning:
+            why = "found its port taken"
+    raise RuntimeError(f"influxd {why} (data dir {data_dir}); log tail from {log_file}:\n{_log_tail(log_file)}")
 
 
 @contextmanager

@@ -60,7 +60,7 @@ MAX_SERIES_KEY_BYTES = MAX_KEY_BYTES - len("#!~#") - max(len(name) for name in F
 # Field name -> Generation attribute, where they differ.
 _SOURCE_ATTR: dict[str, str] = {"generation_id": "id", "api_key": "api_key_id"}
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 _Key = tuple[str, str | None, int]
 

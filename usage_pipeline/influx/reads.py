@@ -16,7 +16,7 @@ from usage_pipeline.influx.errors import InfluxQueryError
 from usage_pipeline.influx.influxql import day_where, quote_ident
 from usage_pipeline.influx.points import FIELD_TYPES, TAGS
 
-_DTYPES: dict[type, str] = {float: "float64", int: "Int64", bool: "boolean", str: "string"}
+_DTYPES: dict[type, Any] = {float: "float64", int: "Int64", bool: "boolean", str: "string"}  # pandas dtype names
 FRAME_COLUMNS: tuple[str, ...] = ("time", *TAGS, *FIELD_TYPES)
 
 

@@ -28,7 +28,7 @@ ACTIVITY_WINDOW_DAYS = 30
 
 def iso_ms(moment: dt.datetime) -> str:
     """The time_range form the analytics endpoint takes: UTC, millisecond precision, `Z`."""
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 @dataclass(frozen=True)

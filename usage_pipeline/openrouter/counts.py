@@ -60,7 +60,7 @@ def _float(value: object) -> float:
 
 
 def within_activity_window(day: dt.date, today: dt.date | None = None) -> bool:
-    today = today or dt.datetime.now(dt.timezone.utc).date()
+    today = today or dt.datetime.now(dt.UTC).date()
     return today - dt.timedelta(days=ACTIVITY_WINDOW_DAYS) <= day < today
 
 

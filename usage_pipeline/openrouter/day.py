@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 GENERATION_ID_WINDOW = dt.timedelta(days=31)
 # Windows are cut at whole milliseconds; a server that treats `time_range.end` as inclusive also answers
 # generations in the first millisecond of the next day, which capture recognises and leaves to that day.

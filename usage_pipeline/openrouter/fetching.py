@@ -165,7 +165,7 @@ class DayFetch:
                 self.slot_freed.clear()
                 try:
                     await asyncio.wait_for(self.slot_freed.wait(), None if wait == float("inf") else wait)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             if self.fetch_started is None:
                 self.fetch_started = time.monotonic()

@@ -31,8 +31,8 @@ def parse_created_at(value: str) -> dt.datetime:
     """
     parsed = isoparse(value.strip())
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.astimezone(dt.timezone.utc)
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC)
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # InfluxDB's integer field

@@ -8,7 +8,6 @@ server, aiohttp spends ~100 µs of client CPU per request, urllib3 with 64 threa
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import enum
 import json
@@ -144,7 +143,7 @@ class RecordFetcher:
                 body = await response.read()
                 status, headers = response.status, response.headers
                 content_type = response.headers.get("Content-Type", "")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return Answer(Kind.TRANSIENT, reason=f"no answer within {self.timeout_s:g}s")
         except aiohttp.ClientError as exc:  # the message could name the URL; the type is enough
             return Answer(Kind.TRANSIENT, reason=f"connection failed ({type(exc).__name__})")

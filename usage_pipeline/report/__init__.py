@@ -64,7 +64,7 @@ def write_report(out: Path = DEFAULT_OUT, *, duckdb_path: Path | None = None, da
     except duckdb.Error as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ReportError(f"cannot read {duckdb_path}: {first_line}") from exc
-    document = render_page(data, build_charts(data), built_at or dt.datetime.now(dt.timezone.utc))
+    document = render_page(data, build_charts(data), built_at or dt.datetime.now(dt.UTC))
     out.parent.mkdir(parents=True, exist_ok=True)
     temp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:

@@ -33,7 +33,7 @@ class Period:
 
 def last_completed_day(now: dt.datetime | None = None) -> dt.date:
     """Yesterday in UTC: the newest day a daily run can have captured."""
-    return (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).date() - dt.timedelta(days=1)
+    return (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).date() - dt.timedelta(days=1)
 
 
 def period_to_show(conn: duckdb.DuckDBPyConnection, tables: set[str], days: int,
