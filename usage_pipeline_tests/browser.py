@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync")
-LOCAL_HTTP = ("http://127.0.0.1:", "http://127.0.0.1/")
+LOCAL_HTTP = ("http://127.0.0.1:", "http://127.0.0.1/", "ws://127.0.0.1:")  # ws: the Dagster UI's GraphQL
 
 _PIXELS = """async ({png, clip}) => {
   const image = new Image();
@@ -86,9 +87,10 @@ def allowed(url: str, allow_local_http: bool) -> bool:
 
 def open_page(url: str, *, evaluate: str | None = None, ready: str | None = None, allow_local_http: bool = False,
               width: int = 1200, height: int = 900, full_page: bool = True,
-              timeout_s: float = 60) -> PageVisit:
-    """Load `url` in a fresh headless Chromium, wait until the JS expression `ready` is true, then
-    screenshot the page and evaluate `evaluate` (a JS function or expression) in it.
+              timeout_s: float = 60, interact: Callable[[Page], None] | None = None) -> PageVisit:
+    """Load `url` in a fresh headless Chromium, let `interact` act on the page as a user would (e.g. click
+    a tab), wait until the JS expression `ready` is true, then screenshot the page and evaluate `evaluate`
+    (a JS function or expression) in it.
 
     A `url` that is itself refused (http://127.0.0.1 without `allow_local_http`) raises playwright's Error
     (net::ERR_BLOCKED_BY_CLIENT)."""
@@ -124,12 +126,14 @@ def open_page(url: str, *, evaluate: str | None = None, ready: str | None = None
             context.route("**/*", route)
             context.on("request", observe)
             page = context.new_page()
-            page.on("websocket", lambda socket: refuse(socket.url))
+            page.on("websocket", lambda socket: None if allowed(socket.url, allow_local_http) else refuse(socket.url))
             page.on("console", lambda message: console_errors.append(message.text)
                     if message.type == "error" else None)
             page.on("pageerror", lambda error: page_errors.append(str(error)))
             started = time.perf_counter()
             page.goto(url, wait_until="load", timeout=timeout_s * 1000)
+            if interact:
+                interact(page)
             if ready:
                 page.wait_for_function(ready, timeout=timeout_s * 1000)
             seconds = time.perf_counter() - started

@@ -9,10 +9,12 @@ test_dead_runs (a run launched from its GraphQL API) and its workspace is loaded
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import time
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pytest
@@ -22,8 +24,12 @@ from openrouter_emulator.process import EmulatorProcess
 from usage_pipeline.defs.recapture import run_day
 from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline.influx.store import InfluxSettings, InfluxStore
+from usage_pipeline_tests.browser import PageVisit, open_page
 from usage_pipeline_tests.conftest import yesterday
 from usage_pipeline_tests.dagster_dev import DagsterDev, alive, pipeline_env, start_dagster_dev
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 pytestmark = pytest.mark.slow  # a real `dg dev`
 
@@ -69,7 +75,8 @@ def test_dg_dev_shows_assets_checks_job_schedule_and_sensor(dg_dev: DagsterDev) 
         "zero_duplicates": True, "full_capture_matches_openrouter": True, "cost_matches_openrouter": False}
 
 
-def test_a_three_day_backfill_runs_one_run_per_day_with_green_checks(dg_dev: DagsterDev) -> None:
+def test_a_three_day_backfill_runs_one_run_per_day_with_green_checks_and_the_asset_page_plots_them(
+        dg_dev: DagsterDev, tmp_path: Path) -> None:
     days = [(yesterday() - dt.timedelta(days=n)).isoformat() for n in (2, 1, 0)]
     launched = dg_dev.graphql("""
         mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
@@ -113,3 +120,50 @@ def test_a_three_day_backfill_runs_one_run_per_day_with_green_checks(dg_dev: Dag
     for day in days:
         counts = store.day_counts(dt.date.fromisoformat(day))
         assert counts.points == counts.distinct_ids == totals[day] > 0
+
+    plots = asset_page_plots(dg_dev, ["duckdb", "daily_usage"], ["spend_usd", "requests", "openrouter_requests"])
+    (tmp_path / "daily_usage_plots.png").write_bytes(plots.screenshot)
+    print(f"screenshot of the asset page: {tmp_path / 'daily_usage_plots.png'}")
+    assert not plots.console_errors and not plots.page_errors, (plots.console_errors, plots.page_errors)
+    assert not plots.refused_requests, plots.refused_requests  # the UI needs nothing beyond its own server
+    data_pixels = plots.evaluated
+    assert set(data_pixels) == {"spend_usd", "requests", "openrouter_requests"}, data_pixels  # a plot per number
+    assert all(n > 50 for n in data_pixels.values()), data_pixels  # each draws its line over the three days
+    assert plots.pixels.distinct_colours > 100 and plots.pixels.background_share < 0.97, plots.pixels
+
+
+PLOT_PIXELS = """(titles) => {
+  // Each titled chart's canvas: how many of its pixels are the plotted line's colour (Dagster draws data in
+  // blue-violet; axes, grid and labels are grey), i.e. whether the chart has data, not only axes.
+  const found = {};
+  for (const title of titles) {
+    const heading = [...document.querySelectorAll('div, span')].find(e => e.childElementCount === 0
+                                                                      && e.textContent.trim() === title);
+    let box = heading;
+    while (box && !box.querySelector('canvas')) box = box.parentElement;
+    const canvas = box && box.querySelector('canvas');
+    if (!canvas) continue;
+    const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    let data = 0;
+    for (let i = 0; i < pixels.length; i += 4) {
+      if (pixels[i + 3] > 128 && pixels[i + 2] - Math.max(pixels[i], pixels[i + 1]) > 60) data++;
+    }
+    found[title] = data;
+  }
+  return found;
+}"""
+
+
+def asset_page_plots(server: DagsterDev, asset: list[str], titles: list[str]) -> PageVisit:
+    """The asset's Overview page in headless Chromium with its metadata shown as Plots (one chart per
+    numeric metadata key, across partitions); `evaluated` maps each found title to its chart's data pixels."""
+
+    def show_plots(page: Page) -> None:
+        page.get_by_role("button", name="Plots").click(timeout=60_000)
+        page.locator("canvas").nth(len(titles) - 1).wait_for(timeout=60_000)  # (the UI's CSP forbids eval)
+        page.wait_for_timeout(1500)  # Chart.js animates the lines in
+
+    server.graphql("mutation { setNuxSeen }")  # no one-time "join the community" dialog over the page
+    return open_page(f"{server.url}/assets/{'/'.join(asset)}?view=overview", allow_local_http=True,
+                     interact=show_plots, evaluate=f"({PLOT_PIXELS})({json.dumps(titles)})",
+                     width=1400, height=1000, timeout_s=90)

@@ -102,7 +102,7 @@ def daily_usage(context: AssetExecutionContext, influxdb: InfluxDBResource,
         "tokens_reasoning": int(per_model["tokens_reasoning"].sum()),
         "tokens_cached": int(per_model["tokens_cached"].sum()),
         "top_models": MetadataValue.md(top_models_markdown(per_model)),
-        **{f"rows_{name}": len(frame) for name, frame in summary.tables.items()},
+        "rows": MetadataValue.json({name: len(frame) for name, frame in summary.tables.items()}),  # not plotted
         "duckdb_path": str(published_path),
         "publish_seconds": round(published.seconds, 3),
     })
