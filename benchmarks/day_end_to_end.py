@@ -47,7 +47,7 @@ def main() -> None:
                 "usage_db": DailyUsageDatabase(path=str(root / "usage.duckdb")),
             })
             t1 = time.monotonic()
-            result = defs.resolve_job_def("daily_usage").execute_in_process(
+            result = defs.resolve_job_def("daily_ledger").execute_in_process(
                 partition_key=day.isoformat(), instance=DagsterInstance.ephemeral(), raise_on_error=False,
                 run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
             job_seconds = time.monotonic() - t1
@@ -57,7 +57,7 @@ def main() -> None:
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     print(f"day {day}: {args.generations} generations/day emulated; emulator flags: {' '.join(hostile)}")
     print(f"servers started in {started:.1f} s (emulator + influxd)")
-    print(f"job daily_usage: {'success' if result.success else 'FAILED'} in {job_seconds:.1f} s end to end")
+    print(f"job daily_ledger: {'success' if result.success else 'FAILED'} in {job_seconds:.1f} s end to end")
     for key, event in steps.items():
         print(f"  step {key}: {event.step_success_data.duration_ms / 1000:.2f} s")
     print("capture:", {k: meta[k] for k in ("enumerated", "fetched", "written", "duplicates_skipped", "missing",

@@ -1,6 +1,6 @@
 """How long a day takes to fail when OpenRouter is unreachable or keeps failing, with default settings.
 
-Runs the real `daily_usage` job (emulator, private influxd, ephemeral Dagster instance) and prints the
+Runs the real `daily_ledger` job (emulator, private influxd, ephemeral Dagster instance) and prints the
 seconds to failure and the failure's message. No assertions: figures for the notes.
 
     python -m benchmarks.failure_bounds
@@ -30,7 +30,7 @@ def run_day(base_url: str, api_key: str, influx_url: str, root: Path) -> tuple[f
                        "usage_db": DailyUsageDatabase(path=str(root / "usage.duckdb"))})
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     started = time.monotonic()
-    result = defs.resolve_job_def("daily_usage").execute_in_process(
+    result = defs.resolve_job_def("daily_ledger").execute_in_process(
         partition_key=day.isoformat(), instance=DagsterInstance.ephemeral(), raise_on_error=False, run_config=QUIET)
     seconds = time.monotonic() - started
     failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"), None)

@@ -58,7 +58,7 @@ def make_generations(count: int, day: dt.date, seed: int) -> list[Generation]:
                 created_at=start + dt.timedelta(microseconds=micros),
                 model=rng.choice(MODELS),
                 provider_name=rng.choice(PROVIDERS),
-                api_key_id=f"key-{rng.randrange(20)}",
+                api_key=f"key-{rng.randrange(20)}",
                 total_cost=tokens * 1.5e-6,
                 usage=tokens * 1.5e-6,
                 upstream_inference_cost=None,

@@ -81,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup = commands.add_parser("influx-setup", help="create the InfluxDB database and retention policy (1.x)")
     setup.set_defaults(run=_influx_setup)
 
-    demo = commands.add_parser("demo", help="run the daily_usage job for the last few days and print the summary")
+    demo = commands.add_parser("demo", help="run the daily_ledger job for the last few days, then the usage "
+                                                   "history, and write the usage report")
     demo.add_argument("--days", type=int, default=3)
     demo.add_argument("--generations-per-day", type=int, default=2000)
     demo.add_argument("--data-dir", type=Path, default=Path("data"))

@@ -7,7 +7,6 @@ from typing import Any
 
 from dagster import Definitions
 
-from usage_pipeline.defs.daily_usage import daily_usage, daily_usage_job, daily_usage_schedule
 from usage_pipeline.defs.dead_runs import release_dead_run_workers
 from usage_pipeline.defs.generations import (
     checks_against_openrouter,
@@ -17,6 +16,7 @@ from usage_pipeline.defs.generations import (
 from usage_pipeline.defs.history import usage_history, usage_history_job, usage_history_schedule
 from usage_pipeline.defs.recapture import recapture_failed_days
 from usage_pipeline.defs.resources import resources_from_env
+from usage_pipeline.defs.summaries import daily_ledger_job, daily_ledger_schedule, daily_usage
 
 
 def build_defs(resources: Mapping[str, Any]) -> Definitions:
@@ -24,8 +24,8 @@ def build_defs(resources: Mapping[str, Any]) -> Definitions:
     return Definitions(
         assets=[generations, daily_usage, usage_history],
         asset_checks=[zero_duplicates, checks_against_openrouter],
-        jobs=[daily_usage_job, usage_history_job],
-        schedules=[daily_usage_schedule, usage_history_schedule],
+        jobs=[daily_ledger_job, usage_history_job],
+        schedules=[daily_ledger_schedule, usage_history_schedule],
         sensors=[recapture_failed_days, release_dead_run_workers],
         resources=dict(resources),
     )

@@ -1,4 +1,4 @@
-"""Command 1: run the `daily_usage` job through Dagster for the last few days, then the `usage_history` job
+"""Command 1: run the `daily_ledger` job through Dagster for the last few days, then the `usage_history` job
 for the rest of the year, and print the summary.
 
 With no OPENROUTER_API_KEY it starts the project's OpenRouter emulator (generations for the last 31 days,
@@ -85,7 +85,7 @@ def run_demo(days: int = 3, generations_per_day: int = 2000, data_dir: Path = Pa
 
         defs = build_defs({"openrouter": openrouter, "influxdb": influxdb,
                            "usage_db": DailyUsageDatabase(path=str(published))})
-        job = defs.resolve_job_def("daily_usage")
+        job = defs.resolve_job_def("daily_ledger")
         failed = []
         with DagsterInstance.from_config(str(home)) as instance:
             print(f"Dagster instance: {home}")

@@ -67,8 +67,8 @@ def shown_definitions(server: DagsterDev) -> dict[str, Any]:
 
 def test_dg_dev_shows_assets_checks_job_schedule_and_sensor(dg_dev: DagsterDev) -> None:
     shown = shown_definitions(dg_dev)
-    assert "daily_usage" in shown["jobs"]
-    assert shown["schedules"]["daily_usage_schedule"] == "0 2 * * *"
+    assert "daily_ledger" in shown["jobs"]
+    assert shown["schedules"]["daily_ledger_schedule"] == "0 2 * * *"
     assert "recapture_failed_days" in shown["sensors"]
     assert {("influxdb", "generations"), ("duckdb", "daily_usage")} <= set(shown["checks"])
     assert shown["checks"][("influxdb", "generations")] == {

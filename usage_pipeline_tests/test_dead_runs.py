@@ -61,7 +61,7 @@ def alive_only(*pids: int) -> Callable[[WorkerProcess], bool]:
 
 def run(status: DagsterRunStatus, run_worker: WorkerProcess | None = None, *steps: WorkerProcess,
         holds_slots: bool = False, run_id: str = "r1") -> RunProcesses:
-    return RunProcesses(run_id, "daily_usage", status, run_worker, tuple(steps), holds_slots)
+    return RunProcesses(run_id, "daily_ledger", status, run_worker, tuple(steps), holds_slots)
 
 
 def test_an_in_flight_run_whose_worker_is_gone_is_dead() -> None:
@@ -97,10 +97,10 @@ def _entry(event_type: DagsterEventType, *, pid: int | None = None, message: str
            step_key: str | None = None, metadata_pid: int | None = None, at: float = 1000.0) -> EventLogEntry:
     data = EngineEventData.in_process(metadata_pid) if metadata_pid is not None else (
         EngineEventData() if event_type != DagsterEventType.RUN_START else None)
-    event = DagsterEvent(event_type_value=event_type.value, job_name="daily_usage", message=message, pid=pid,
+    event = DagsterEvent(event_type_value=event_type.value, job_name="daily_ledger", message=message, pid=pid,
                          step_key=step_key, event_specific_data=data)
     return EventLogEntry(error_info=None, level=logging.DEBUG, user_message=message, run_id="r1", timestamp=at,
-                         step_key=step_key, job_name="daily_usage", dagster_event=event)
+                         step_key=step_key, job_name="daily_ledger", dagster_event=event)
 
 
 def test_worker_pids_come_from_dagsters_own_events() -> None:
@@ -154,10 +154,11 @@ def instance(tmp_path: Path) -> Iterator[DagsterInstance]:
 
 def _started_run(instance: DagsterInstance, pid: int, *, status: DagsterRunStatus = STARTED,
                  tags: dict[str, str] | None = None) -> str:
-    run_id = create_run_for_test(instance, job_name="daily_usage", status=status,
+    run_id = create_run_for_test(instance, job_name="daily_ledger", status=status,
                                  tags={"dagster/partition": "2026-11-20", **(tags or {})}).run_id
     instance.report_dagster_event(DagsterEvent(event_type_value=DagsterEventType.ENGINE_EVENT.value,
-                                               job_name="daily_usage", message=f"Started process for run (pid: {pid}).",
+                                               job_name="daily_ledger",
+                                               message=f"Started process for run (pid: {pid}).",
                                                event_specific_data=EngineEventData.in_process(pid)), run_id)
     return run_id
 
@@ -181,7 +182,7 @@ def test_release_fails_the_dead_run_frees_its_slot_stops_its_orphan_and_leaves_l
     try:
         time.sleep(0.2)
         instance.report_dagster_event(DagsterEvent(
-            event_type_value=DagsterEventType.STEP_WORKER_STARTED.value, job_name="daily_usage", step_key=INGEST_STEP,
+            event_type_value=DagsterEventType.STEP_WORKER_STARTED.value, job_name="daily_ledger", step_key=INGEST_STEP,
             message=f'Executing step "{INGEST_STEP}" in subprocess.', pid=orphan.pid,
             event_specific_data=EngineEventData(metadata={"pid": str(orphan.pid)})), dead)
         assert instance.event_log_storage.claim_concurrency_slot(POOL, dead, INGEST_STEP).is_claimed
@@ -263,7 +264,7 @@ def _launch_day(server: DagsterDev, day: dt.date) -> str:
     launched = server.graphql("""mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
         __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }""",
         {"params": {"selector": {"repositoryLocationName": node["location"]["name"], "repositoryName": node["name"],
-                                 "jobName": "daily_usage"},
+                                 "jobName": "daily_ledger"},
                     "executionMetadata": {"tags": [{"key": "dagster/partition", "value": day.isoformat()}]}}})
     result = launched["launchRun"]
     assert result["__typename"] == "LaunchRunSuccess", result
@@ -342,7 +343,7 @@ def test_a_killed_dagster_job_execute_is_released_by_the_cli(slow_emulator: Emul
     day = yesterday().isoformat()
     with open(tmp_path / "job.log", "w") as log:
         job = subprocess.Popen([sys.executable, "-m", "dagster", "job", "execute", "-m", "usage_pipeline.definitions",
-                                "-j", "daily_usage", "--tags", json.dumps({"dagster/partition": day})],
+                                "-j", "daily_ledger", "--tags", json.dumps({"dagster/partition": day})],
                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     step_workers: tuple[WorkerProcess, ...] = ()
     try:

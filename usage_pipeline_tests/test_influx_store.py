@@ -47,7 +47,7 @@ def gen(
         created_at=created_at,
         model=model,
         provider_name=provider,
-        api_key_id="key-1",
+        api_key="key-1",
         total_cost=0.00123,
         usage=0.00123,
         upstream_inference_cost=None,

@@ -1,4 +1,4 @@
-"""The daily_usage job end to end: emulator -> real influxd -> checks -> DuckDB, in a real Dagster instance."""
+"""The daily_ledger job end to end: emulator -> real influxd -> checks -> DuckDB, in a real Dagster instance."""
 
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ from influxdb_client import Point, WritePrecision
 
 from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.definitions import build_defs
-from usage_pipeline.defs.daily_usage import daily_usage, daily_usage_schedule
 from usage_pipeline.defs.generations import (
     checks_against_openrouter,
     generations,
@@ -35,6 +34,7 @@ from usage_pipeline.defs.generations import (
 )
 from usage_pipeline.defs.partitions import capturable_day
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
+from usage_pipeline.defs.summaries import daily_ledger_schedule, daily_usage
 from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline.influx.store import InfluxSettings, InfluxStore
 from usage_pipeline_tests.conftest import yesterday
@@ -59,7 +59,7 @@ class Ledger:
         self.instance = DagsterInstance.ephemeral()
         self.store = InfluxStore(InfluxSettings(url=influxd.url, database=self.database))
 
-    def run(self, day: dt.date, job_name: str = "daily_usage",
+    def run(self, day: dt.date, job_name: str = "daily_ledger",
             defs: Definitions | None = None) -> ExecuteInProcessResult:
         job = (defs or self.defs).resolve_job_def(job_name)
         return job.execute_in_process(partition_key=day.isoformat(), instance=self.instance, raise_on_error=False)
@@ -285,7 +285,7 @@ def test_a_day_from_an_api_as_hard_as_openrouter_is_exact_and_green(influxd: Loc
 
 
 def test_the_schedule_asks_for_yesterday(ledger: Ledger) -> None:
-    schedule = ledger.defs.resolve_schedule_def(daily_usage_schedule.name)
+    schedule = ledger.defs.resolve_schedule_def(daily_ledger_schedule.name)
     now = dt.datetime.now(dt.UTC).replace(hour=2, minute=0, second=0, microsecond=0)
     tick = schedule.evaluate_tick(build_schedule_context(scheduled_execution_time=now))
     assert [r.partition_key for r in tick.run_requests or []] == [(now.date() - dt.timedelta(days=1)).isoformat()]

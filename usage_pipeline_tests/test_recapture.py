@@ -58,7 +58,7 @@ def test_a_real_failed_run_is_found_and_retried_later(emulator: EmulatorProcess,
     })
     instance = DagsterInstance.ephemeral()
     day = yesterday()
-    result = defs.resolve_job_def("daily_usage").execute_in_process(
+    result = defs.resolve_job_def("daily_ledger").execute_in_process(
         partition_key=day.isoformat(), instance=instance, raise_on_error=False)
     assert not result.success
     context = build_sensor_context(instance=instance)

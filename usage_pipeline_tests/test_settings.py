@@ -89,7 +89,7 @@ def test_a_run_with_a_bad_setting_fails_with_that_line_before_any_query(monkeypa
     defs = build_defs({"openrouter": OpenRouterResource(), "influxdb": InfluxDBResource(),
                        "usage_db": DailyUsageDatabase(path=str(tmp_path / "u.duckdb"))})
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
-    result = defs.resolve_job_def("daily_usage").execute_in_process(
+    result = defs.resolve_job_def("daily_ledger").execute_in_process(
         partition_key=day.isoformat(), instance=DagsterInstance.ephemeral(), raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")

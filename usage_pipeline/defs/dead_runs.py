@@ -44,9 +44,9 @@ from dagster import (
 )
 from dagster._core.events import EngineEventData, JobFailureData, RunFailureReason
 
-from usage_pipeline.defs.daily_usage import daily_usage, daily_usage_job
 from usage_pipeline.defs.generations import OPENROUTER_POOL, generations
 from usage_pipeline.defs.recapture import run_day
+from usage_pipeline.defs.summaries import daily_ledger_job, daily_usage
 
 IN_FLIGHT = (DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING)
 FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
@@ -237,7 +237,7 @@ def _held_slots(instance: DagsterInstance) -> dict[str, Counter[str]]:
 
 def _ours(run: DagsterRun, held: Mapping[str, Counter[str]]) -> bool:
     """A run of this code location (the job, or asset runs of its assets) or one blocking its pools."""
-    if run.job_name == daily_usage_job.name:
+    if run.job_name == daily_ledger_job.name:
         return True
     selected = set(run.asset_selection or ()) | {check.asset_key for check in (run.asset_check_selection or ())}
     return bool(selected & OUR_ASSETS) or bool(set(held.get(run.run_id, ())) & OUR_POOLS)

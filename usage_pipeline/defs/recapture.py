@@ -20,7 +20,7 @@ from dagster._core.storage.tags import (  # Dagster's own names for the tags it 
     PARTITION_NAME_TAG,
 )
 
-from usage_pipeline.defs.daily_usage import daily_usage_job
+from usage_pipeline.defs.summaries import daily_ledger_job
 from usage_pipeline.openrouter.day import DayOutOfRange, check_capturable
 from usage_pipeline.settings import setting
 
@@ -66,7 +66,7 @@ def run_day(tags: Mapping[str, str]) -> dt.date | None:
 
 def _attempts(context: SensorEvaluationContext, since: dt.datetime) -> Iterator[Attempt]:
     records = context.instance.get_run_records(
-        RunsFilter(job_name=daily_usage_job.name, created_after=since,
+        RunsFilter(job_name=daily_ledger_job.name, created_after=since,
                    statuses=[DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]))
     for record in records:
         day = run_day(record.dagster_run.tags)
@@ -76,7 +76,7 @@ def _attempts(context: SensorEvaluationContext, since: dt.datetime) -> Iterator[
                       dt.datetime.fromtimestamp(record.end_time, dt.UTC))
 
 
-@sensor(job=daily_usage_job, minimum_interval_seconds=3600, default_status=DefaultSensorStatus.RUNNING,
+@sensor(job=daily_ledger_job, minimum_interval_seconds=3600, default_status=DefaultSensorStatus.RUNNING,
         description="Reruns failed days after USAGE_RECAPTURE_AFTER_HOURS, before they leave the 31-day window.")
 def recapture_failed_days(context: SensorEvaluationContext) -> Iterator[RunRequest | SkipReason]:
     now = dt.datetime.now(dt.UTC)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import duckdb
 import pandas
 
-from usage_pipeline.duck.daily_usage import column_definitions
+from usage_pipeline.duck.summaries import column_definitions
 from usage_pipeline.openrouter.history import AggregateRow, HistoryRead, ModelName
 
 AGGREGATE = "aggregate"  # daily_totals.capture_status of a day known only from OpenRouter's aggregates

@@ -21,8 +21,8 @@ from pathlib import Path
 import duckdb
 from filelock import FileLock
 
-from usage_pipeline.duck.daily_usage import SUMMARY_TABLES, DaySummary, column_definitions
 from usage_pipeline.duck.history import HISTORY_DAY_TABLES
+from usage_pipeline.duck.summaries import SUMMARY_TABLES, DaySummary, column_definitions
 
 log = logging.getLogger(__name__)
 

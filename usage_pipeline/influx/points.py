@@ -58,7 +58,7 @@ MAX_KEY_BYTES = 65_535
 MAX_SERIES_KEY_BYTES = MAX_KEY_BYTES - len("#!~#") - max(len(name) for name in FIELD_TYPES)
 
 # Field name -> Generation attribute, where they differ.
-_SOURCE_ATTR: dict[str, str] = {"generation_id": "id", "api_key": "api_key_id"}
+_SOURCE_ATTR: dict[str, str] = {"generation_id": "id"}
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 

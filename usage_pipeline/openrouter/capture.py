@@ -119,7 +119,7 @@ class DayCapture:
         """The record of `gen_id` (its API key label as analytics answered it), or None after noting why it
         is not one of this day's."""
         try:
-            record = Generation.from_api(data, api_key_id=api_key)
+            record = Generation.from_api(data, api_key=api_key)
         except InvalidGeneration as exc:
             self.report.invalid.append(str(exc))
             return None

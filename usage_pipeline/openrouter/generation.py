@@ -94,7 +94,7 @@ class Generation:
     created_at: dt.datetime
     model: str
     provider_name: str | None
-    api_key_id: str | None
+    api_key: str | None  # the key as analytics' api_key_id dimension names it: its label (or hash)
     total_cost: float | None
     usage: float | None
     upstream_inference_cost: float | None
@@ -122,7 +122,7 @@ class Generation:
     upstream_id: str | None
 
     @classmethod
-    def from_api(cls, data: Mapping[str, Any], api_key_id: str | None = None) -> Generation:
+    def from_api(cls, data: Mapping[str, Any], api_key: str | None = None) -> Generation:
         """Build from the `data` object of a `GET /generation` response; unknown fields are ignored."""
         gen_id = data.get("id")
         if not isinstance(gen_id, str) or not gen_id:
@@ -134,9 +134,9 @@ class Generation:
             raise fields.refuse("created_at", "an ISO 8601 date-time string")
         if not isinstance(model, str) or not model:
             raise fields.refuse("model", "a non-empty string")
-        if api_key_id is not None and not isinstance(api_key_id, str):
+        if api_key is not None and not isinstance(api_key, str):
             raise InvalidGeneration(f"generation {gen_id}: analytics api_key_id must be a string, "
-                                    f"got {api_key_id!r:.80}")
+                                    f"got {api_key!r:.80}")
         try:
             created_at = parse_created_at(created)
         except (ValueError, OverflowError) as exc:  # OverflowError: an offset moving year 1 or 9999 out of range
@@ -147,7 +147,7 @@ class Generation:
             created_at=created_at,
             model=model,
             provider_name=fields.text("provider_name"),
-            api_key_id=api_key_id,
+            api_key=api_key,
             total_cost=fields.number("total_cost"),
             usage=fields.number("usage"),
             upstream_inference_cost=fields.number("upstream_inference_cost"),

@@ -1,7 +1,7 @@
 """Benchmark: summarize a 1,000,000-generation day from 10,000-row chunks, then publish 30 such days.
 
 Prints seconds and memory so the in-memory aggregation and the copy-on-publish design can be judged
-on numbers; asserts nothing. Run: `python benchmarks/daily_usage_summary.py`.
+on numbers; asserts nothing. Run: `python benchmarks/day_summary.py`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The `daily_usage` DuckDB summaries, the job that runs a whole day, and its schedule."""
+"""The `duckdb/daily_usage` asset (the DuckDB summary tables), the `daily_ledger` job that runs a whole day
+(capture, checks, summary), and its schedule."""
 
 from dataclasses import dataclass
 
@@ -19,8 +20,8 @@ from dagster import (
 from usage_pipeline.defs.generations import FULL_CAPTURE, generations
 from usage_pipeline.defs.partitions import capturable_day, daily_partitions, settings_checked
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource
-from usage_pipeline.duck.daily_usage import CaptureStatus, summarize_day
 from usage_pipeline.duck.publish import publish, replace_day
+from usage_pipeline.duck.summaries import CaptureStatus, summarize_day
 
 SETTLE_HOURS = 2  # analytics can lag live traffic; a day is final some time after midnight UTC
 
@@ -36,7 +37,7 @@ class CaptureProof:
 def capture_proof(context: AssetExecutionContext) -> CaptureProof:
     """OpenRouter's figures from this run's passing full-capture check, so a run reads them once.
 
-    The summary is built only in a run whose check proved the day whole (the daily_usage job, or a
+    The summary is built only in a run whose check proved the day whole (the daily_ledger job, or a
     selection with the checks); the check is blocking, so a failed one never reaches here.
     """
     events = context.instance.all_logs(context.run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
@@ -44,7 +45,7 @@ def capture_proof(context: AssetExecutionContext) -> CaptureProof:
     found = [e for e in evaluations if e.check_name == FULL_CAPTURE and e.asset_key == generations.key]
     if not found or not found[-1].passed:
         raise Failure(description=f"not summarizing: no passing {FULL_CAPTURE} check in this run; run the "
-                                  "daily_usage job (or select the checks of influxdb/generations with this asset)",
+                                  "daily_ledger job (or select the checks of influxdb/generations with this asset)",
                       allow_retries=False)
     metadata = found[-1].metadata
     usage = metadata["api_usage_usd"].value
@@ -108,13 +109,13 @@ def daily_usage(context: AssetExecutionContext, influxdb: InfluxDBResource,
     })
 
 
-daily_usage_job = define_asset_job(
-    "daily_usage",
+daily_ledger_job = define_asset_job(
+    "daily_ledger",
     selection=AssetSelection.assets(generations, daily_usage),
     description="One UTC day: capture into InfluxDB, prove it (checks), summarize into DuckDB.",
 )
 
-daily_usage_schedule = build_schedule_from_partitioned_job(
-    daily_usage_job, hour_of_day=SETTLE_HOURS, minute_of_hour=0, name="daily_usage_schedule",
+daily_ledger_schedule = build_schedule_from_partitioned_job(
+    daily_ledger_job, hour_of_day=SETTLE_HOURS, minute_of_hour=0, name="daily_ledger_schedule",
     description=f"Every day at {SETTLE_HOURS:02d}:00 UTC, run the day that just completed.",
 )
