@@ -228,10 +228,10 @@ def test_a_failed_run_still_holding_a_slot_is_freed_without_a_second_failure(ins
 
 @pytest.fixture(scope="module")
 def slow_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
-    """A day big and slow enough (15,000 generations, 200 ms each, 300 requests/s) that ingest lasts ~50 s."""
+    """A day big and slow enough (15,000 generations, 200 ms each, 600 requests/s) that ingest lasts ~25 s."""
     log = tmp_path_factory.mktemp("slow_emulator") / "emulator.log"
     with run_emulator(seed=23, generations_per_day=15000, days=1, log_path=log,
-                      extra_args=["--latency-ms", "200", "--rate-limit", "300"]) as server:
+                      extra_args=["--latency-ms", "200", "--rate-limit", "600"]) as server:
         yield server
 
 
@@ -369,7 +369,7 @@ def test_a_killed_dagster_job_execute_is_released_by_the_cli(slow_emulator: Emul
                                  capture_output=True, text=True, timeout=120)
             assert out.returncode == 0, out.stderr[-3000:]
             print("\n" + out.stdout)
-            assert f"released run {run_id} (daily_usage {day}): run worker pid {job.pid} is gone" in out.stdout
+            assert f"released run {run_id} (daily_ledger {day}): run worker pid {job.pid} is gone" in out.stdout
             assert "STARTED -> FAILURE; freed slots: openrouter_api x1; stopped orphaned step workers" in out.stdout
             released = instance.get_run_by_id(run_id)
             assert released and released.status == FAILURE
