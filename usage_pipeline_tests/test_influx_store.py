@@ -5,10 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from usage_pipeline.influx.store import (
     InfluxWriteError,
 )
 from usage_pipeline.openrouter.generation import Generation
+from usage_pipeline_tests.scripted_http import scripted_server
 
 UTC = dt.UTC
 DAY = dt.date(2025, 3, 10)
@@ -377,13 +377,8 @@ class _Scripted(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def scripted() -> Iterator[tuple[str, type[_Scripted]]]:
-    handler = type("Handler", (_Scripted,), {"replies": [], "seen": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    server.shutdown()
-    server.server_close()
+    with scripted_server(_Scripted) as (host, handler):
+        yield f"http://{host}", handler
 
 
 def test_5xx_is_retried_but_400_is_not_and_echoed_secrets_are_redacted(

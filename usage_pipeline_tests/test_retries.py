@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -17,6 +16,7 @@ from requests.adapters import HTTPAdapter
 
 from usage_pipeline.openrouter.transport import Transport
 from usage_pipeline.retries import LoggedRetry, request_path, retry_policy
+from usage_pipeline_tests.scripted_http import scripted_server
 
 TOKEN = "tok-MARKEDTOKEN0b7e"
 PASSWORD = "pw-MARKEDPASS9d1c"
@@ -51,13 +51,8 @@ class _Scripted(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def scripted() -> Iterator[tuple[str, type[_Scripted]]]:
-    handler = type("Handler", (_Scripted,), {"replies": [], "seen": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}", handler
-    server.shutdown()
-    server.server_close()
+    with scripted_server(_Scripted) as (host, handler):
+        yield f"{host}", handler
 
 
 def session_with(retry: LoggedRetry) -> requests.Session:
