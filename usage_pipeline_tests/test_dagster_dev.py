@@ -1,4 +1,4 @@
-"""A real `dg dev` (webserver + daemon + code server): it shows the definitions, and a 3-day UI-style
+"""A real `dg dev` (webserver + daemon + code server): it shows the definitions, and a 2-day UI-style
 backfill runs one run per day, each with its own green checks.
 
 `dg dev` builds the workspace from `[tool.dg]` and then serves it with the very function `dagster dev` runs,
@@ -75,9 +75,9 @@ def test_dg_dev_shows_assets_checks_job_schedule_and_sensor(dg_dev: DagsterDev) 
         "zero_duplicates": True, "full_capture_matches_openrouter": True, "cost_matches_openrouter": False}
 
 
-def test_a_three_day_backfill_runs_one_run_per_day_with_green_checks_and_the_asset_page_plots_them(
+def test_a_two_day_backfill_runs_one_run_per_day_with_green_checks_and_the_asset_page_plots_them(
         dg_dev: DagsterDev, tmp_path: Path) -> None:
-    days = [(yesterday() - dt.timedelta(days=n)).isoformat() for n in (2, 1, 0)]
+    days = [(yesterday() - dt.timedelta(days=n)).isoformat() for n in (1, 0)]
     launched = dg_dev.graphql("""
         mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
             __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
@@ -128,7 +128,7 @@ def test_a_three_day_backfill_runs_one_run_per_day_with_green_checks_and_the_ass
     assert not plots.refused_requests, plots.refused_requests  # the UI needs nothing beyond its own server
     data_pixels = plots.evaluated
     assert set(data_pixels) == {"spend_usd", "requests", "openrouter_requests"}, data_pixels  # a plot per number
-    assert all(n > 50 for n in data_pixels.values()), data_pixels  # each draws its line over the three days
+    assert all(n > 50 for n in data_pixels.values()), data_pixels  # each draws its line over the two days
     assert plots.pixels.distinct_colours > 100 and plots.pixels.background_share < 0.97, plots.pixels
 
 
