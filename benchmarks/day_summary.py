@@ -6,6 +6,7 @@ on numbers; asserts nothing. Run: `python benchmarks/day_summary.py`.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime as dt
 import resource
@@ -152,4 +153,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     main()

@@ -8,6 +8,7 @@ seconds to failure and the failure's message. No assertions: figures for the not
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import socket
 import tempfile
@@ -63,4 +64,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     main()

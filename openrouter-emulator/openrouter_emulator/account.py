@@ -15,16 +15,10 @@ from typing import Any
 import numpy as np
 
 from openrouter_emulator.analytics_catalogue import KEY_WORKSPACE
-from openrouter_emulator.dataset import (
-    API_KEYS,
-    BYOK,
-    ENDPOINTS,
-    MEMBERS,
-    MODELS,
-    WORKSPACES,
-    UsageDataset,
-    utc_today,
-)
+from openrouter_emulator.columns import BYOK
+from openrouter_emulator.dataset import UsageDataset
+from openrouter_emulator.isotime import utc_today
+from openrouter_emulator.organisation import API_KEYS, ENDPOINTS, MEMBERS, MODELS, WORKSPACES
 from openrouter_emulator.protocol import ApiError, query_param
 
 

@@ -24,8 +24,9 @@ from openrouter_emulator.analytics_catalogue import (
 )
 from openrouter_emulator.analytics_query import AnalyticsQuery, Filter
 from openrouter_emulator.analytics_rows import Facts, Selection, cell_codes, cell_facts, generation_facts
-from openrouter_emulator.dataset import EPOCH, US_PER_DAY, UsageDataset
+from openrouter_emulator.dataset import UsageDataset
 from openrouter_emulator.history import History
+from openrouter_emulator.isotime import EPOCH, US_PER_DAY
 
 MAX_ANALYTICS_ROWS = 10_000
 

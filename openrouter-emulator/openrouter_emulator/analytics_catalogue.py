@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from openrouter_emulator.dataset import (
+from openrouter_emulator.organisation import (
     API_KEYS,
     APPS,
     EXTERNAL_USERS,

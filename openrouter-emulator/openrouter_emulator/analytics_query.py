@@ -18,9 +18,8 @@ from openrouter_emulator.analytics_catalogue import (
     RECENT_ONLY_DIMENSIONS,
     SCALAR_OPERATORS,
 )
-from openrouter_emulator.dataset import US_PER_DAY, US_PER_SECOND, day_start_us, utc_today
 from openrouter_emulator.history import MAX_HISTORY_DAYS
-from openrouter_emulator.isotime import parse_iso8601, to_epoch_us
+from openrouter_emulator.isotime import US_PER_DAY, US_PER_SECOND, day_start_us, parse_iso8601, to_epoch_us, utc_today
 from openrouter_emulator.protocol import ApiError
 
 

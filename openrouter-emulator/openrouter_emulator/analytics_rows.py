@@ -12,16 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from openrouter_emulator.analytics_catalogue import KEY_MEMBER, KEY_WORKSPACE
-from openrouter_emulator.dataset import (
-    BYOK,
-    ENDPOINT_PROVIDER,
-    US_PER_DAY,
-    US_PER_SECOND,
-    DayColumns,
-    UsageDataset,
-    day_start_us,
-)
+from openrouter_emulator.columns import BYOK, DayColumns
+from openrouter_emulator.dataset import UsageDataset
 from openrouter_emulator.history import Cells
+from openrouter_emulator.isotime import US_PER_DAY, US_PER_SECOND, day_start_us
+from openrouter_emulator.organisation import ENDPOINT_PROVIDER
 
 # Metric -> the generation column it sums; history cells carry the same sums under the same names.
 METRIC_COLUMNS = {"total_usage": "usage", "tokens_prompt": "tokens_prompt", "tokens_completion": "tokens_completion",

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from openrouter_emulator.dataset import API_KEYS, MODELS, US_PER_DAY, day_start_us, utc_today
+from openrouter_emulator.isotime import US_PER_DAY, day_start_us, utc_today
+from openrouter_emulator.organisation import API_KEYS, MODELS
 
 GENERATION_WINDOW_DAYS = 31  # generation-level analytics dimensions reach this far back
 MAX_HISTORY_DAYS = 365  # analytics answers at most this many completed days back

@@ -1,4 +1,8 @@
-"""The emulator's own lenient ISO 8601 date-time parser (it depends on nothing outside this package)."""
+"""The emulator's clock: microseconds since the epoch, UTC days, and its own lenient ISO 8601 parser.
+
+Every part of the emulator counts time in integer microseconds since the epoch and days in UTC, so the
+units live here, beside the parser (which depends on nothing outside this package).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import re
 
 UTC = dt.UTC
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+US_PER_SECOND = 1_000_000
+US_PER_DAY = 86_400 * US_PER_SECOND
 _FRACTION = re.compile(r"\.(\d*)")
 
 
@@ -45,3 +51,13 @@ def parse_iso8601(value: str) -> dt.datetime:
 def to_epoch_us(moment: dt.datetime) -> int:
     """Microseconds since the epoch of an aware datetime."""
     return (moment - EPOCH) // dt.timedelta(microseconds=1)
+
+
+def day_start_us(date: dt.date) -> int:
+    """Microseconds since the epoch of the date's 00:00 UTC."""
+    return (date - dt.date(1970, 1, 1)).days * US_PER_DAY
+
+
+def utc_today(now: float) -> dt.date:
+    """The UTC date of a unix time: which day "today" is for the emulated organisation."""
+    return dt.datetime.fromtimestamp(now, UTC).date()

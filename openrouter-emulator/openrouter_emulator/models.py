@@ -12,7 +12,7 @@ import hashlib
 from decimal import Decimal
 from typing import Any
 
-from openrouter_emulator.dataset import MODELS, Model
+from openrouter_emulator.organisation import MODELS, Model
 
 # family -> (tokenizer of the spec's ModelGroup enum, context length in tokens)
 _FAMILIES: dict[str, tuple[str, int]] = {

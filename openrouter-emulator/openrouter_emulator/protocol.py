@@ -7,7 +7,7 @@ answers `Response`s; keeping these here lets both sides share them without impor
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,10 @@ class Request:
             return json.loads(self.body or b"null")
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise ApiError(400, "Request body is not valid JSON") from None
+
+
+# An endpoint: the request and the unix time it is answered at, in; the JSON payload (or ApiError) out.
+Handler = Callable[[Request, float], Any]
 
 
 @dataclass(slots=True)

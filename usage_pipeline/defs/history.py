@@ -25,7 +25,7 @@ from usage_pipeline.duck.publish import publish
 from usage_pipeline.openrouter.history import read_history, read_model_names
 from usage_pipeline.openrouter.transport import OpenRouterError
 
-HISTORY_HOUR = 3  # after the daily_usage schedule (02:00 UTC), so yesterday is usually exact already
+HISTORY_HOUR = 3  # after the daily_ledger schedule (02:00 UTC), so yesterday is usually exact already
 
 
 def history_window(span_days: int, today: dt.date | None = None) -> list[dt.date]:

@@ -26,8 +26,8 @@ def parse_created_at(value: str) -> dt.datetime:
     """Parse an ISO 8601 timestamp leniently into an aware UTC datetime (microsecond precision).
 
     Accepts `Z` or an offset, no offset (taken as UTC), a space instead of `T`, and any number of
-    fractional digits: dateutil truncates past microseconds, never rounding across a day boundary
-    (the standard library's `fromisoformat` takes only 3 or 6 digits on Python 3.10).
+    fractional digits: dateutil truncates past microseconds, never rounding across a day boundary.
+    OpenRouter's timestamps are UTC (API_FACTS: "parse leniently"), so a missing offset means UTC.
     """
     parsed = isoparse(value.strip())
     if parsed.tzinfo is None:

@@ -1,0 +1,69 @@
+"""The counters behind `GET|DELETE /_emulator/stats`: what the `/api/v1` side answered, how fast, how hostile.
+
+Load tests and hostile-behaviour tests read them to prove what the server did (peak rate, 429s, CDN
+pages, hangs, connections in flight) rather than infer it from what a client saw.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+class Stats:
+    """Counters of the `/api/v1` answers since start or the last reset; only the event loop touches them."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.started = time.monotonic()
+        self.by_path: dict[str, dict[str, int]] = {}
+        self.rate_limited = self.html_errors = self.hangs = 0
+        self.max_in_flight = self.in_flight
+        self._bucket = 0  # whole seconds since `started` of the bucket being counted
+        self._bucket_count = 0
+        self._peak = 0
+
+    def enter(self) -> None:
+        self.in_flight += 1
+        if self.in_flight > self.max_in_flight:
+            self.max_in_flight = self.in_flight
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
+    def answered(self, path: str, status: int) -> None:
+        by_status = self.by_path.setdefault(path, {})
+        key = str(status)
+        by_status[key] = by_status.get(key, 0) + 1
+        bucket = int(time.monotonic() - self.started)
+        if bucket != self._bucket:
+            self._peak = max(self._peak, self._bucket_count)
+            self._bucket, self._bucket_count = bucket, 0
+        self._bucket_count += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        elapsed = time.monotonic() - self.started
+        peak = self._peak
+        if self._bucket < int(elapsed):  # the bucket last counted into has ended: it is whole
+            peak = max(peak, self._bucket_count)
+        by_path = {p: dict(s) for p, s in self.by_path.items()}
+        by_status: dict[str, int] = {}
+        for statuses in by_path.values():
+            for status, n in statuses.items():
+                by_status[status] = by_status.get(status, 0) + n
+        total = sum(by_status.values())
+        ok = sum(n for status, n in by_status.items() if status.startswith("2"))
+
+        def per_second(n: int) -> float:
+            return round(n / elapsed, 3) if elapsed > 0 else 0.0
+
+        return {
+            "total": total, "by_path": {p: sum(s.values()) for p, s in by_path.items()}, "by_status": by_status,
+            "by_path_status": by_path, "elapsed_s": round(elapsed, 3), "served_per_second": per_second(total),
+            "ok_per_second": per_second(ok), "peak_served_per_second": peak, "rate_limited": self.rate_limited,
+            "html_errors": self.html_errors, "hangs": self.hangs, "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+        }
