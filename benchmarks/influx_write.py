@@ -27,7 +27,9 @@ from typing import Any
 
 from usage_pipeline.influx.local_server import run_influxd
 from usage_pipeline.influx.points import to_lines
-from usage_pipeline.influx.store import WRITE_BATCH_SIZE, InfluxSettings, InfluxStore
+from usage_pipeline.influx.settings import InfluxSettings
+from usage_pipeline.influx.store import InfluxStore
+from usage_pipeline.influx.writes import WRITE_BATCH_SIZE
 from usage_pipeline.openrouter.generation import Generation
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

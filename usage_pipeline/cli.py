@@ -10,7 +10,8 @@ from pathlib import Path
 
 
 def _influx_setup(_: argparse.Namespace) -> int:
-    from usage_pipeline.influx.store import InfluxSettings, InfluxStore
+    from usage_pipeline.influx.settings import InfluxSettings
+    from usage_pipeline.influx.store import InfluxStore
 
     settings = InfluxSettings.from_env()
     with InfluxStore(settings) as store:

@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from usage_pipeline.influx.store import WRITE_BATCH_SIZE, InfluxStore
+from usage_pipeline.influx.store import InfluxStore
+from usage_pipeline.influx.writes import WRITE_BATCH_SIZE
 from usage_pipeline.openrouter.capture import CaptureReport, DayCapture
 from usage_pipeline.openrouter.client import OpenRouterClient
 

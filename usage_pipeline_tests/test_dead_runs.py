@@ -39,7 +39,8 @@ from usage_pipeline.defs.dead_runs import (
     worker_processes,
 )
 from usage_pipeline.influx.local_server import LocalInfluxd
-from usage_pipeline.influx.store import InfluxSettings, InfluxStore
+from usage_pipeline.influx.settings import InfluxSettings
+from usage_pipeline.influx.store import InfluxStore
 from usage_pipeline_tests.conftest import yesterday
 from usage_pipeline_tests.dagster_dev import REPO, DagsterDev, running
 

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from usage_pipeline.influx.local_server import LocalInfluxd
-from usage_pipeline.influx.store import InfluxSettings, InfluxStore
+from usage_pipeline.influx.settings import InfluxSettings
+from usage_pipeline.influx.store import InfluxStore
 from usage_pipeline.openrouter.generation import Generation, InvalidGeneration
 
 DAY = dt.date(2025, 4, 2)

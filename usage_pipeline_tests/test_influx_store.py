@@ -14,17 +14,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from usage_pipeline.influx.errors import InfluxQueryError, InfluxSetupError, InfluxWriteError
 from usage_pipeline.influx.influxql import time_literals
 from usage_pipeline.influx.local_server import LocalInfluxd, render_config, run_influxd
 from usage_pipeline.influx.points import FIELD_TYPES, MEASUREMENT, RankOverflowError, point_time_ns, to_lines
-from usage_pipeline.influx.store import (
-    DayCounts,
-    InfluxQueryError,
-    InfluxSettings,
-    InfluxSetupError,
-    InfluxStore,
-    InfluxWriteError,
-)
+from usage_pipeline.influx.reads import DayCounts
+from usage_pipeline.influx.settings import InfluxSettings
+from usage_pipeline.influx.store import InfluxStore
 from usage_pipeline.openrouter.generation import Generation
 from usage_pipeline_tests.scripted_http import scripted_server
 

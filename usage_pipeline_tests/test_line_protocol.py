@@ -26,7 +26,9 @@ from usage_pipeline.influx.points import (
     to_lines,
     unique_by_id,
 )
-from usage_pipeline.influx.store import DayCounts, InfluxSettings, InfluxStore
+from usage_pipeline.influx.reads import DayCounts
+from usage_pipeline.influx.settings import InfluxSettings
+from usage_pipeline.influx.store import InfluxStore
 from usage_pipeline.openrouter.generation import Generation
 
 UTC = dt.UTC

@@ -36,7 +36,8 @@ from usage_pipeline.defs.partitions import capturable_day
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
 from usage_pipeline.defs.summaries import daily_ledger_schedule, daily_usage
 from usage_pipeline.influx.local_server import LocalInfluxd
-from usage_pipeline.influx.store import InfluxSettings, InfluxStore
+from usage_pipeline.influx.settings import InfluxSettings
+from usage_pipeline.influx.store import InfluxStore
 from usage_pipeline_tests.conftest import yesterday
 
 SUMMARY_TABLES = ("daily_usage", "daily_usage_by_provider", "daily_usage_by_api_key", "daily_usage_by_user",

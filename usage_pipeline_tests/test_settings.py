@@ -10,7 +10,7 @@ from dagster import DagsterInstance, Failure
 from usage_pipeline.definitions import build_defs
 from usage_pipeline.defs.partitions import capturable_day, partition_day
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
-from usage_pipeline.influx.store import InfluxSettings
+from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.settings import VARIABLES, SettingError, setting
 
 BAD: dict[str, str] = {

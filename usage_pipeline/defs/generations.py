@@ -20,7 +20,7 @@ from dagster import (
 
 from usage_pipeline.defs.partitions import capturable_day, daily_partitions, partition_day, settings_checked
 from usage_pipeline.defs.resources import InfluxDBResource, OpenRouterResource
-from usage_pipeline.influx.store import InfluxError
+from usage_pipeline.influx.errors import InfluxError
 from usage_pipeline.ledger import record_day
 from usage_pipeline.openrouter.counts import api_day_counts
 from usage_pipeline.openrouter.transport import OpenRouterError

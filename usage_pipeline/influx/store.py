@@ -19,25 +19,12 @@ import pandas as pd
 
 from usage_pipeline.influx import database_setup, reads, writes
 from usage_pipeline.influx.connection import InfluxConnection
-from usage_pipeline.influx.errors import InfluxError, InfluxQueryError, InfluxSetupError, InfluxWriteError
 from usage_pipeline.influx.influxql import quote_ident, quote_literal
 from usage_pipeline.influx.points import MEASUREMENT
 from usage_pipeline.influx.reads import DayCounts
 from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.influx.writes import WRITE_BATCH_SIZE, WriteResult
 from usage_pipeline.openrouter.generation import Generation
-
-__all__ = [  # names callers have imported from here since before the split
-    "WRITE_BATCH_SIZE",
-    "DayCounts",
-    "InfluxError",
-    "InfluxQueryError",
-    "InfluxSettings",
-    "InfluxSetupError",
-    "InfluxStore",
-    "InfluxWriteError",
-    "WriteResult",
-]
 
 
 class InfluxStore:
