@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
+from usage_pipeline.openrouter import analytics_values
 from usage_pipeline.openrouter.client import ACTIVITY_WINDOW_DAYS, ANALYTICS_MAX_ROWS, OpenRouterClient
 from usage_pipeline.openrouter.day import day_bounds
-from usage_pipeline.openrouter.enumeration import bucket_start
 from usage_pipeline.openrouter.transport import OpenRouterError
 
 
@@ -46,17 +47,26 @@ class ApiDayCounts:
 
 
 def _int(value: object) -> int:
-    """Analytics returns counts as strings ("1523"); absent means zero. A fraction is not a count."""
-    if value in (None, ""):
-        return 0
-    number = float(str(value))
-    if not number.is_integer():
-        raise OpenRouterError(f"a count came back as {value!r}, not a whole number")
-    return int(number)
+    """A count as analytics and /activity send it (a digit string or an integer); absent means zero."""
+    try:
+        return analytics_values.count(value) or 0
+    except ValueError as exc:
+        raise OpenRouterError(f"a count {exc}") from None
 
 
 def _float(value: object) -> float:
-    return float(str(value)) if value not in (None, "") else 0.0
+    """Money as sent (a JSON number); absent means zero."""
+    try:
+        return 0.0 if value is None else analytics_values.money(value)
+    except ValueError as exc:
+        raise OpenRouterError(f"an amount of USD {exc}") from None
+
+
+def _bucket(row: dict[str, Any]) -> dt.datetime | None:
+    try:
+        return analytics_values.bucket_start(row, "day")
+    except ValueError as exc:
+        raise OpenRouterError(f"day request_count row: {exc}") from None
 
 
 def within_activity_window(day: dt.date, today: dt.date | None = None) -> bool:
@@ -78,7 +88,7 @@ def api_day_counts(client: OpenRouterClient, day: dt.date, today: dt.date | None
         raise OpenRouterError(f"per-model analytics for {day} came back truncated")
     by_label: dict[str, list[Usage]] = {}
     for row in result.rows:
-        bucket = bucket_start(row, "day")
+        bucket = _bucket(row)
         if bucket is None:
             raise OpenRouterError(f"day request_count row without a time bucket: {sorted(row)}")
         if bucket != start:

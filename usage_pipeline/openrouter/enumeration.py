@@ -13,10 +13,10 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from usage_pipeline.openrouter import analytics_values
 from usage_pipeline.openrouter import windows as plan_windows
 from usage_pipeline.openrouter.client import ANALYTICS_MAX_ROWS, OpenRouterClient
 from usage_pipeline.openrouter.day import day_bounds
-from usage_pipeline.openrouter.generation import parse_created_at
 from usage_pipeline.openrouter.transport import OpenRouterError
 from usage_pipeline.openrouter.windows import Bucket, Window, WindowQueue
 
@@ -31,14 +31,6 @@ class EnumerationReport(Protocol):
     windows_split: int
     row_limit: int
     duplicate_ids_across_windows: int
-
-
-def bucket_start(row: dict[str, Any], granularity: str) -> dt.datetime | None:
-    """The time bucket of an analytics row (`date__hour` or `created_at__hour`, ...)."""
-    for key in (f"date__{granularity}", f"created_at__{granularity}"):
-        if row.get(key):
-            return parse_created_at(str(row[key]))
-    return None
 
 
 class DayEnumeration:
@@ -57,11 +49,15 @@ class DayEnumeration:
                                   "came back truncated")
         buckets = []
         for row in result.rows:
-            moment = bucket_start(row, granularity)
+            try:
+                moment = analytics_values.bucket_start(row, granularity)
+                requests = analytics_values.count(row.get("request_count")) or 0
+            except ValueError as exc:
+                raise OpenRouterError(f"{granularity} request_count row: {exc}") from None
             if moment is None:
                 raise OpenRouterError(f"{granularity} request_count row without a time bucket: {sorted(row)}")
             if start <= moment < end:  # a server with an inclusive end adds the next bucket's first instant
-                buckets.append(Bucket(moment, moment + width, int(row.get("request_count") or 0)))
+                buckets.append(Bucket(moment, moment + width, requests))
         return sorted(buckets, key=lambda b: b.start)
 
     def count_buckets(self) -> list[Bucket]:

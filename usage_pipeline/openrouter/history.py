@@ -14,23 +14,19 @@ integers), money a finite number.
 from __future__ import annotations
 
 import datetime as dt
-import math
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from usage_pipeline.openrouter import analytics_values
+from usage_pipeline.openrouter.analytics_values import shown
 from usage_pipeline.openrouter.client import ANALYTICS_MAX_ROWS, OpenRouterClient
 from usage_pipeline.openrouter.day import day_bounds
-from usage_pipeline.openrouter.generation import parse_created_at
 from usage_pipeline.openrouter.transport import OpenRouterError
 
 HISTORY_METRICS = ("request_count", "total_usage", "tokens_prompt", "tokens_completion", "reasoning_tokens",
                    "cached_tokens")
 HISTORY_DIMENSIONS = ("model", "api_key_id")
-_DIGITS = re.compile(r"[0-9]+")
-_BIGINT_MAX = 2**63 - 1
-_EXACT_FLOAT_MAX = 2**53  # a larger integer would lose digits as a DOUBLE
 
 
 class HistoryError(OpenRouterError):
@@ -108,7 +104,7 @@ def parse_rows(rows: list[Any], dimension: str, first: dt.date, last: dt.date) -
     for index, row in enumerate(rows):
         where = f"analytics row {index} by {dimension} for {first}..{last}"
         if not isinstance(row, dict):
-            raise HistoryError(f"{where}: not a JSON object, got {_shown(row)}")
+            raise HistoryError(f"{where}: not a JSON object, got {shown(row)}")
         day = _bucket_day(row, where)
         if day == last + dt.timedelta(days=1):
             continue
@@ -116,7 +112,7 @@ def parse_rows(rows: list[Any], dimension: str, first: dt.date, last: dt.date) -
             raise HistoryError(f"{where}: its day {day} lies outside the days asked")
         label = row.get(dimension)
         if label is not None and not isinstance(label, str):
-            raise HistoryError(f"{where} ({day}): {dimension} must be a string or null, got {_shown(label)}")
+            raise HistoryError(f"{where} ({day}): {dimension} must be a string or null, got {shown(label)}")
         where = f"analytics row {index} ({day}, {dimension} {label!r})"
         requests = _count(row, "request_count", where)
         if requests is None:
@@ -128,51 +124,31 @@ def parse_rows(rows: list[Any], dimension: str, first: dt.date, last: dt.date) -
 
 
 def _bucket_day(row: dict[str, Any], where: str) -> dt.date:
-    """The row's day bucket (`date__day`, or `created_at__day`): an ISO 8601 string at a UTC midnight."""
-    key = "date__day" if "date__day" in row else "created_at__day"
-    value = row.get(key)
-    if not isinstance(value, str):
-        raise HistoryError(f"{where}: {key} must be an ISO 8601 date-time string, got {_shown(value)}")
+    """The row's day bucket, which must be a UTC midnight."""
     try:
-        moment = parse_created_at(value)
-    except (ValueError, OverflowError):
-        raise HistoryError(f"{where}: {key} is not an ISO 8601 date-time, got {value[:60]!r}") from None
+        moment = analytics_values.bucket_start(row, "day")
+    except ValueError as exc:
+        raise HistoryError(f"{where}: {exc}") from None
+    if moment is None:
+        raise HistoryError(f"{where}: date__day must be an ISO 8601 date-time string, got none")
     if (moment.hour, moment.minute, moment.second, moment.microsecond) != (0, 0, 0, 0):
-        raise HistoryError(f"{where}: {key} {value!r} is not a UTC midnight")
+        raise HistoryError(f"{where}: {analytics_values.bucket_key(row, 'day')} {moment.isoformat()} is not a "
+                           "UTC midnight")
     return moment.date()
 
 
 def _count(row: dict[str, Any], name: str, where: str) -> int | None:
-    """A count as received: a digit string ("1523", as the API sends them) or an integer; null stays None."""
-    value = row.get(name)
-    if value is None:
-        return None
-    if isinstance(value, str) and _DIGITS.fullmatch(value):
-        number = int(value)
-    elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        number = value
-    else:
-        raise HistoryError(f"{where}: {name} must be a whole number (a digit string or a non-negative integer), "
-                           f"got {_shown(value)}")
-    if number > _BIGINT_MAX:
-        raise HistoryError(f"{where}: {name} {value!r} does not fit a 64-bit integer")
-    return number
+    try:
+        return analytics_values.count(row.get(name))
+    except ValueError as exc:
+        raise HistoryError(f"{where}: {name} {exc}") from None
 
 
 def _money(row: dict[str, Any], name: str, where: str) -> float:
-    """USD as received: a finite JSON number (an integer only if a DOUBLE holds it exactly)."""
-    value = row.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise HistoryError(f"{where}: {name} must be a number, got {_shown(value)}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise HistoryError(f"{where}: {name} must be finite, got {value!r}")
-    if isinstance(value, int) and abs(value) > _EXACT_FLOAT_MAX:
-        raise HistoryError(f"{where}: {name} {value} would lose digits as a double")
-    return float(value)
-
-
-def _shown(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}"[:120]
+    try:
+        return analytics_values.money(row.get(name))
+    except ValueError as exc:
+        raise HistoryError(f"{where}: {name} {exc}") from None
 
 
 def read_model_names(client: OpenRouterClient) -> list[ModelName]:
@@ -185,15 +161,15 @@ def parse_model_names(entries: list[Any]) -> list[ModelName]:
     names = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
-            raise HistoryError(f"GET /models entry {index}: not a JSON object, got {_shown(entry)}")
+            raise HistoryError(f"GET /models entry {index}: not a JSON object, got {shown(entry)}")
         slug = entry.get("id")
         if not isinstance(slug, str) or not slug:
-            raise HistoryError(f"GET /models entry {index}: id must be a non-empty string, got {_shown(slug)}")
+            raise HistoryError(f"GET /models entry {index}: id must be a non-empty string, got {shown(slug)}")
         values = {}
         for name in ("canonical_slug", "name"):
             value = entry.get(name)
             if value is not None and not isinstance(value, str):
-                raise HistoryError(f"GET /models model {slug!r}: {name} must be a string or null, got {_shown(value)}")
+                raise HistoryError(f"GET /models model {slug!r}: {name} must be a string or null, got {shown(value)}")
             values[name] = value
         names.append(ModelName(slug, values["canonical_slug"], values["name"]))
     return names
