@@ -50,7 +50,9 @@ def capture_proof(context: AssetExecutionContext) -> CaptureProof:
     metadata = found[-1].metadata
     usage = metadata["api_usage_usd"].value
     requests = metadata["api_request_count"].value
-    assert isinstance(requests, int) and isinstance(usage, (int, float)), (requests, usage)
+    if not isinstance(requests, int) or not isinstance(usage, (int, float)):  # written by our own check
+        raise Failure(description=f"not summarizing: {FULL_CAPTURE} recorded api_request_count={requests!r}, "
+                                  f"api_usage_usd={usage!r}", allow_retries=False)
     return CaptureProof(api_requests=requests, api_usage=float(usage))
 
 
