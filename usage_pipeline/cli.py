@@ -1,12 +1,36 @@
-"""`usage-pipeline`: the emulator, the InfluxDB setup step, the demo (command 1), freeing dead runs, and the
-usage report."""
+"""`usage-pipeline`: the emulator, the InfluxDB setup step, the demo (command 1), one day's capture, freeing dead
+runs, and the usage report."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+# The emulator is an optional extra of the product (`emulator` in pyproject.toml), a distribution in this
+# repository and not on any package index: the install command names its path.
+EMULATOR_INSTALL = "pip install ./openrouter-emulator"
+
+
+def _emulator_missing(command: str) -> str:
+    """The one line a command that needs the emulator prints when it is not installed."""
+    hint = f"the OpenRouter emulator is not installed; from the repository root: {EMULATOR_INSTALL}"
+    if command == "demo":  # it stands in for OpenRouter only when no key is set
+        return f"no OPENROUTER_API_KEY is set and {hint} (or set OPENROUTER_API_KEY to use OpenRouter)"
+    return hint
+
+
+def _emulator(args: argparse.Namespace) -> int:
+    """`usage-pipeline emulator [flags]`: the emulator's own flags, imported only for this command."""
+    from openrouter_emulator.server import add_cli_arguments, serve_from_args
+
+    parser = argparse.ArgumentParser(prog="usage-pipeline emulator",
+                                     description="serve the local OpenRouter emulator under /api/v1")
+    add_cli_arguments(parser)
+    serve_from_args(parser.parse_args(args.emulator_argv))
+    return 0
 
 
 def _influx_setup(_: argparse.Namespace) -> int:
@@ -22,11 +46,38 @@ def _influx_setup(_: argparse.Namespace) -> int:
     return 0
 
 
+def _capture(args: argparse.Namespace) -> int:
+    """The daily_ledger job for one day, in this process, on $DAGSTER_HOME's instance (so the UI shows it)."""
+    from dagster import DagsterInstance
+    from dagster._core.errors import DagsterHomeNotSetError, DagsterInvariantViolationError
+
+    from usage_pipeline.definitions import defs
+    from usage_pipeline.defs.generations import REFRESH_TAG
+
+    try:
+        instance = DagsterInstance.get()
+    except (DagsterHomeNotSetError, DagsterInvariantViolationError) as exc:
+        print(f"capture: {exc}".splitlines()[0], file=sys.stderr)
+        return 2
+    with instance:
+        result = defs.resolve_job_def("daily_ledger").execute_in_process(
+            partition_key=args.day.isoformat(), instance=instance, raise_on_error=False,
+            tags={REFRESH_TAG: "true" if args.refresh else "false"})
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    for name, passed in sorted(checks.items()):
+        print(f"  {name}: {'passed' if passed else 'FAILED'}")
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data is not None:
+            print(f"  {event.step_key}: {event.step_failure_data.error_display_string}".splitlines()[0])
+    print(f"capture {args.day}: {'success' if result.success else 'FAILED'} (run {result.run_id})")
+    return 0 if result.success else 1
+
+
 def _release_dead_runs(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
     from dagster._core.errors import DagsterHomeNotSetError, DagsterInvariantViolationError
 
-    from usage_pipeline.defs.dead_runs import dead_runs, format_released, release_dead_runs, runs_are_local
+    from usage_pipeline.runs.dead import dead_runs, format_released, release_dead_runs, runs_are_local
 
     try:
         instance = DagsterInstance.get()
@@ -65,18 +116,15 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand and flag (the docs test checks the README and docs/ against it)."""
     parser = argparse.ArgumentParser(prog="usage-pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    from openrouter_emulator.server import add_cli_arguments, serve_from_args
-
-    emulator = commands.add_parser("emulator", help="serve the local OpenRouter emulator under /api/v1")
-    add_cli_arguments(emulator)
-    def _emulator(a: argparse.Namespace) -> int:
-        serve_from_args(a)
-        return 0
-
+    # Its flags (and --help) are the emulator's own, parsed by `_emulator` once the optional package is imported.
+    emulator = commands.add_parser("emulator", add_help=False,
+                                   help="serve the local OpenRouter emulator under /api/v1 (optional: "
+                                        f"{EMULATOR_INSTALL}); `usage-pipeline emulator --help` lists its flags")
     emulator.set_defaults(run=_emulator)
 
     setup = commands.add_parser("influx-setup", help="create the InfluxDB database and retention policy (1.x)")
@@ -95,6 +143,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     demo.set_defaults(run=_demo)
 
+    capture = commands.add_parser(
+        "capture", help="run the daily_ledger job for one UTC day on $DAGSTER_HOME's instance, settings from the "
+                        "environment; a rerun fetches only the records not already stored whole")
+    capture.add_argument("day", type=dt.date.fromisoformat, help="the UTC day, YYYY-MM-DD")
+    capture.add_argument("--refresh", action="store_true",
+                         help="fetch every record again, even those already stored whole")
+    capture.set_defaults(run=_capture)
+
     release = commands.add_parser(
         "release-dead-runs",
         help="fail runs of $DAGSTER_HOME whose worker process died (e.g. a SIGKILLed `dagster job execute`) "
@@ -110,13 +166,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.add_argument("--duckdb", type=Path, default=None,
                         help="the published DuckDB file (default: USAGE_DUCKDB_PATH, else data/usage.duckdb)")
     report.set_defaults(run=_report)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, emulator_argv = parser.parse_known_args(argv)
+    if args.command == "emulator":
+        args.emulator_argv = emulator_argv
+    elif emulator_argv:
+        parser.error(f"unrecognized arguments: {' '.join(emulator_argv)}")
     from usage_pipeline.settings import SettingError
 
     try:
         return int(args.run(args))
     except SettingError as exc:  # one line naming the variable, not a traceback
         print(f"usage-pipeline {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "openrouter_emulator":
+            raise
+        print(f"usage-pipeline {args.command}: {_emulator_missing(args.command)}", file=sys.stderr)
         return 2
 
 

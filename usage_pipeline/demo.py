@@ -17,7 +17,6 @@ from pathlib import Path
 import duckdb
 from dagster import DagsterInstance, JobDefinition
 
-from openrouter_emulator.process import run_emulator
 from usage_pipeline.definitions import build_defs
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
 from usage_pipeline.influx.local_server import run_influxd
@@ -41,8 +40,8 @@ def print_summary(path: Path, days: list[dt.date]) -> None:
     # A read-only connection: the published file is a snapshot that the pipeline replaces atomically.
     with duckdb.connect(str(path), read_only=True) as conn:
         per_model = conn.execute(
-            "SELECT day, model, requests, round(total_cost, 4) AS total_cost_usd, tokens_prompt, tokens_completion "
-            "FROM daily_usage WHERE day BETWEEN ? AND ? ORDER BY day, requests DESC",
+            "SELECT day, model_slug, model, requests, round(total_cost, 4) AS total_cost_usd, tokens_prompt, "
+            "tokens_completion FROM daily_usage WHERE day BETWEEN ? AND ? ORDER BY day, requests DESC",
             [min(days), max(days)]).df()
         totals = conn.execute(
             "SELECT day, requests, api_requests, round(total_cost, 4) AS total_cost_usd, models, api_keys, users, "
@@ -64,6 +63,10 @@ def run_demo(days: int = 3, generations_per_day: int = 2000, data_dir: Path = Pa
         # what the demo starts itself is passed in, and the environment is never changed.
         openrouter, influxdb = OpenRouterResource(), InfluxDBResource()
         if not os.environ.get("OPENROUTER_API_KEY", "").strip():
+            # The emulator is an optional extra: imported only when it stands in for OpenRouter (the CLI turns
+            # its absence into a one-line install hint).
+            from openrouter_emulator.process import run_emulator
+
             # Generations for the 31 days OpenRouter can enumerate (built only when asked for), aggregate-only
             # history before them; the demo still captures only its `days`.
             emulator = stack.enter_context(run_emulator(generations_per_day=generations_per_day,

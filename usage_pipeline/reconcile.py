@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from usage_pipeline.influx.store import InfluxStore
-from usage_pipeline.openrouter.counts import ApiDayCounts
+from usage_pipeline.openrouter.counts import ApiDayCounts, Usage
+from usage_pipeline.openrouter.model_names import ModelIdentity
 
 COST_RELATIVE_TOLERANCE = 1e-6
 COST_ABSOLUTE_TOLERANCE = 1e-6  # USD; float sums in different orders differ in the last bits
@@ -49,9 +51,53 @@ def _labels_table(api: ApiDayCounts) -> str:
     return _table(["analytics model label (not matched by name)", "requests", "usage USD"], rows)
 
 
+@dataclass(frozen=True)
+class ModelSides:
+    """Stored and /activity figures per model identity (the permaslug where known), and how each is named."""
+
+    stored: dict[str, float]
+    activity: dict[str, float]
+    identities: dict[str, ModelIdentity]
+    stored_as: dict[str, list[str]]  # key -> the names the ledger holds for it, as `/generation` sent them
+
+
+def model_sides(api: ApiDayCounts, stored: Mapping[str, float], value: Callable[[Usage], float]) -> ModelSides:
+    """Group the ledger's per-model figures and /activity's by the identity both resolve to."""
+    catalogue = api.catalogue
+    catalogue.hold(stored)
+    sides = ModelSides({}, {}, {}, {})
+    for name, figure in stored.items():
+        identity = catalogue.resolve(name)
+        sides.stored[identity.key] = sides.stored.get(identity.key, 0) + figure
+        sides.identities.setdefault(identity.key, identity)
+        sides.stored_as.setdefault(identity.key, []).append(name)
+    for (slug, permaslug), usage in (api.activity or {}).items():
+        identity = catalogue.activity_key(slug, permaslug)
+        sides.activity[identity.key] = sides.activity.get(identity.key, 0) + value(usage)
+        sides.identities.setdefault(identity.key, identity)
+    return sides
+
+
+def model_names(api: ApiDayCounts, stored_names: Iterable[str]) -> dict[str, dict[str, str | None]]:
+    """Each stored model name -> its permaslug (the compared key), slug and label, for the summaries."""
+    api.catalogue.hold(stored_names)
+    named = {}
+    for name in stored_names:
+        identity = api.catalogue.resolve(name)
+        named[name] = {"permaslug": identity.key, "slug": identity.slug, "label": identity.label}
+    return named
+
+
+def _named(sides: ModelSides, key: str) -> list[Any]:
+    identity = sides.identities[key]
+    return [key, identity.slug or "-", identity.label or "-", ", ".join(sorted(sides.stored_as.get(key, []))) or "-"]
+
+
 def full_capture(store: InfluxStore, api: ApiDayCounts) -> Verdict:
     """The day's distinct stored ids == OpenRouter's count, exactly: analytics' total, and /activity's total
-    and per-model counts (slugs, as `/generation` names models) when the day is inside its window.
+    and per-model counts when the day is inside its window. Models are compared on their permaslug (the
+    name `/generation` gives on the live API; a slug is resolved through GET /models and /activity), with
+    the slug and label shown beside; a name no source knows is compared as its exact string.
 
     Analytics names models by label, so its per-model figures are shown beside, never compared by name.
     """
@@ -61,12 +107,14 @@ def full_capture(store: InfluxStore, api: ApiDayCounts) -> Verdict:
     if api.activity is not None:
         totals["activity"] = sum(u.requests for u in api.activity.values())
     rows: list[list[Any]] = []
+    differing: list[str] = []
     if api.activity is not None:
-        activity = {model: u.requests for model, u in api.activity.items()}
-        for model in sorted(set(stored) | set(activity)):
-            mine, theirs = stored.get(model, 0), activity.get(model, 0)
+        sides = model_sides(api, stored, lambda u: u.requests)
+        for key in sorted(set(sides.stored) | set(sides.activity)):
+            mine, theirs = int(sides.stored.get(key, 0)), int(sides.activity.get(key, 0))
             if mine != theirs:
-                rows.append([model, mine, theirs, mine - theirs])
+                rows.append([*_named(sides, key), mine, theirs, mine - theirs])
+                differing.append(f"{sides.identities[key].shown()} stored {mine}, activity {theirs}")
     totals_differ = {name: n for name, n in totals.items() if n != total}
     metadata: dict[str, Any] = {
         "day": api.day.isoformat(),
@@ -76,6 +124,7 @@ def full_capture(store: InfluxStore, api: ApiDayCounts) -> Verdict:
         "models": len(stored),
         "activity_checked": api.activity is not None,
         "analytics_labels": len(api.by_label),
+        "model_names": model_names(api, stored),  # duckdb/daily_usage shows slug and label beside the model
     }
     if "activity" in totals:
         metadata["activity_requests"] = totals["activity"]
@@ -83,10 +132,11 @@ def full_capture(store: InfluxStore, api: ApiDayCounts) -> Verdict:
     if rows or totals_differ:
         lines = [f"stored {total} vs " + ", ".join(f"{name} {n}" for name, n in totals.items())]
         if rows:
-            lines.append(_table(["model", "stored", "activity", "stored - activity"], rows))
+            lines.append(_table(["permaslug", "slug", "label", "stored as", "stored", "activity",
+                                 "stored - activity"], rows))
             metadata["models_differing"] = len(rows)
         elif api.activity is None:
-            lines.append("(the day is outside /activity's 30-day window: no per-model counts by slug)")
+            lines.append("(the day is outside /activity's 30-day window: no per-model counts)")
         lines.append(_labels_table(api))
         diff = "\n\n".join(lines)
     passed = not rows and not totals_differ
@@ -96,34 +146,35 @@ def full_capture(store: InfluxStore, api: ApiDayCounts) -> Verdict:
                      + (" for every model" if api.activity is not None else "")
                      if passed else f"{api.day}: stored {total} generations, OpenRouter counts "
                      + ", ".join(f"{n} ({name})" for name, n in totals.items())
-                     + (f"; {len(rows)} model(s) differ" if rows else "")),
+                     + (f"; {len(rows)} model(s) differ: " + "; ".join(differing[:5]) if rows else "")),
         metadata=metadata,
         diff_markdown=diff,
     )
 
 
 def cost_agrees(store: InfluxStore, api: ApiDayCounts) -> Verdict:
-    """Stored `usage` (credits charged) vs analytics' `total_usage` for the day, and per model vs
-    /activity's `usage` when the day is inside its window."""
+    """Stored `usage` (credits charged) vs analytics' `total_usage` for the day, and per model (by
+    permaslug, as `full_capture`) vs /activity's `usage` when the day is inside its window."""
     stored = store.usage_by_model(api.day)
     total_stored = sum(stored.values())
     rows = []
     if not _close(total_stored, api.usage):
-        rows.append(["(all models, analytics)", f"{total_stored:.6f}", f"{api.usage:.6f}",
+        rows.append(["(all models, analytics)", "-", "-", "-", f"{total_stored:.6f}", f"{api.usage:.6f}",
                      f"{total_stored - api.usage:+.6f}"])
     if api.activity is not None:
-        for model in sorted(set(stored) | set(api.activity)):
-            mine = stored.get(model, 0.0)
-            theirs = api.activity[model].usage if model in api.activity else 0.0
+        sides = model_sides(api, stored, lambda u: u.usage)
+        for key in sorted(set(sides.stored) | set(sides.activity)):
+            mine, theirs = sides.stored.get(key, 0.0), sides.activity.get(key, 0.0)
             if not _close(mine, theirs):
-                rows.append([model, f"{mine:.6f}", f"{theirs:.6f}", f"{mine - theirs:+.6f}"])
+                rows.append([*_named(sides, key), f"{mine:.6f}", f"{theirs:.6f}", f"{mine - theirs:+.6f}"])
     return Verdict(
         passed=not rows,
         description=f"{api.day}: stored usage ${total_stored:.6f} vs OpenRouter ${api.usage:.6f}",
         metadata={"day": api.day.isoformat(), "stored_usage_usd": round(total_stored, 9),
                   "api_usage_usd": round(api.usage, 9), "models_differing": len(rows),
                   "stored_total_cost_usd": round(sum(store.cost_by_model(api.day).values()), 9)},
-        diff_markdown=_table(["model", "stored usage", "OpenRouter usage", "difference"], rows) if rows else None,
+        diff_markdown=_table(["permaslug", "slug", "label", "stored as", "stored usage", "OpenRouter usage",
+                              "difference"], rows) if rows else None,
     )
 
 

@@ -10,7 +10,14 @@ import pytest
 
 from usage_pipeline.openrouter.adaptive_limit import MAX_PAUSE_S, AdaptiveLimit, Signal
 from usage_pipeline.openrouter.client import PerMinuteLimiter
-from usage_pipeline.openrouter.records import RecordRetries, reset_seconds, retry_after_seconds, throttle_hints
+from usage_pipeline.openrouter.rate_schedule import ResetSchedule, approximate_gcd
+from usage_pipeline.openrouter.records import (
+    RecordRetries,
+    budget_spent,
+    reset_seconds,
+    retry_after_seconds,
+    throttle_hints,
+)
 
 
 def fill(limit: AdaptiveLimit, now: float) -> int:
@@ -49,61 +56,116 @@ def test_a_limit_that_is_not_used_does_not_grow() -> None:
     assert limit.limit == 10
 
 
-def test_a_429_pauses_everything_until_the_named_reset_and_a_burst_shrinks_once() -> None:
+def test_an_exhausted_budget_pauses_everything_until_the_named_reset_and_a_burst_shrinks_once() -> None:
     limit = AdaptiveLimit(ceiling=200, initial=100)
     limit.slow_start = False
     fill(limit, 0.0)
     for _ in range(30):  # one burst of refusals, all answered within a round trip
-        limit.finished(Signal.THROTTLED, 1.0, reset_at=1.4)
+        limit.finished(Signal.EXHAUSTED, 1.0, reset_at=1.4)
     assert limit.limit == pytest.approx(90)  # x0.9, once
-    assert limit.throttled == 30 and limit.decreases == 1
+    assert limit.throttled == 30 and limit.decreases == 1 and limit.account_pauses == 1
     assert limit.wait_time(1.2) == pytest.approx(0.2)
     assert limit.wait_time(1.4) == 0
+    assert limit.paused_s == pytest.approx(0.4)
+    limit.finished(Signal.EXHAUSTED, 1e6, reset_at=1e6 + 1e9)
+    assert limit.paused_until == pytest.approx(1e6 + MAX_PAUSE_S)  # never an unbounded pause
 
 
-def test_the_first_429_ends_the_doubling_with_a_halving() -> None:
+def test_the_first_exhausted_budget_ends_the_doubling_without_halving() -> None:
+    """A rate budget is answered by the pause and then the pace; halving the concurrency as well would only
+    slow the climb back to what the pace needs."""
     limit = AdaptiveLimit(ceiling=1000, initial=400)
     fill(limit, 0.0)
-    limit.finished(Signal.THROTTLED, 0.5, reset_at=0.6)
+    limit.finished(Signal.EXHAUSTED, 0.5, reset_at=0.6)
     assert not limit.slow_start
-    assert limit.limit == pytest.approx(400 * 0.5 * 0.9)
+    assert limit.limit == pytest.approx(400 * 0.9)
 
 
-def test_a_429_without_a_reset_time_uses_the_learned_schedule_then_retry_after_then_backoff() -> None:
-    limit = AdaptiveLimit(ceiling=100, initial=50)
-    limit.slow_start = False
+def test_a_lone_429_pauses_nothing_and_trims_once_per_round_trip_by_half_its_share() -> None:
+    limit = AdaptiveLimit(ceiling=1000, initial=100)
     fill(limit, 0.0)
-    limit.finished(Signal.THROTTLED, 0.1, reset_at=1.0)
-    limit.finished(Signal.THROTTLED, 1.1, reset_at=2.0)  # resets one second apart: the window is 1 s
-    assert limit.reset_period == pytest.approx(1.0)
-    limit.finished(Signal.THROTTLED, 2.3, retry_at=3.3)  # a CDN page: no reset time, Retry-After 1 s
-    assert limit.paused_until == pytest.approx(3.0)  # the budget's next reset, not the rounded-up second
+    answer_all(limit, Signal.CLEAN, 0.2)  # a round trip of 100 clean answers, the last ...
+    limit.started(0.2)
+    limit.finished(Signal.THROTTLED, 0.2, retry_at=1.2)  # ... and one lone 429: Retry-After for itself only
+    assert limit.paused_until == 0 and limit.wait_time(0.2) == 0
+    before = limit.limit
+    limit.started(0.2)
+    limit.finished(Signal.FAILED, 0.5)  # the next round trip's first answer closes the last one
+    assert limit.limit == pytest.approx(before * (1 - 1 / 101 / 2))  # 1 of 101: a 0.5% trim ...
+    assert limit.slow_start and limit.decreases == 0  # ... not congestion: the doubling goes on
 
-    fresh = AdaptiveLimit(ceiling=100, initial=50)
-    fill(fresh, 0.0)
-    fresh.finished(Signal.THROTTLED, 0.0, retry_at=2.0)
-    assert fresh.paused_until == pytest.approx(2.0)
+    congested = AdaptiveLimit(ceiling=1000, initial=100)
+    fill(congested, 0.0)
+    for n in range(100):
+        congested.finished(Signal.THROTTLED if n % 10 == 0 else Signal.CLEAN, 0.2, latency_s=0.2)
+    before = congested.limit
+    congested.started(0.2)
+    congested.finished(Signal.FAILED, 0.5)
+    assert congested.limit == pytest.approx(before * (1 - 0.1 / 2))  # 10%: congestion, once per round trip
+    assert not congested.slow_start and congested.decreases == 1 and congested.paused_until == 0
+
+
+def test_one_percent_of_lone_429s_costs_about_one_percent_not_half_the_limit() -> None:
+    """Plain AIMD (x0.9 per round trip with any 429) settles near 30 in flight at 1% lone 429s; the
+    proportional trim lets the limit climb to what the work needs."""
+    rng = random.Random(3)
+    limit = AdaptiveLimit(ceiling=400)
+    now = 0.0
+    for _ in range(300):
+        fill(limit, now)
+        now += 0.2
+        for _ in range(limit.in_flight):
+            signal = Signal.THROTTLED if rng.random() < 0.01 else Signal.CLEAN
+            limit.finished(signal, now, latency_s=0.2, retry_at=now + 1)
+    assert limit.throttled > 100
+    assert limit.limit >= 0.9 * 400 and limit.paused_until == 0
+
+
+def test_lone_429s_making_a_fifth_of_a_round_trip_pause_everything() -> None:
+    """A CDN's 429 pages carry no rate-limit header; when they are a fifth of the answers, the account's
+    budget, not a request, is spent: everything waits (the learned reset, else Retry-After, else a backoff
+    that doubles per round trip, not per 429)."""
+    def burst(limit: AdaptiveLimit, now: float, retry_at: float | None = None) -> list[float]:
+        pauses = []
+        for _ in range(10):
+            limit.finished(Signal.CLEAN, now, latency_s=0.2)
+        for _ in range(6):
+            limit.finished(Signal.THROTTLED, now, retry_at=retry_at)
+            pauses.append(limit.paused_until)
+        return pauses
+
+    with_retry_after = AdaptiveLimit(ceiling=100, initial=50)
+    fill(with_retry_after, 0.0)
+    assert burst(with_retry_after, 0.1, retry_at=1.1) == [0, 0, 0, 1.1, 1.1, 1.1]  # 4 of 20 answers
 
     blind = AdaptiveLimit(ceiling=100, initial=50)
     fill(blind, 0.0)
-    blind.finished(Signal.THROTTLED, 0.0)
-    first = blind.paused_until
-    blind.finished(Signal.THROTTLED, first)
-    assert first == pytest.approx(0.25) and blind.paused_until - first == pytest.approx(0.5)
-    blind.finished(Signal.THROTTLED, 1e6, reset_at=1e6 + 1e9)
-    assert blind.paused_until == pytest.approx(1e6 + MAX_PAUSE_S)  # never an unbounded pause
+    assert burst(blind, 0.1)[3:] == [pytest.approx(0.35)] * 3  # 0.25 s, once for the round trip
+    assert burst(blind, 0.35)[-1] == pytest.approx(0.35 + 0.5)  # the next round trip doubles it
+    assert blind.account_pauses == 2
+
+    scheduled = AdaptiveLimit(ceiling=100, initial=50)
+    fill(scheduled, 0.0)
+    scheduled.finished(Signal.EXHAUSTED, 0.1, reset_at=1.0)
+    scheduled.finished(Signal.EXHAUSTED, 1.1, reset_at=2.0)  # resets a second apart: the window is 1 s
+    assert scheduled.schedule.period == pytest.approx(1.0)
+    assert burst(scheduled, 2.3, retry_at=3.3)[-1] == pytest.approx(3.0)  # the budget's next reset
 
 
-def test_failures_shrink_gently_and_growth_is_careful_near_the_last_limit() -> None:
+def test_a_lone_failure_shrinks_nothing_a_tenth_of_a_round_trip_does_once() -> None:
     limit = AdaptiveLimit(ceiling=1000, initial=200)
     limit.slow_start = False
     fill(limit, 0.0)
     limit.finished(Signal.FAILED, 1.0)
-    limit.finished(Signal.FAILED, 1.01)  # same round trip
-    assert limit.limit == pytest.approx(190) and limit.decreases == 1
-    limit.finished(Signal.FAILED, 2.0)
-    assert limit.limit == pytest.approx(180.5)
+    limit.finished(Signal.CLEAN, 1.5, latency_s=0.2)  # closes the round: one failure in one answer
+    assert limit.limit == 200 and limit.decreases == 0
+    for n in range(100):
+        limit.finished(Signal.FAILED if n < 10 else Signal.CLEAN, 2.0, latency_s=0.2)
+    limit.finished(Signal.CLEAN, 2.5, latency_s=0.2)
+    assert limit.limit == pytest.approx(200 * 0.95) and limit.decreases == 1
 
+
+def test_growth_is_careful_near_the_last_limit() -> None:
     near = AdaptiveLimit(ceiling=1000, initial=100)
     near.slow_start, near.limit_at_last_decrease = False, 100.0
     far = AdaptiveLimit(ceiling=1000, initial=100)
@@ -142,24 +204,30 @@ def test_header_readers() -> None:
                                         100.0, now_wall)
     assert reset_at == pytest.approx(100.5) and retry_at == pytest.approx(101.0)
     assert throttle_hints({}, 100.0, now_wall) == (None, None)
+    # Only the account-wide headers make a 429 speak for every request; Retry-After alone does not.
+    assert budget_spent({"X-RateLimit-Remaining": "0"}, None) and budget_spent({}, reset_at)
+    assert not budget_spent({"Retry-After": "1"}, None) and not budget_spent({"X-RateLimit-Remaining": "7"}, None)
 
 
 def test_record_retry_delays() -> None:
     policy = RecordRetries()
-    assert sum(policy.not_found_delay(n) for n in range(policy.not_found)) == pytest.approx(31.5)
+    assert [policy.not_found_delay(n) for n in range(policy.not_found)] == [0.25, 1, 2, 4, 8, 16]  # 31.25 s
     rng = random.Random(1)
     assert all(0.25 <= policy.transient_delay(0, None, rng) <= 0.5 for _ in range(100))
     assert policy.transient_delay(0, 7.0, rng) == 7.0  # a Retry-After is honoured for the record
     assert policy.transient_delay(10, None, rng) <= policy.cap_s
+    assert policy.throttled_delay(0, 1.0, rng) == 1.0  # a lone 429 waits its own Retry-After ...
+    assert all(0.125 <= policy.throttled_delay(0, None, rng) <= 0.25 for _ in range(100))  # ... else a short one
+    assert policy.throttled_delay(40, None, rng) <= policy.cap_s
 
 
 def test_a_stated_budget_per_window_becomes_the_pace() -> None:
     limit = AdaptiveLimit(ceiling=1000, initial=1000)
     fill(limit, 0.0)
-    limit.finished(Signal.THROTTLED, 0.5, reset_at=1.0, budget=500)
+    limit.finished(Signal.EXHAUSTED, 0.1, reset_at=1.0, budget=500)
     assert limit.learned_rps is None  # one reset time tells no window length yet
-    limit.finished(Signal.THROTTLED, 1.5, reset_at=2.0, budget=500)
-    assert limit.learned_rps == pytest.approx(0.98 * 500)
+    limit.finished(Signal.EXHAUSTED, 1.1, reset_at=2.0, budget=500)
+    assert limit.learned_rps == pytest.approx(500)
     answer_all(limit, Signal.CLEAN, 2.0)
     starts, now = 0, 2.0
     while now < 4.0:
@@ -169,8 +237,49 @@ def test_a_stated_budget_per_window_becomes_the_pace() -> None:
             starts += 1
         else:
             now += min(max(limit.wait_time(now), 1e-6), 0.01)
-    assert 2 * 490 <= starts <= 2 * 490 + 26  # two seconds at 490/s, plus one burst
-    assert limit.pace_rps == pytest.approx(490)
+    assert 2 * 500 <= starts <= 2 * 500 + 26  # two seconds at 500/s, plus one burst
+    assert limit.pace_rps == pytest.approx(500)
+
+
+def test_while_paced_in_flight_never_shrinks_below_what_the_pace_needs() -> None:
+    """Little's law: 500/s at 200 ms needs ~100 in flight; shrinking below that would lose the pace."""
+    limit = AdaptiveLimit(ceiling=1000, initial=10)
+    limit.finished(Signal.EXHAUSTED, 0.1, reset_at=1.0, budget=500)
+    limit.finished(Signal.EXHAUSTED, 1.1, reset_at=2.0, budget=500)
+    assert limit.limit < 10 and limit.round_trip_s == pytest.approx(0.2)
+    assert limit.capacity == int(1.5 * 500 * 0.2)
+    assert AdaptiveLimit(ceiling=50).capacity == 32 and AdaptiveLimit(ceiling=50, max_rps=1000).capacity == 50
+
+
+def test_a_budget_window_is_learned_exactly_even_after_a_pause_of_several_windows() -> None:
+    """Resets named four windows apart must not teach a four-second window (a quarter of the real pace, and
+    a pace that low never meets the 429 that would correct it): the window errs short, then converges."""
+    schedule = ResetSchedule()
+    schedule.learn(reset_at=11.0, now=10.3, budget=500)
+    assert schedule.period is None and schedule.next_reset(10.5) == 11.0
+    schedule.learn(reset_at=15.0, now=14.9, budget=500)
+    assert schedule.period is not None and schedule.period <= 1.0  # 4 / floor(4 / 0.7) = 0.8: a pace too high
+    schedule.learn(reset_at=16.0, now=15.05, budget=500)  # a 429 early in a window: it is at least 0.95 s
+    assert schedule.period == pytest.approx(1.0) and schedule.rate == pytest.approx(500)
+    schedule.learn(reset_at=23.0, now=22.2, budget=500)  # 7 windows later: still 1 s
+    assert schedule.period == pytest.approx(1.0)
+    assert schedule.next_reset(24.5) == pytest.approx(25.0)
+    assert approximate_gcd(4.0, 6.001) == pytest.approx(2.0, abs=0.01)
+    assert approximate_gcd(3.0, 3.0) == 3.0
+
+
+def test_gaps_come_from_the_servers_stamps_and_resets_on_no_grid_teach_no_pace() -> None:
+    """Reset times converted through two client clocks jitter by milliseconds (the divisor of 1.0 and 1.03
+    is 0.03: a pace 33 times too high); the server's own stamps are exact. Resets that follow no grid
+    (a sliding window) give no window at all rather than a wrong one."""
+    jittery = ResetSchedule()
+    for n, jitter in enumerate([0.0, 0.03, -0.02, 0.025]):
+        jittery.learn(reset_at=n + 1.0 + jitter, now=n + 0.1, budget=500, stamp=1_700_000_000.0 + n)
+    assert jittery.period == pytest.approx(1.0) and jittery.rate == pytest.approx(500)
+    sliding = ResetSchedule()
+    for reset in (1.0, 2.0, 3.37):
+        sliding.learn(reset_at=reset, now=reset - 0.9, budget=500)
+    assert sliding.period is None and sliding.rate is None
 
 
 def test_a_server_failing_every_request_is_given_pauses_that_grow() -> None:

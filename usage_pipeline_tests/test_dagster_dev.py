@@ -21,10 +21,10 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance
 
 from openrouter_emulator.process import EmulatorProcess
-from usage_pipeline.defs.recapture import run_day
 from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.influx.store import InfluxStore
+from usage_pipeline.runs.tags import run_day
 from usage_pipeline_tests.browser import PageVisit, open_page
 from usage_pipeline_tests.conftest import yesterday
 from usage_pipeline_tests.dagster_dev import DagsterDev, alive, pipeline_env, start_dagster_dev

@@ -22,7 +22,7 @@ from usage_pipeline.definitions import build_defs
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
 from usage_pipeline.duck import CaptureStatus, publish, replace_day, store_path_for, summarize_day
 from usage_pipeline.duck.history import ensure_history_tables, write_history
-from usage_pipeline.openrouter.history import HistoryError, parse_model_names, parse_rows, read_history
+from usage_pipeline.openrouter.history import HistoryError, parse_rows, read_history
 from usage_pipeline_tests.conftest import client_for
 
 TODAY = dt.datetime.now(dt.UTC).date()
@@ -224,12 +224,3 @@ def test_a_bad_value_is_refused_naming_the_row_and_field(field: str, value: Any)
         parse_rows([{**GOOD, field: value}], "model", FIRST, LAST)
     message = str(refused.value)
     assert message.startswith("analytics row 0 ") and (field in message or "outside the days asked" in message)
-
-
-def test_model_names_are_kept_as_received_or_refused() -> None:
-    (name,) = parse_model_names([{"id": "openai/gpt-4.1", "canonical_slug": None, "name": "OpenAI: GPT-4.1"}])
-    assert (name.slug, name.permaslug, name.name) == ("openai/gpt-4.1", None, "OpenAI: GPT-4.1")
-    for entry, needle in (({"id": ""}, "entry 0: id"), ({"name": "x"}, "entry 0: id"), ("openai/gpt-4.1", "entry 0"),
-                          ({"id": "a/b", "name": 3}, "'a/b': name")):
-        with pytest.raises(HistoryError, match=needle):
-            parse_model_names([entry])

@@ -122,13 +122,13 @@ def test_a_day_end_to_end_then_again_without_duplicates(ledger: Ledger) -> None:
     assert first.success and checks(first) == ALL_GREEN and summarized(first)
     counts = ledger.store.day_counts(day)
     assert counts.points == counts.distinct_ids == truth["count"]
-    assert ledger.store.ids_by_model(day) == truth["by_model"]
+    assert ledger.store.ids_by_model(day) == truth["by_model_permaslug"]  # as /generation sent them
     meta = first.asset_materializations_for_node("influxdb__generations")[0].metadata
     assert meta["enumerated"].value == meta["fetched"].value == meta["written"].value == truth["count"]
     assert meta["missing"].value == 0
     summary = ledger.summary(day)
-    assert {row[1]: row[2] for row in summary["daily_usage"]} == truth["by_model"]
-    assert sum(row[3] for row in summary["daily_usage_by_api_key"]) == truth["count"]
+    assert {row[1]: row[4] for row in summary["daily_usage"]} == truth["by_model_permaslug"]  # model, requests
+    assert sum(row[5] for row in summary["daily_usage_by_api_key"]) == truth["count"]
 
     second = ledger.run(day)
     assert second.success and checks(second) == ALL_GREEN
@@ -282,7 +282,7 @@ def test_a_day_from_an_api_as_hard_as_openrouter_is_exact_and_green(influxd: Loc
     assert stats["rate_limited"] > 0 and stats["hangs"] > 0  # the server really was hard ...
     assert as_int(meta["throttled_429"]) > 0 and as_int(meta["hedged_requests"]) > 0 \
         and meta["missing"] == 0  # ... and met
-    assert ledger.store.ids_by_model(day) == truth["by_model"]
+    assert ledger.store.ids_by_model(day) == truth["by_model_permaslug"]
 
 
 def test_the_schedule_asks_for_yesterday(ledger: Ledger) -> None:
@@ -329,7 +329,9 @@ def test_an_analyst_holding_the_duckdb_file_never_fails_a_run(ledger: Ledger, mo
 
 
 def readme_blocks(language: str) -> list[str]:
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    """The statements of every `language` block of the README and docs/."""
+    root = Path(__file__).resolve().parent.parent
+    text = "\n".join(page.read_text() for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))])
     blocks = text.split(f"```{language}\n")[1:]
     return [q.strip() for block in blocks for q in block.split("```")[0].split(";") if q.strip()]
 
@@ -341,7 +343,7 @@ def test_the_readme_queries_run_against_a_real_ledger(ledger: Ledger) -> None:
     assert history.success  # the history's examples read its tables
     influxql = [q for q in readme_blocks("sql") if "FROM generations" in q]
     duck = [q for q in readme_blocks("sql") if "FROM generations" not in q]
-    assert len(influxql) == 2 and len(duck) == 8
+    assert len(influxql) == 3 and len(duck) == 6  # README 1 + 3, docs/capture.md 2, docs/history.md 3
     for query in influxql:
         ledger.store.query(query.replace("2026-11-21T00:00:00Z", f"{day}T00:00:00Z")
                            .replace("2026-11-22T00:00:00Z", f"{day + dt.timedelta(days=1)}T00:00:00Z"))

@@ -9,9 +9,10 @@ from dagster import DagsterInstance, build_sensor_context
 
 from openrouter_emulator.process import EmulatorProcess
 from usage_pipeline.definitions import build_defs
-from usage_pipeline.defs.recapture import Attempt, _attempts, days_to_recapture, run_day
+from usage_pipeline.defs.recapture import Attempt, _attempts, days_to_recapture
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
 from usage_pipeline.influx.local_server import LocalInfluxd
+from usage_pipeline.runs.tags import run_day
 from usage_pipeline_tests.conftest import yesterday
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)

@@ -24,6 +24,7 @@ import pytest
 from usage_pipeline.defs.resources import DailyUsageDatabase
 from usage_pipeline.duck import (
     SUMMARY_TABLES,
+    TABLE_SCHEMAS,
     CaptureStatus,
     DaySummary,
     PublishReport,
@@ -33,6 +34,7 @@ from usage_pipeline.duck import (
     store_path_for,
     summarize_day,
 )
+from usage_pipeline.duck.summaries import ModelLabels
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DAY_1 = dt.date(2025, 3, 1)
@@ -173,7 +175,7 @@ def assert_matches(actual: pd.DataFrame, expected: pd.DataFrame, keys: list[str]
 )
 def test_grouped_tables_match_pandas(ledger: tuple[pd.DataFrame, DaySummary], table: str, keys: list[str]) -> None:
     frame, summary = ledger
-    actual = summary.tables[table]
+    actual = summary.tables[table].drop(columns=["model_slug", "model_label"])  # names: their own test
     assert (actual["day"].dt.date == DAY_1).all()
     assert_matches(actual, expected_by(frame, keys)[list(actual.columns.drop(["day", *keys]))], keys)
 
@@ -362,3 +364,42 @@ def test_a_writer_waits_for_the_publisher_lock(tmp_path: Path) -> None:
     _, errors = writer.communicate(timeout=60)
     assert writer.returncode == 0, errors
     assert days_in(published) == [DAY_1]
+
+
+@pytest.mark.parametrize("table", ["daily_usage", "daily_usage_by_provider", "daily_usage_by_api_key",
+                                   "daily_usage_by_user"])
+def test_every_model_row_carries_its_slug_and_label_and_an_unknown_model_is_kept_unnamed(table: str) -> None:
+    frame = ledger_frame(DAY_1, 400, seed=11)
+    models = sorted(frame["model"].dropna().unique())
+    named, unknown = models[:-1], models[-1]
+    names = {m: ModelLabels(slug=f"slug-of/{m}", label=f"Label of {m}") for m in named}
+    summary = summarize_day(DAY_1, [frame], COMPLETE, names)
+    rows = summary.tables[table].dropna(subset=["model"])
+    assert set(rows["model"]) == set(models)  # nothing dropped, the stored name kept as it is
+    for row in rows.itertuples():
+        if row.model == unknown:
+            assert {str(row.model_slug), str(row.model_label)} <= {"nan", "None"}  # NULL
+        else:
+            assert (row.model_slug, row.model_label) == (f"slug-of/{row.model}", f"Label of {row.model}")
+    assert rows["requests"].sum() == frame["model"].notna().sum()
+    assert set(summary.tables[table].columns) == {name for name, _ in TABLE_SCHEMAS[table]}
+
+
+def test_a_store_made_before_the_name_columns_gains_them_and_keeps_its_days(tmp_path: Path) -> None:
+    store = tmp_path / "old.duckdb"
+    old_schema = {t: tuple(c for c in TABLE_SCHEMAS[t] if c[0] not in ("model_slug", "model_label"))
+                  for t in SUMMARY_TABLES}
+    old_day = summarize_day(DAY_1, [ledger_frame(DAY_1, 50, seed=1)], COMPLETE)
+    with duckdb.connect(str(store)) as conn:
+        for table in SUMMARY_TABLES:
+            conn.execute(f"CREATE TABLE {table} ({', '.join(f'{n} {t}' for n, t in old_schema[table])})")
+            conn.register("old_rows", old_day.tables[table][[n for n, _ in old_schema[table]]])
+            conn.execute(f"INSERT INTO {table} SELECT * FROM old_rows")
+            conn.unregister("old_rows")
+        frame = ledger_frame(DAY_2, 30, seed=2)
+        names = {m: ModelLabels("s/" + m, "L " + m) for m in frame["model"].dropna().unique()}
+        replace_day(conn, summarize_day(DAY_2, [frame], COMPLETE, names))
+        by_day = dict(conn.execute("SELECT day, count(model_slug) FROM daily_usage GROUP BY day").fetchall())
+        days = dict(conn.execute("SELECT day, sum(requests) FROM daily_usage GROUP BY day").fetchall())
+    assert by_day == {DAY_1: 0, DAY_2: len(names)}  # the old day kept, its names NULL until it is rebuilt
+    assert days == {DAY_1: 50, DAY_2: 30}

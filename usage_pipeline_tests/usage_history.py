@@ -21,7 +21,8 @@ import pandas as pd
 from openrouter_emulator.dataset import API_KEYS, BYOK, CANCELLED, ENDPOINTS, EXTERNAL_USERS, MODELS, UsageDataset
 from usage_pipeline.duck import CaptureStatus, publish, replace_day, store_path_for, summarize_day
 from usage_pipeline.duck.history import write_history as store_history
-from usage_pipeline.openrouter.history import AggregateRow, HistoryRead, ModelName
+from usage_pipeline.openrouter.history import AggregateRow, HistoryRead
+from usage_pipeline.openrouter.model_names import ModelName
 
 
 def usage_dataset(days: list[dt.date], generations_per_day: int, seed: int = 7) -> UsageDataset:

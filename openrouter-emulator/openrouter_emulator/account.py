@@ -18,12 +18,14 @@ from openrouter_emulator.analytics_catalogue import KEY_WORKSPACE
 from openrouter_emulator.columns import BYOK
 from openrouter_emulator.dataset import UsageDataset
 from openrouter_emulator.isotime import utc_today
-from openrouter_emulator.organisation import API_KEYS, ENDPOINTS, MEMBERS, MODELS, WORKSPACES
+from openrouter_emulator.live_shapes import LIVE, activity_date, live_activity_row
+from openrouter_emulator.organisation import ACCOUNT_OWNER, API_KEYS, ENDPOINTS, MEMBERS, MODELS, WORKSPACES
 from openrouter_emulator.protocol import ApiError, query_param
 
 
-def activity(dataset: UsageDataset, params: Mapping[str, list[str]], now: float) -> dict[str, Any]:
-    """Rows per date x model x provider endpoint for the last 30 completed UTC days."""
+def activity(dataset: UsageDataset, params: Mapping[str, list[str]], now: float, shapes: str = LIVE) -> dict[str, Any]:
+    """Rows per date x model x provider endpoint for the last 30 completed UTC days; live (`shapes`) with a
+    `YYYY-MM-DD 00:00:00` date, `byok_requests` and `cached_tokens`, in the live key order."""
     today = utc_today(now)
     allowed = [today - dt.timedelta(days=k) for k in range(30, 0, -1)]
     date_text = query_param(params, "date")
@@ -60,13 +62,15 @@ def activity(dataset: UsageDataset, params: Mapping[str, list[str]], now: float)
             ("usage", c.usage[rows]), ("prompt_tokens", c.tokens_prompt[rows].astype(np.float64)),
             ("completion_tokens", c.tokens_completion[rows].astype(np.float64)),
             ("reasoning_tokens", c.tokens_reasoning[rows].astype(np.float64)),
+            ("cached_tokens", c.tokens_cached[rows].astype(np.float64)),
+            ("byok_requests", ((c.flags[rows] & BYOK) > 0).astype(np.float64)),
             ("byok_usage_inference", np.where((c.flags[rows] & BYOK) > 0, np.nan_to_num(c.upstream_cost[rows]), 0.0)))}
         requests = np.bincount(group, minlength=size)
         for g in np.flatnonzero(requests):
             endpoint = ENDPOINTS[g // split]
             model = MODELS[endpoint.model]
             item: dict[str, Any] = {
-                "date": date.isoformat(), "model": model.slug, "model_permaslug": model.permaslug,
+                "date": activity_date(date, shapes), "model": model.slug, "model_permaslug": model.permaslug,
                 "endpoint_id": endpoint.endpoint_id, "provider_name": endpoint.provider,
                 "usage": float(sums["usage"][g]), "byok_usage_inference": float(sums["byok_usage_inference"][g]),
                 "requests": int(requests[g]), "prompt_tokens": int(sums["prompt_tokens"][g]),
@@ -75,6 +79,10 @@ def activity(dataset: UsageDataset, params: Mapping[str, list[str]], now: float)
             }
             if split > 1:
                 item["workspace_id"] = WORKSPACES[g % split].workspace_id
+            if shapes == LIVE:
+                item["cached_tokens"] = int(sums["cached_tokens"][g])
+                item["byok_requests"] = int(sums["byok_requests"][g])
+                item = live_activity_row(item)
             items.append(item)
     return {"data": items}
 
@@ -99,7 +107,7 @@ def key_info(dataset: UsageDataset, key: str, management: bool, now: float) -> d
     data: dict[str, Any] = {
         "label": f"sk-or-v1-{digest[:3]}...{digest[-4:]}", "limit": None, "limit_remaining": None,
         "limit_reset": None, "include_byok_in_limit": False, "is_free_tier": False,
-        "is_management_key": management, "is_provisioning_key": management, "creator_user_id": MEMBERS[0].clerk_id,
+        "is_management_key": management, "is_provisioning_key": management, "creator_user_id": ACCOUNT_OWNER.clerk_id,
         "expires_at": None,
         "rate_limit": {"requests": -1, "interval": "10s", "note": "This field is deprecated and safe to ignore."},
     }

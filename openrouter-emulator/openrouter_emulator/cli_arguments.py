@@ -13,7 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from openrouter_emulator.analytics import MAX_ANALYTICS_ROWS
+from openrouter_emulator.faults import RANDOM_FAULT_STATUSES
 from openrouter_emulator.history import MAX_HISTORY_DAYS
+from openrouter_emulator.live_shapes import LIVE, SHAPES
+from openrouter_emulator.runtime_config import parse_statuses
 
 
 def _number(kind: type, *, share: bool = False, positive: bool = False) -> Callable[[str], Any]:
@@ -40,6 +43,13 @@ def _on_off(text: str) -> bool:
     if text.lower() in ("off", "false", "0", "no"):
         return False
     raise argparse.ArgumentTypeError(f"must be on or off, got {text!r}")
+
+
+def _statuses(text: str) -> tuple[int, ...]:
+    try:
+        return parse_statuses(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +86,21 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--generation-404-first", dest="generation_404_first", metavar="N", type=_number(int), default=0,
                    help="first N GETs of each id answer 404 [generation_404_first]")
     g.add_argument("--fault-rate", dest="fault_rate", metavar="SHARE", type=_number(float, share=True), default=0.0,
-                   help="probability of a random 500/502/503/524/529 per /api/v1 request [fault_rate]")
+                   help="probability of a random fault per /api/v1 request, its status drawn from "
+                        "--fault-statuses [fault_rate]")
+    g.add_argument("--fault-statuses", dest="fault_statuses", metavar="LIST", type=_statuses,
+                   default=RANDOM_FAULT_STATUSES,
+                   help="comma-separated statuses --fault-rate draws from, equally likely (default "
+                        f"{','.join(map(str, RANDOM_FAULT_STATUSES))}; e.g. 503); 429 and 503 carry Retry-After: 1 "
+                        "[fault_statuses]")
+    g.add_argument("--first-404-share", dest="first_404_share", metavar="SHARE", type=_number(float, share=True),
+                   default=0.0,
+                   help="share of generation ids (chosen from --seed and the id) whose first GET /generation "
+                        "answers 404 and later GETs normally: records that lag [first_404_share]")
+    g.add_argument("--shapes", dest="shapes", choices=SHAPES, default=LIVE,
+                   help="live (default): answers shaped like the bodies the live API sends (dated permaslug "
+                        "model, ms 'Z' created_at, fields it omits left out, 'YYYY-MM-DD 00:00:00' activity "
+                        "dates); spec: the spec's example shapes (slug model, us '+00:00', all 45 fields) [shapes]")
     g.add_argument("--analytics-labels", dest="analytics_labels", type=_on_off, default=True, metavar="{on,off}",
                    help="on (default, as OpenRouter): analytics rows name model, api_key_id, app, user and "
                         "workspace by human-readable label (model 'OpenAI: GPT-4.1', never the /generation slug); "
@@ -110,6 +134,10 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                    default=0.0,
                    help="share of 429 (account limiter) and 5xx (faults) answers sent as a CDN's HTML error page "
                         "instead of JSON [html_error_share]")
+    h.add_argument("--throttle-share", dest="throttle_share", metavar="SHARE", type=_number(float, share=True),
+                   default=0.0,
+                   help="share of GET /generation requests answered a lone 429 (Retry-After: 1, no X-RateLimit-* "
+                        "headers: not the account limiter), body as OpenRouter's [throttle_share]")
 
 
 CONTROL_HELP = """control API (tests switch behaviour at runtime, no restart):
@@ -119,8 +147,9 @@ CONTROL_HELP = """control API (tests switch behaviour at runtime, no restart):
   GET|POST|DELETE /_emulator/faults   scripted faults {"rules": [{"path", "status", "count", ...}]}
   POST /_emulator/generations         late generations {"date", "count", "at"?}
   POST|DELETE /_emulator/records      answer other values for a record {"overrides": {id: {field: value}}}
-  GET|DELETE /_emulator/stats         answers per path/status, rates, peak, 429s, HTML pages, hangs, in flight
-All chance (latency, hangs, Retry-After, HTML pages, faults) is drawn from --seed."""
+  GET|DELETE /_emulator/stats         answers per path/status, rates, peak, 429s (limiter, lone), random faults,
+                                      first-GET 404s, HTML pages, hangs, in flight
+All chance (latency, hangs, Retry-After, HTML pages, faults, lone 429s, lagging ids) is drawn from --seed."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from openrouter_emulator.isotime import US_PER_SECOND
+from openrouter_emulator.isotime import US_PER_MS, US_PER_SECOND
 from openrouter_emulator.organisation import API_KEYS, ENDPOINTS, EXTERNAL_USERS, FINISH_REASONS, MODELS
 
 # Bits of the `flags` column.
@@ -28,14 +28,14 @@ _ALPHABET = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 class DayColumns:
     """One row per generation, sorted by `created_us`; nullable floats use NaN, nullable codes -1."""
 
-    created_us: np.ndarray  # int64 microseconds since the epoch
+    created_us: np.ndarray  # int64 microseconds since the epoch, whole milliseconds
     visible_at: np.ndarray  # float64 unix seconds from which the API shows the generation
     endpoint: np.ndarray  # int16 index into ENDPOINTS
     model: np.ndarray  # int8 index into MODELS
     api_key: np.ndarray  # int8 index into API_KEYS
     external_user: np.ndarray  # int16 index into EXTERNAL_USERS or -1
     app: np.ndarray  # int8 index into APPS or -1
-    finish: np.ndarray  # int8 index into FINISH_REASONS or -1
+    finish: np.ndarray  # int8 index into FINISH_REASONS or -1 (always -1 for a cancelled stream)
     flags: np.ndarray  # uint8 bit set
     tokens_prompt: np.ndarray  # int32
     tokens_completion: np.ndarray  # int32 (includes reasoning)
@@ -66,7 +66,8 @@ def _random_suffixes(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _timestamps(rng: np.random.Generator, n: int, start_us: int, span_us: int, bursty: bool) -> np.ndarray:
-    """Sorted microsecond timestamps in [start_us, start_us + span_us) with a diurnal profile."""
+    """Sorted whole-millisecond timestamps (in µs) in [start_us, start_us + span_us) with a diurnal profile;
+    `start_us` is a whole millisecond."""
     minutes = max(1, -(-span_us // (60 * US_PER_SECOND)))
     weights = _HOURLY[(np.arange(minutes) // 60) % 24] * rng.lognormal(0.0, 0.35, minutes)
     if bursty:
@@ -76,7 +77,13 @@ def _timestamps(rng: np.random.Generator, n: int, start_us: int, span_us: int, b
     minute_of = np.repeat(np.arange(minutes, dtype=np.int64), counts)
     offsets = minute_of * 60 * US_PER_SECOND + rng.integers(0, 60 * US_PER_SECOND, n)
     offsets = np.minimum(offsets, span_us - 1)
-    return np.sort(start_us + offsets)
+    return np.sort(whole_ms(start_us + offsets))
+
+
+def whole_ms(created_us: np.ndarray) -> np.ndarray:
+    """Times truncated to the millisecond: the live API writes `created_at` to the ms, so every instant the
+    emulator keeps is one it can write exactly, and analytics windows, the truth and records agree."""
+    return created_us - created_us % US_PER_MS
 
 
 def _pick(rng: np.random.Generator, shares: list[float], n: int) -> np.ndarray:
@@ -158,6 +165,9 @@ def generate_columns(rng: np.random.Generator, n: int, start_us: int, span_us: i
     flags = (byok * BYOK | cancelled * CANCELLED | (rng.random(n) < streamed_share) * STREAMED
              | (rng.random(n) < 0.03) * FALLBACK | (rng.random(n) < 0.02) * ROUTED
              | (rng.random(n) < 0.01) * WEB_SEARCH).astype(np.uint8)
+    # A stream the client cancelled never got a finish reason (as the live API answers it); a cancelled
+    # non-streamed request may still say "cancelled".
+    finish[cancelled & ((flags & STREAMED) > 0)] = -1
 
     id_suffix = _random_suffixes(rng, n)
     request_suffix = _random_suffixes(rng, n)

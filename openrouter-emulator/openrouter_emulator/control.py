@@ -9,20 +9,36 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import asdict, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from openrouter_emulator.faults import FaultRule
+from openrouter_emulator.dataset import UsageDataset
+from openrouter_emulator.faults import FaultPlan, FaultRule
+from openrouter_emulator.generation import GenerationEndpoint
+from openrouter_emulator.history import History
 from openrouter_emulator.isotime import parse_iso8601, to_epoch_us
 from openrouter_emulator.protocol import ApiError, Handler, Request, query_param
+from openrouter_emulator.runtime_config import RuntimeConfig
+from openrouter_emulator.stats import Stats
 
-if TYPE_CHECKING:  # the emulator builds its control API, so it is imported here for type hints only
-    from openrouter_emulator.emulator import Emulator
+
+class EmulatorState(Protocol):
+    """What the control API reads and changes: the parts of `emulator.Emulator` (named here, not imported,
+    so the emulator can build its control API without an import circle)."""
+
+    config: RuntimeConfig
+    dataset: UsageDataset
+    history: History
+    faults: FaultPlan
+    stats: Stats
+    generations: GenerationEndpoint
+
+    def configure(self, settings: Mapping[str, Any]) -> None: ...
 
 
 class ControlApi:
     """The control endpoints over one emulator's state; `routes` maps (method, path) to (pooled, handler)."""
 
-    def __init__(self, emulator: Emulator) -> None:
+    def __init__(self, emulator: EmulatorState) -> None:
         self._emulator = emulator
         self._initial_config = replace(emulator.config)  # what DELETE /config restores: the flags' values
         generations = emulator.generations

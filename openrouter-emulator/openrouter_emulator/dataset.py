@@ -3,21 +3,21 @@
 A day is generated from (seed, date) alone, never from "now", so every process with the same seed sees
 the same generations. What is visible depends on time: today's traffic appears as its timestamps pass,
 late arrivals appear when they are released. The organisation is `organisation`, a day's rows are
-`columns`, and one record as `GET /generation` answers it is `generation_record`.
+`columns`, a day's snapshot `usage_day`, and one record as `GET /generation` answers it is
+`generation_record` (re-exported here for older callers, which is why this imports it).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from openrouter_emulator.columns import BYOK, CANCELLED, LATE, DayColumns, generate_columns
 from openrouter_emulator.generation_record import generation_record
-from openrouter_emulator.isotime import EPOCH, US_PER_DAY, US_PER_SECOND, UTC, day_start_us, utc_today
+from openrouter_emulator.isotime import EPOCH, US_PER_DAY, US_PER_MS, US_PER_SECOND, UTC, day_start_us, utc_today
 from openrouter_emulator.organisation import (
     API_KEYS,
     APPS,
@@ -31,6 +31,7 @@ from openrouter_emulator.organisation import (
     WORKSPACES,
     Model,
 )
+from openrouter_emulator.usage_day import UsageDay, parse_generation_id
 
 # What this module offered before the organisation, the columns and the record had modules of their own:
 # the pipeline's tests (and older callers) still import these names from here.
@@ -40,43 +41,6 @@ __all__ = [
     "DayColumns", "Model", "UsageDataset", "UsageDay", "day_start_us", "generation_record", "parse_generation_id",
     "utc_today",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class UsageDay:
-    """An immutable snapshot of one UTC day; adding late generations replaces the snapshot."""
-
-    date: dt.date
-    columns: DayColumns
-
-    def visible(self, now: float) -> np.ndarray:
-        return self.columns.visible_at <= now
-
-    def generation_id(self, row: int) -> str:
-        seconds = int(self.columns.created_us[row]) // US_PER_SECOND
-        return f"gen-{seconds}-{self.columns.id_suffix[row].decode()}"
-
-    def generation_ids(self, rows: np.ndarray) -> list[str]:
-        seconds = (self.columns.created_us[rows] // US_PER_SECOND).tolist()
-        return [f"gen-{s}-{x.decode()}" for s, x in zip(seconds, self.columns.id_suffix[rows].tolist(), strict=False)]
-
-    def locate(self, seconds: int, suffix: bytes) -> int | None:
-        """The row of `gen-<seconds>-<suffix>`: a binary search on time, then a scan of that second."""
-        created = self.columns.created_us
-        lo = int(np.searchsorted(created, seconds * US_PER_SECOND, side="left"))
-        hi = int(np.searchsorted(created, (seconds + 1) * US_PER_SECOND, side="left"))
-        hits = np.flatnonzero(self.columns.id_suffix[lo:hi] == suffix)
-        return lo + int(hits[0]) if len(hits) else None
-
-
-def parse_generation_id(gen_id: str) -> tuple[int, bytes] | None:
-    parts = gen_id.split("-")
-    if len(parts) != 3 or parts[0] != "gen" or not parts[1].isdigit() or len(parts[2]) != 20:
-        return None
-    try:
-        return int(parts[1]), parts[2].encode("ascii")
-    except UnicodeEncodeError:
-        return None
 
 
 class UsageDataset:
@@ -135,7 +99,8 @@ class UsageDataset:
     def add_generations(self, date: dt.date, count: int, now: float, at_us: int | None = None) -> list[str]:
         """Late arrivals for `date`, visible from `now`; ids depend on (seed, date, batch number) only.
 
-        `at_us` puts all of them at one instant (a burst), to test what no window can split.
+        `at_us` puts all of them at one instant (a burst), to test what no window can split; it is truncated
+        to the millisecond, as every created time is (`columns.whole_ms`).
         """
         day = self.day(date, now)
         if day is None:
@@ -152,7 +117,7 @@ class UsageDataset:
             if at_us is not None:
                 if not start <= at_us < start + span:
                     raise ValueError(f"'at' must lie inside {date} and before now")
-                added.created_us[:] = at_us
+                added.created_us[:] = at_us - at_us % US_PER_MS
             added.flags[:] |= LATE
             current = self._days[date]
             self._days[date] = UsageDay(date, current.columns.concat(added))
@@ -171,7 +136,8 @@ class UsageDataset:
         return None if row is None else (day, row)
 
     def truth(self, date: dt.date, now: float) -> dict[str, Any]:
-        """The ground truth of one UTC day as the API would show it now (models by slug, keys by label).
+        """The ground truth of one UTC day as the API would show it now (models by slug, and by the permaslug
+        live `GET /generation` answers as `model`; keys by label).
 
         `models` and `api_keys` name every model and key each way the API does, a bridge the real API
         does not offer in one place (tests use it to check label-named analytics against the truth).
@@ -182,7 +148,8 @@ class UsageDataset:
         }
         day = self.day(date, now)
         if day is None:
-            return {"date": date.isoformat(), "count": 0, "ids": [], "by_model": {}, "cost": 0.0,
+            return {"date": date.isoformat(), "count": 0, "ids": [], "by_model": {}, "by_model_permaslug": {},
+                    "cost": 0.0,
                     "by_model_cost": {}, "by_api_key": {}, **catalogue}
         rows = np.flatnonzero(day.visible(now))
         c = day.columns
@@ -195,6 +162,7 @@ class UsageDataset:
             "count": int(len(rows)),
             "ids": sorted(day.generation_ids(rows)),
             "by_model": {MODELS[m].slug: int(counts[m]) for m in range(len(MODELS)) if counts[m]},
+            "by_model_permaslug": {MODELS[m].permaslug: int(counts[m]) for m in range(len(MODELS)) if counts[m]},
             "cost": float(c.usage[rows].sum()),
             "by_model_cost": {MODELS[m].slug: float(costs[m]) for m in range(len(MODELS)) if counts[m]},
             "by_api_key": {API_KEYS[k].label: int(keys[k]) for k in range(len(API_KEYS)) if keys[k]},

@@ -26,7 +26,9 @@ from openrouter_emulator.faults import AccountLimiter, FaultPlan, SlidingWindowL
 from openrouter_emulator.generation import GenerationEndpoint
 from openrouter_emulator.history import History
 from openrouter_emulator.hostility import Hostility
+from openrouter_emulator.live_shapes import forbidden_message, missing_key_message
 from openrouter_emulator.models import models_list
+from openrouter_emulator.organisation import ACCOUNT_OWNER
 from openrouter_emulator.protocol import ApiError, Handler, Request, Response, error_response
 from openrouter_emulator.runtime_config import RuntimeConfig
 from openrouter_emulator.stats import Stats
@@ -47,17 +49,19 @@ class Emulator:
                                     late_visible_at=self.started_at + args.late_after)
         self.history = History(seed=args.seed, generations_per_day=args.generations_per_day, generation_days=args.days)
         self.config = RuntimeConfig.from_args(args)
-        self.faults = FaultPlan(seed=args.seed, fault_rate=self.config.fault_rate)
+        self.faults = FaultPlan(seed=args.seed, fault_rate=self.config.fault_rate,
+                                fault_statuses=self.config.fault_statuses)
         self.limiter = SlidingWindowLimiter(self.config.analytics_rpm)
         self.account_limiter = AccountLimiter(self.config.rate_limit_rps, self.config.rate_limit_window_s)
         self.stats = Stats()
         self.hostility = Hostility(args.seed, self.config, self.stats)
-        self.generations = GenerationEndpoint(self.dataset, self.config)
+        self.generations = GenerationEndpoint(self.dataset, self.config, seed=args.seed, stats=self.stats)
         self.control = ControlApi(self)
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="emulator-numpy")
         # (method, path) -> (management only, runs in the thread pool, handler)
         self._api_routes: dict[tuple[str, str], tuple[bool, bool, Handler]] = {
-            ("GET", "/activity"): (True, True, lambda r, now: activity(self.dataset, r.params, now)),
+            ("GET", "/activity"): (True, True, lambda r, now: activity(self.dataset, r.params, now,
+                                                                       self.config.shapes)),
             ("GET", "/analytics/meta"): (True, False, lambda r, now: analytics_meta()),
             ("POST", "/analytics/query"): (True, True, self._analytics_query),
             ("GET", "/credits"): (True, True, lambda r, now: credits_info(self.dataset, now)),
@@ -72,10 +76,11 @@ class Emulator:
     def configure(self, settings: Mapping[str, Any]) -> None:
         """Change runtime settings (all or none; ValueError saying why) and pass them on to what holds a copy."""
         checked = self.config.update(settings)
-        if "generation_404_first" in checked:
+        if "generation_404_first" in checked or "first_404_share" in checked:
             self.generations.restart_counts()
         self.limiter.per_minute = self.config.analytics_rpm
         self.faults.fault_rate = self.config.fault_rate
+        self.faults.fault_statuses = self.config.fault_statuses
         self.account_limiter.rps = self.config.rate_limit_rps
         self.account_limiter.window_s = self.config.rate_limit_window_s
 
@@ -115,20 +120,25 @@ class Emulator:
             return error_response(error)
 
     async def _api(self, request: Request, authorization: str | None) -> Response:
-        """Account limiter, latency, faults, hangs, then the origin: auth, routes, per-key analytics limit."""
+        """Account limiter, latency, faults, lone 429s, hangs, then the origin: auth, routes, per-key analytics
+        limit."""
         hostility = self.hostility
         refusal = self.account_limiter.acquire()
         if refusal is not None:  # answered before the origin: a tenth of a latency sample
             await _sleep(hostility.latency_s() / 10)
             self.stats.rate_limited += 1
-            return hostility.rate_limited(refusal)
+            return hostility.rate_limited(refusal, self._user_id(authorization))
         delay_s = hostility.latency_s()
         fault = self.faults.next_fault(request.path)
         if fault is not None:
             await _sleep(fault.delay_ms / 1000)
             if fault.status is not None:
+                self.stats.random_faults += fault.drawn
                 await _sleep(delay_s)
                 return hostility.error_page_or(error_response(ApiError(fault.status, retry_after=fault.retry_after)))
+        if hostility.throttles(request):  # refused in front of the origin, like the limiter
+            await _sleep(delay_s / 10)
+            return hostility.throttled(self._user_id(authorization))
         config = self.config
         if hostility.hangs(request):
             self.stats.hangs += 1
@@ -148,7 +158,7 @@ class Emulator:
         try:
             key, management = self._authenticate(authorization)
             if management_only and not management:
-                raise ApiError(403, "Only management keys can perform this operation")
+                raise ApiError(403, forbidden_message(request.path, self.config.shapes))
             if request.path.startswith("/analytics/"):
                 wait = self.limiter.acquire(hashlib.sha256(key.encode()).hexdigest())
                 if wait is not None:
@@ -164,14 +174,17 @@ class Emulator:
         except ApiError as error:
             return error_response(error)
 
+    def _user_id(self, authorization: str | None) -> str | None:
+        """The account owner's id that live 429 bodies carry beside `error`, when the request names a known key."""
+        key = (authorization or "").partition(" ")[2].strip()
+        return ACCOUNT_OWNER.clerk_id if key in (self.management_key, self.inference_key) else None
+
     def _authenticate(self, authorization: str | None) -> tuple[str, bool]:
         """(key, is management key); the key itself never appears in any message or log."""
-        if not authorization:
-            raise ApiError(401, "Missing Authentication header")
-        scheme, _, key = authorization.partition(" ")
+        scheme, _, key = (authorization or "").partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
-            raise ApiError(401, "Missing Authentication header")
+            raise ApiError(401, missing_key_message(self.config.shapes))
         if key == self.management_key:
             return key, True
         if key == self.inference_key:

@@ -34,8 +34,21 @@ RANDOM_FAULT_STATUSES: tuple[int, ...] = (500, 502, 503, 524, 529)
 
 
 def error_body(status: int, message: str | None = None) -> dict[str, Any]:
-    """`{"error": {"code", "message"}}`, the shape of every error response in the spec."""
-    return {"error": {"code": status, "message": message or ERROR_MESSAGES.get(status, "Error")}}
+    """`{"error": {"message", "code"}}`, the shape of every error response in the spec (in the live order)."""
+    return {"error": {"message": message or ERROR_MESSAGES.get(status, "Error"), "code": status}}
+
+
+def rate_limit_body(user_id: str | None, limit_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A 429 as the live API writes it: `metadata` with the limiter's `X-RateLimit-*` values as strings (when a
+    limiter with a budget refused) and `provider_name`, and the account's `user_id` beside `error`."""
+    metadata: dict[str, Any] = {}
+    if limit_headers is not None:
+        metadata["headers"] = dict(limit_headers)
+    metadata["provider_name"] = None
+    body: dict[str, Any] = {"error": {"message": ERROR_MESSAGES[429], "code": 429, "metadata": metadata}}
+    if user_id is not None:
+        body["user_id"] = user_id
+    return body
 
 
 @dataclass(slots=True)
@@ -45,6 +58,7 @@ class Fault:
     status: int | None
     delay_ms: int = 0
     retry_after: int | None = None
+    drawn: bool = False  # a random fault (`fault_rate`), not a scripted rule: the stats count them apart
 
 
 @dataclass(slots=True)
@@ -74,10 +88,13 @@ class FaultRule:
 
 
 class FaultPlan:
-    """Scripted rules first (each consumes one of its `count` per matching request), then random 5xx."""
+    """Scripted rules first (each consumes one of its `count` per matching request), then random faults:
+    `fault_rate` of requests answer a status drawn from `fault_statuses` (by default the spec's 5xx)."""
 
-    def __init__(self, *, seed: int, fault_rate: float) -> None:
+    def __init__(self, *, seed: int, fault_rate: float,
+                 fault_statuses: tuple[int, ...] = RANDOM_FAULT_STATUSES) -> None:
         self.fault_rate = fault_rate
+        self.fault_statuses = fault_statuses
         self._random = random.Random(seed)
         self._rules: list[FaultRule] = []
         self._lock = threading.Lock()
@@ -104,9 +121,9 @@ class FaultPlan:
                     if retry_after is None and rule.status == 429:
                         retry_after = 1
                     return Fault(rule.status, rule.delay_ms, retry_after)
-            if self.fault_rate > 0 and self._random.random() < self.fault_rate:
-                status = self._random.choice(RANDOM_FAULT_STATUSES)
-                return Fault(status, 0, 1 if status == 503 else None)
+            if self.fault_rate > 0 and self.fault_statuses and self._random.random() < self.fault_rate:
+                status = self._random.choice(self.fault_statuses)
+                return Fault(status, 0, 1 if status in (429, 503) else None, drawn=True)
         return None
 
 

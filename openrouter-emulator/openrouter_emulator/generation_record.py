@@ -8,7 +8,7 @@ so records are built on request and never stored.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -24,9 +24,7 @@ from openrouter_emulator.organisation import (
     WORKSPACES,
     stable_uuid,
 )
-
-if TYPE_CHECKING:  # `dataset` re-exports `generation_record`, so it is imported here for type hints only
-    from openrouter_emulator.dataset import UsageDay
+from openrouter_emulator.usage_day import UsageDay
 
 
 def format_created_at(created_us: int) -> str:

@@ -166,6 +166,7 @@ class History:
             "tokens_prompt": int(c.tokens_prompt.sum()), "tokens_completion": int(c.tokens_completion.sum()),
             "tokens_reasoning": int(c.tokens_reasoning.sum()), "tokens_cached": int(c.tokens_cached.sum()),
             "by_model": {MODELS[m].slug: int(models[m]) for m in range(len(MODELS)) if models[m]},
+            "by_model_permaslug": {MODELS[m].permaslug: int(models[m]) for m in range(len(MODELS)) if models[m]},
             "by_model_label": {MODELS[m].name: int(models[m]) for m in range(len(MODELS)) if models[m]},
             "by_model_cost": {MODELS[m].slug: float(costs[m]) for m in range(len(MODELS)) if models[m]},
             "by_api_key": {API_KEYS[k].label: int(keys[k]) for k in range(len(API_KEYS)) if keys[k]},

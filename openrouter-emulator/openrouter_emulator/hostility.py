@@ -1,4 +1,4 @@
-"""What the real service does to a client under load: latency with a tail, hangs, terse 429s, CDN pages.
+"""What the real service does to a client under load: latency with a tail, hangs, 429s, CDN pages.
 
 Every draw comes from the seed, one stream per kind of chance, so the same requests in the same order
 meet the same misbehaviour, and switching one knob never shifts another's draws. The scripted faults
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 
-from openrouter_emulator.faults import Refusal, cdn_error_page, error_body
+from openrouter_emulator.faults import Refusal, cdn_error_page, error_body, rate_limit_body
 from openrouter_emulator.protocol import Request, Response
 from openrouter_emulator.runtime_config import RuntimeConfig
 from openrouter_emulator.stats import Stats
@@ -25,7 +25,7 @@ class Hostility:
         self._config = config
         self._stats = stats
         self._random = {name: random.Random(f"{seed}:{name}")
-                        for name in ("latency", "hang", "retry_after", "html", "ray")}
+                        for name in ("latency", "hang", "retry_after", "html", "ray", "throttle")}
 
     def latency_s(self) -> float:
         """One lognormal latency sample (seconds) with the configured median and sigma; 0 when off."""
@@ -42,15 +42,30 @@ class Hostility:
         return (request.method == "GET" and request.path == "/generation" and config.hang_share > 0
                 and self._random["hang"].random() < config.hang_share)
 
-    def rate_limited(self, refusal: Refusal) -> Response:
-        """The account limiter's 429: JSON with `X-RateLimit-*` headers, or a CDN's page."""
+    def throttles(self, request: Request) -> bool:
+        """Whether this request meets a lone 429 (`throttle_share`; only `GET /generation`, the call pollers
+        repeat): no budget behind it, so no `X-RateLimit-*`, just `Retry-After: 1`."""
+        share = self._config.throttle_share
+        return (request.method == "GET" and request.path == "/generation"
+                and self._chance("throttle", share))
+
+    def throttled(self, user_id: str | None) -> Response:
+        """A lone 429: `Retry-After: 1` and no `X-RateLimit-*` headers; the live body (or the spec's example)."""
+        self._stats.throttled += 1
+        body = rate_limit_body(user_id) if self._config.shapes == "live" else error_body(429)
+        return Response(429, body, {"Retry-After": "1"})
+
+    def rate_limited(self, refusal: Refusal, user_id: str | None) -> Response:
+        """The account limiter's 429: JSON with `X-RateLimit-*` headers (and, live, the same values in the
+        body's `metadata.headers`, beside the account's `user_id`), or a CDN's page."""
         if self._chance("html", self._config.html_error_share):
             return self._cdn_page(429, refusal.retry_after_s)
         headers = {"X-RateLimit-Limit": str(refusal.budget), "X-RateLimit-Remaining": "0",
                    "X-RateLimit-Reset": str(refusal.reset_epoch_ms)}
+        body = rate_limit_body(user_id, headers) if self._config.shapes == "live" else error_body(429)
         if self._chance("retry_after", self._config.retry_after_share):
             headers["Retry-After"] = str(refusal.retry_after_s)
-        return Response(429, error_body(429, "Rate limit exceeded"), headers)
+        return Response(429, body, headers)
 
     def error_page_or(self, response: Response) -> Response:
         """A 429 or 5xx from a fault becomes a CDN's HTML page for `html_error_share` of them."""

@@ -11,6 +11,7 @@ import re
 
 UTC = dt.UTC
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+US_PER_MS = 1_000
 US_PER_SECOND = 1_000_000
 US_PER_DAY = 86_400 * US_PER_SECOND
 _FRACTION = re.compile(r"\.(\d*)")

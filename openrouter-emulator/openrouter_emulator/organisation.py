@@ -147,6 +147,7 @@ MEMBERS: tuple[Member, ...] = (
     Member("user_2fRtY7uIo9PaS1dF3gH5jK8lZxC", "Carmen Diaz"),
     Member("user_2gVbN4mQw6EeR8tY0uI2oP5aSdF", "Dmitri Volkov"),
 )
+ACCOUNT_OWNER = MEMBERS[0]  # created the keys; its id is `GET /key`'s creator_user_id and 429s' user_id
 WORKSPACES: tuple[Workspace, ...] = (
     Workspace(stable_uuid("workspace:default"), "Default Workspace"),
     Workspace(stable_uuid("workspace:platform"), "Platform"),

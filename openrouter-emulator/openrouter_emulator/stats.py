@@ -21,6 +21,9 @@ class Stats:
         self.started = time.monotonic()
         self.by_path: dict[str, dict[str, int]] = {}
         self.rate_limited = self.html_errors = self.hangs = 0
+        self.throttled = 0  # lone 429s (`throttle_share`), apart from the account limiter's `rate_limited`
+        self.random_faults = 0  # statuses drawn by `fault_rate` from `fault_statuses`
+        self.first_404s = 0  # first GETs of lagging ids answered 404 (`first_404_share`)
         self.max_in_flight = self.in_flight
         self._bucket = 0  # whole seconds since `started` of the bucket being counted
         self._bucket_count = 0
@@ -64,6 +67,7 @@ class Stats:
             "total": total, "by_path": {p: sum(s.values()) for p, s in by_path.items()}, "by_status": by_status,
             "by_path_status": by_path, "elapsed_s": round(elapsed, 3), "served_per_second": per_second(total),
             "ok_per_second": per_second(ok), "peak_served_per_second": peak, "rate_limited": self.rate_limited,
-            "html_errors": self.html_errors, "hangs": self.hangs, "in_flight": self.in_flight,
+            "html_errors": self.html_errors, "hangs": self.hangs, "throttled": self.throttled,
+            "random_faults": self.random_faults, "first_404s": self.first_404s, "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
         }

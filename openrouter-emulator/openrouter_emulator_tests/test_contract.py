@@ -1,8 +1,11 @@
-"""The emulator against OpenRouter's own OpenAPI spec, over real HTTP to real emulator processes.
+"""The emulator against OpenRouter's own OpenAPI spec, over real HTTP to real emulator processes, in both shapes.
 
 Every response (200s and errors) is validated against the spec's schema for that path, method and
 status; the rest checks the behaviour clients rely on: exact ground truth, truncation, windows, keys,
-identical timestamps, faults. (The hostile behaviours are in `test_hostile.py`.)
+identical timestamps, faults. Each test runs against `--shapes live` (the default: answers shaped like the
+live API's bodies, checked against the spec with exactly the documented live absences excused) and
+`--shapes spec` (the spec's example shapes, checked against the spec as it stands). (The hostile behaviours
+are in `test_hostile.py`, the real bodies' shapes in `test_real_shapes.py`.)
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,8 +22,10 @@ import jsonschema
 import pytest
 import requests
 
+from openrouter_emulator.live_shapes import LIVE_ABSENT
 from openrouter_emulator.process import EmulatorProcess, EmulatorStartError, run_emulator, start_emulator
 from openrouter_emulator_tests.support import (
+    LIVE_ABSENT_GENERATION_FIELDS,
     SpecValidator,
     call,
     control,
@@ -33,7 +39,43 @@ from openrouter_emulator_tests.support import (
 )
 
 ID_PATTERN = re.compile(r"^gen-(\d{10})-[A-Za-z0-9]{20}$")
-CREATED_PATTERN = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
+CREATED_PATTERN = {"spec": re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$"),
+                   "live": re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")}
+
+
+@pytest.fixture(scope="module", params=["live", "spec"])
+def servers(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorProcess, EmulatorProcess]]:
+    """Two processes with the same seed and shapes: `emu` with defaults (rate limit off), `capped` at 500 rows."""
+    logs = tmp_path_factory.mktemp(f"emulators-{request.param}")
+    shapes = ["--shapes", request.param]
+    emu = start_emulator(seed=7, extra_args=["--analytics-rpm", "0", *shapes], log_path=logs / "emu.log")
+    try:
+        capped = start_emulator(seed=7, extra_args=["--analytics-rpm", "0", "--analytics-max-rows", "500", *shapes],
+                                log_path=logs / "capped.log")
+        try:
+            yield emu, capped
+        finally:
+            capped.stop()
+    finally:
+        emu.stop()
+
+
+@pytest.fixture(scope="module")
+def shapes(servers: tuple[EmulatorProcess, EmulatorProcess]) -> str:
+    """The shapes both servers answer in, as their config says."""
+    return servers[0].config()["shapes"]
+
+
+@pytest.fixture
+def spec(spec: SpecValidator, shapes: str) -> SpecValidator:
+    """The spec as it stands for spec-shaped answers; for live ones, with exactly the documented absences
+    of `GenerationResponse.data` excused."""
+    return spec.excusing(LIVE_ABSENT_GENERATION_FIELDS) if shapes == "live" else spec
+
+
+def test_the_excused_fields_are_the_emulators_documented_live_absences() -> None:
+    assert LIVE_ABSENT == LIVE_ABSENT_GENERATION_FIELDS
 
 
 def truth(server: EmulatorProcess, day: dt.date) -> dict[str, Any]:
@@ -149,25 +191,49 @@ def test_analytics_meta(emu: EmulatorProcess, spec: SpecValidator) -> None:
     assert {o["name"]: o["value_type"] for o in body["operators"]}["not_in"] == "array"
 
 
-def test_generation_records_have_all_45_fields_and_parse(emu: EmulatorProcess, spec: SpecValidator) -> None:
+def test_generation_records_have_their_fields_and_parse(emu: EmulatorProcess, spec: SpecValidator,
+                                                        shapes: str) -> None:
+    """Spec-shaped: all 45 fields, the slug, µs `+00:00`. Live: the 44 a 2026-06 body has or the 37 of a
+    2026-02 one (never `workspace_id`), the dated permaslug, ms `Z`, integer latencies."""
     day = yesterday()
-    ids = truth(emu, day)["ids"]
+    expected = truth(emu, day)
+    ids = expected["ids"]
     fields = set(spec.spec["components"]["schemas"]["GenerationResponse"]["properties"]["data"]["properties"])
     assert len(fields) == 45
-    for gen_id in ids[:: len(ids) // 25]:
+    permaslug = {m["slug"]: m["permaslug"] for m in expected["models"]}
+    key_sets = Counter[frozenset[str]]()
+    for gen_id in ids[:: len(ids) // 60]:
         data = spec.check("/generation", "get", call(emu, "GET", "/generation", params={"id": gen_id},
                                                      key="inference"))["data"]
-        assert set(data) == fields
-        assert data["id"] == gen_id and CREATED_PATTERN.match(data["created_at"])
+        key_sets[frozenset(data)] += 1
+        assert data["id"] == gen_id and CREATED_PATTERN[shapes].match(data["created_at"])
         created = created_at(data)
-        assert created.date() == day
+        assert created.date() == day and created.microsecond % 1000 == 0  # whole ms, whichever the shapes
         assert int(ID_PATTERN.match(gen_id).group(1)) == int(created.timestamp())
         assert data["usage"] == data["total_cost"] >= 0
+        served = data["provider_responses"][-1]["model_permaslug"]
+        if shapes == "live":
+            assert data["model"] == served and data["model"] in permaslug.values()
+            assert all(isinstance(data[f], int) for f in ("latency", "generation_time"))
+        else:
+            assert permaslug[data["model"]] == served
+            assert all(isinstance(data[f], float) for f in ("latency", "generation_time"))
+    if shapes == "spec":
+        assert set(key_sets) == {frozenset(fields)}
+    else:
+        short = frozenset(fields - LIVE_ABSENT_GENERATION_FIELDS)
+        assert set(key_sets) == {frozenset(fields - {"workspace_id"}), short}
+        assert 0.1 < key_sets[short] / key_sets.total() < 0.45
 
 
 def test_generation_errors(emu: EmulatorProcess, spec: SpecValidator) -> None:
-    unknown = call(emu, "GET", "/generation", params={"id": "gen-1700000000-AAAAAAAAAAAAAAAAAAAA"})
-    assert spec.check("/generation", "get", unknown)["error"]["code"] == 404
+    unknown_id = "gen-1700000000-AAAAAAAAAAAAAAAAAAAA"
+    unknown = call(emu, "GET", "/generation", params={"id": unknown_id})
+    assert spec.check("/generation", "get", unknown) == {  # as real-payloads/errors/01
+        "error": {"message": f"Generation {unknown_id} not found", "code": 404}}
+    found = call(emu, "GET", "/generation", params={"id": truth(emu, yesterday())["ids"][0]})
+    for answer in (unknown, found):  # no rate-limit headers on /generation's 200s and 404s (errors/01, 02)
+        assert answer.status_code in (200, 404) and not [h for h in answer.headers if h.lower().startswith("x-ratel")]
     assert spec.check("/generation", "get", call(emu, "GET", "/generation", params={"id": "nope"})).get("error")
     missing = call(emu, "GET", "/generation")
     assert missing.status_code == 400
@@ -183,12 +249,16 @@ def test_there_is_no_generations_list(emu: EmulatorProcess, spec: SpecValidator)
     assert call(emu, "GET", "/no-such-endpoint").status_code == 404
 
 
-def test_activity_shape_and_totals_agree_with_analytics_and_truth(emu: EmulatorProcess,
-                                                                 spec: SpecValidator) -> None:
+def activity_date(day: dt.date, shapes: str) -> str:
+    return f"{day.isoformat()} 00:00:00" if shapes == "live" else day.isoformat()
+
+
+def test_activity_shape_and_totals_agree_with_analytics_and_truth(emu: EmulatorProcess, spec: SpecValidator,
+                                                                 shapes: str) -> None:
     day = yesterday()
     items = spec.check("/activity", "get", call(emu, "GET", "/activity", params={"date": day.isoformat()}))["data"]
     expected = truth(emu, day)
-    assert {i["date"] for i in items} == {day.isoformat()}
+    assert {i["date"] for i in items} == {activity_date(day, shapes)}
     assert len({(i["model"], i["endpoint_id"]) for i in items}) == len(items) > len(expected["by_model"])
     by_model = Counter[str]()
     for item in items:
@@ -204,7 +274,17 @@ def test_activity_shape_and_totals_agree_with_analytics_and_truth(emu: EmulatorP
     assert int(total["reasoning_tokens"]) == sum(i["reasoning_tokens"] for i in items) > 0
     assert sum(i["byok_usage_inference"] for i in items) > 0
     everything = spec.check("/activity", "get", call(emu, "GET", "/activity"))["data"]
-    assert {i["date"] for i in everything} == {(today() - dt.timedelta(days=k)).isoformat() for k in (1, 2, 3)}
+    assert {i["date"] for i in everything} == {activity_date(today() - dt.timedelta(days=k), shapes)
+                                               for k in (1, 2, 3)}
+    live_only = {"cached_tokens", "byok_requests"}
+    if shapes == "spec":
+        assert all(not live_only & set(i) for i in items)
+        return
+    [extra] = rows_of(query(emu, {"metrics": ["cached_tokens", "byok_request_count"],
+                                  "time_range": day_range(day)}).json())
+    assert sum(i["cached_tokens"] for i in items) == int(extra["cached_tokens"]) > 0
+    assert sum(i["byok_requests"] for i in items) == int(extra["byok_request_count"]) > 0
+    assert all(list(i)[:3] == ["date", "model_permaslug", "model"] for i in items)  # the live key order
 
 
 def test_key_and_credits(emu: EmulatorProcess, spec: SpecValidator) -> None:
@@ -249,14 +329,19 @@ def test_activity_only_for_the_last_30_completed_days(emu: EmulatorProcess, spec
 @pytest.mark.parametrize(("method", "path"), [("POST", "/analytics/query"), ("GET", "/analytics/meta"),
                                               ("GET", "/activity"), ("GET", "/credits")])
 def test_management_only_endpoints_refuse_the_inference_key(emu: EmulatorProcess, spec: SpecValidator,
-                                                            method: str, path: str) -> None:
+                                                            shapes: str, method: str, path: str) -> None:
     body = {"metrics": ["request_count"]} if method == "POST" else None
     refused = call(emu, method, path, key="inference", json=body)
     assert refused.status_code == 403
     error = spec.check(path, method.lower(), refused)["error"]
-    assert error == {"code": 403, "message": "Only management keys can perform this operation"}
+    message = "Only management keys can perform this operation"
+    if shapes == "live" and path == "/activity":  # the live text (real-payloads/errors/05)
+        message = "Only management keys can fetch activity for an account"
+    assert error == {"code": 403, "message": message}
     missing = call(emu, method, path, key=None, json=body)
-    assert missing.status_code == 401 and spec.check(path, method.lower(), missing)["error"]["code"] == 401
+    assert missing.status_code == 401
+    assert spec.check(path, method.lower(), missing)["error"] == {
+        "code": 401, "message": "No auth credentials found" if shapes == "live" else "Missing Authentication header"}
     secret = "sk-or-v1-never-echo-this"
     wrong = call(emu, method, path, key=secret, json=body)
     assert wrong.status_code == 401 and secret not in wrong.text
@@ -410,13 +495,19 @@ def test_late_generations_join_the_day(capped: EmulatorProcess, spec: SpecValida
     assert created_at(data["data"]).date() == day
 
 
-def test_the_validator_rejects_what_the_spec_forbids(emu: EmulatorProcess, spec: SpecValidator) -> None:
+def test_the_validator_rejects_what_the_spec_forbids(emu: EmulatorProcess, spec: SpecValidator,
+                                                     shapes: str) -> None:
     record = call(emu, "GET", "/generation", params={"id": truth(emu, yesterday())["ids"][0]}).json()
     pointer = "#/components/schemas/GenerationResponse"
     spec.validate(pointer, record)
-    for broken in ({**record["data"], "total_cost": "0.1"}, {k: v for k, v in record["data"].items() if k != "usage"}):
+    for broken in ({**record["data"], "total_cost": "0.1"}, {k: v for k, v in record["data"].items() if k != "usage"},
+                   {k: v for k, v in record["data"].items() if k != "id"}, {**record["data"], "latency": "12"}):
         with pytest.raises(jsonschema.ValidationError):
             spec.validate(pointer, {"data": broken})
+    if shapes == "live":  # what is excused is needed: the spec as it stands refuses a live body
+        assert "workspace_id" not in record["data"]
+        with pytest.raises(jsonschema.ValidationError, match="workspace_id"):
+            spec.strict.validate(pointer, record)
 
 
 def test_a_dead_emulator_reports_its_log(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ HEX64 = re.compile(r"^[0-9a-f]{64}$")
 ALL_SETTINGS = {"analytics_max_rows", "analytics_rpm", "fresh_404_seconds", "generation_404_first", "fault_rate",
                 "latency_median_ms", "latency_sigma", "analytics_ms_per_1k_rows", "hang_share", "hang_seconds",
                 "rate_limit_rps", "rate_limit_window_s", "retry_after_share", "html_error_share", "analytics_labels",
-                "inclusive_end", "history_days"}
+                "inclusive_end", "history_days", "throttle_share", "fault_statuses", "first_404_share", "shapes"}
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +113,15 @@ def test_account_limiter_budget_headers_and_one_budget_for_all_keys(emu: Emulato
     # Refused requests consumed nothing: the next window accepted exactly the budget again.
     refused = first[budget:] + second[budget:]
     for response in refused:
-        assert spec.check("/generation", "get", response)["error"] == {"code": 429, "message": "Rate limit exceeded"}
+        body = spec.check("/generation", "get", response)
+        assert body["error"]["code"] == 429 and body["error"]["message"] == "Rate limit exceeded"
         assert response.headers["X-RateLimit-Limit"] == str(budget)
         assert response.headers["X-RateLimit-Remaining"] == "0"
         assert "X-RateLimit-Reset" in response.headers
+        # The live body repeats the limiter's headers as strings, as OpenRouter's 429 bodies do.
+        assert body["error"]["metadata"] == {"headers": {
+            "X-RateLimit-Limit": str(budget), "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": response.headers["X-RateLimit-Reset"]}, "provider_name": None}
     for response, sent in zip(first[budget:], sent_ms[budget:60], strict=False):
         reset = int(response.headers["X-RateLimit-Reset"])
         assert reset % int(window * 1000) == 0  # windows are aligned to the epoch
@@ -311,9 +316,12 @@ def test_filters_take_underlying_ids_never_labels(emu: EmulatorProcess, spec: Sp
 
 def test_inclusive_end_switch(emu: EmulatorProcess, spec: SpecValidator) -> None:
     day = yesterday()
-    at = dt.datetime(day.year, day.month, day.day, 13, 7, 11, 654321, tzinfo=dt.UTC)
-    added = set(emu.add_generations(day, 3, at=at))
+    at = dt.datetime(day.year, day.month, day.day, 13, 7, 11, 654000, tzinfo=dt.UTC)
+    # Created times are whole milliseconds (the live API writes created_at to the ms): µs digits are dropped.
+    added = set(emu.add_generations(day, 3, at=at + dt.timedelta(microseconds=321)))
     assert len(added) == 3
+    record = gen(emu, sorted(added)[0]).json()["data"]
+    assert record["created_at"] == f"{day.isoformat()}T13:07:11.654Z"
 
     def ids(start: dt.datetime, end: dt.datetime) -> set[str]:
         body = spec.check("/analytics/query", "post", query(emu, {
@@ -347,10 +355,11 @@ def test_config_lists_every_setting_and_validates_values(emu: EmulatorProcess) -
     config = emu.config()
     assert set(config) == ALL_SETTINGS
     assert config["analytics_labels"] is True and config["inclusive_end"] is False
+    assert config["shapes"] == "live" and config["fault_statuses"] == [500, 502, 503, 524, 529]
     assert emu.configure(inclusive_end=True, analytics_labels=False)["inclusive_end"] is True
     for bad in ({"inclusive_end": 1}, {"inclusive_end": "on"}, {"hang_share": True}, {"latency_median_ms": -1},
                 {"html_error_share": 1.5}, {"rate_limit_window_s": 0}, {"no_such_setting": 1},
-                {"latency_median_ms": "50"}):
+                {"latency_median_ms": "50"}, {"shapes": "json"}, {"shapes": True}, {"fault_statuses": [200]}):
         with pytest.raises(EmulatorControlError) as refused:
             emu.configure(**bad)
         assert refused.value.status == 400
@@ -390,7 +399,8 @@ def test_every_flag_is_documented_and_sets_its_setting(tmp_path: Path) -> None:
              "--inclusive-end": "inclusive_end", "--analytics-max-rows": "analytics_max_rows",
              "--analytics-rpm": "analytics_rpm", "--fresh-404-seconds": "fresh_404_seconds",
              "--generation-404-first": "generation_404_first", "--fault-rate": "fault_rate",
-             "--history-days": "history_days"}
+             "--history-days": "history_days", "--throttle-share": "throttle_share",
+             "--fault-statuses": "fault_statuses", "--first-404-share": "first_404_share", "--shapes": "shapes"}
     assert set(flags.values()) == ALL_SETTINGS == {f for f in RuntimeConfig.__dataclass_fields__}
     flat = re.sub(r"\s+", " ", help_text)
     for flag, key in flags.items():

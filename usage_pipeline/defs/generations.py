@@ -1,7 +1,7 @@
 """The `generations` asset (a day of OpenRouter generations upserted into InfluxDB) and its checks."""
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from dagster import (
     AssetCheckExecutionContext,
@@ -27,6 +27,16 @@ from usage_pipeline.openrouter.transport import OpenRouterError
 from usage_pipeline.reconcile import Verdict, cost_agrees, full_capture, no_duplicates
 
 OPENROUTER_POOL = "openrouter_api"
+REFRESH_TAG = "usage_pipeline/refresh"  # "true": fetch every record again, even those already stored whole
+
+
+def refresh_asked(tags: Mapping[str, str]) -> bool:
+    """Whether a run's tags ask to fetch the stored records again; a value other than true/false fails."""
+    value = tags.get(REFRESH_TAG, "false").strip().lower()
+    if value not in ("true", "false"):
+        raise Failure(description=f"run tag {REFRESH_TAG}={tags[REFRESH_TAG]!r}: must be true or false",
+                      allow_retries=False)
+    return value == "true"
 
 
 @asset(
@@ -36,17 +46,20 @@ OPENROUTER_POOL = "openrouter_api"
     key_prefix=["influxdb"],
     group_name="ledger",
     kinds={"influxdb"},
-    description="Every OpenRouter generation of the UTC day, upserted into InfluxDB measurement `generations`.",
+    description="Every OpenRouter generation of the UTC day, upserted into InfluxDB measurement `generations`. "
+                "A rerun fetches only the records not already stored whole; run tag "
+                f"{REFRESH_TAG}=true fetches them all again.",
 )
 def generations(context: AssetExecutionContext, openrouter: OpenRouterResource,
                 influxdb: InfluxDBResource) -> MaterializeResult:
     day = capturable_day(context.partition_key)
+    refresh = refresh_asked(context.run.tags)
     with settings_checked():  # every setting, before any query
         store, client = influxdb.store(), openrouter.client()
     try:
         with store, client:
             store.ensure_database()
-            recording = record_day(client, store, day)
+            recording = record_day(client, store, day, refresh=refresh)
     except (OpenRouterError, InfluxError) as exc:  # their messages say what was tried; no secret in them
         raise Failure(description=str(exc)) from None
     metadata = recording.summary()

@@ -1,8 +1,11 @@
 """Retry, some hours later, a day whose run failed (capture check red, records missing), while
-OpenRouter can still enumerate it: after 31 days its generation ids are gone for good."""
+OpenRouter can still enumerate it: after 31 days its generation ids are gone for good.
+
+A retry reuses what the failed run stored (run tag usage_pipeline/refresh=false): it enumerates the day
+again and fetches only the records that are missing, so a day that failed on its last 1% costs about 1%."""
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from dagster import (
@@ -14,14 +17,11 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster._core.storage.tags import (  # Dagster's own names for the tags it puts on runs
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    PARTITION_NAME_TAG,
-)
 
+from usage_pipeline.defs.generations import REFRESH_TAG
 from usage_pipeline.defs.summaries import daily_ledger_job
 from usage_pipeline.openrouter.day import DayOutOfRange, check_capturable
+from usage_pipeline.runs.tags import run_day
 from usage_pipeline.settings import setting
 
 RETRY_AFTER = dt.timedelta(hours=6)  # defaults; the sensor reads USAGE_RECAPTURE_* when it evaluates
@@ -54,16 +54,6 @@ def days_to_recapture(attempts: Iterable[Attempt], now: dt.datetime, *, retry_af
     return due
 
 
-def run_day(tags: Mapping[str, str]) -> dt.date | None:
-    """The day a run was for: scheduled and sensor runs carry `dagster/partition`, asset backfill runs a
-    one-day partition range."""
-    key = tags.get(PARTITION_NAME_TAG)
-    start, end = tags.get(ASSET_PARTITION_RANGE_START_TAG), tags.get(ASSET_PARTITION_RANGE_END_TAG)
-    if not key and start and start == end:
-        key = start
-    return dt.date.fromisoformat(key) if key else None
-
-
 def _attempts(context: SensorEvaluationContext, since: dt.datetime) -> Iterator[Attempt]:
     records = context.instance.get_run_records(
         RunsFilter(job_name=daily_ledger_job.name, created_after=since,
@@ -87,4 +77,4 @@ def recapture_failed_days(context: SensorEvaluationContext) -> Iterator[RunReque
         yield SkipReason("no failed day is due for a retry")
     for day, attempt in due:
         yield RunRequest(partition_key=day.isoformat(), run_key=f"recapture:{day}:{attempt}",
-                         tags={"usage_pipeline/recapture_attempt": str(attempt)})
+                         tags={"usage_pipeline/recapture_attempt": str(attempt), REFRESH_TAG: "false"})

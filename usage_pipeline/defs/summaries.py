@@ -21,7 +21,7 @@ from usage_pipeline.defs.generations import FULL_CAPTURE, generations
 from usage_pipeline.defs.partitions import capturable_day, daily_partitions, settings_checked
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource
 from usage_pipeline.duck.publish import publish, replace_day
-from usage_pipeline.duck.summaries import CaptureStatus, summarize_day
+from usage_pipeline.duck.summaries import CaptureStatus, ModelLabels, summarize_day
 
 SETTLE_HOURS = 2  # analytics can lag live traffic; a day is final some time after midnight UTC
 
@@ -32,6 +32,7 @@ class CaptureProof:
 
     api_requests: int
     api_usage: float
+    model_names: dict[str, ModelLabels]  # each stored model name's slug and label, as the check resolved them
 
 
 def capture_proof(context: AssetExecutionContext) -> CaptureProof:
@@ -53,15 +54,30 @@ def capture_proof(context: AssetExecutionContext) -> CaptureProof:
     if not isinstance(requests, int) or not isinstance(usage, (int, float)):  # written by our own check
         raise Failure(description=f"not summarizing: {FULL_CAPTURE} recorded api_request_count={requests!r}, "
                                   f"api_usage_usd={usage!r}", allow_retries=False)
-    return CaptureProof(api_requests=requests, api_usage=float(usage))
+    return CaptureProof(api_requests=requests, api_usage=float(usage),
+                        model_names=_model_labels(metadata.get("model_names")))
+
+
+def _model_labels(recorded: object) -> dict[str, ModelLabels]:
+    """The check's `model_names` ({name: {slug, label, permaslug}}); absent (a check of an older version): none."""
+    value = getattr(recorded, "value", None) or {}
+    if not isinstance(value, dict):
+        raise Failure(description=f"not summarizing: {FULL_CAPTURE} recorded model_names={value!r:.80}",
+                      allow_retries=False)
+    return {str(name): ModelLabels(slug=names.get("slug"), label=names.get("label"))
+            for name, names in value.items() if isinstance(names, dict)}
 
 
 def top_models_markdown(daily_usage_rows: pandas.DataFrame, limit: int = 5) -> str:
     """The day's top models by spend, as a small markdown table for the asset page."""
     top = daily_usage_rows.sort_values(["usage", "requests"], ascending=False).head(limit)
-    lines = ["| model | requests | spend USD | prompt tokens | completion tokens |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r.model} | {r.requests:,} | {r.usage:,.4f} | {r.tokens_prompt:,} | {r.tokens_completion:,} |"
-              for r in top.itertuples()]
+    lines = ["| model | slug | label | requests | spend USD | prompt tokens | completion tokens |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    def shown(value: object) -> str:
+        return "-" if value is None or (isinstance(value, float) and value != value) else str(value)  # NULL, NaN
+
+    lines += [f"| {r.model} | {shown(r.model_slug)} | {shown(r.model_label)} | {r.requests:,} | {r.usage:,.4f} "
+              f"| {r.tokens_prompt:,} | {r.tokens_completion:,} |" for r in top.itertuples()]
     return "\n".join(lines)
 
 
@@ -85,7 +101,7 @@ def daily_usage(context: AssetExecutionContext, influxdb: InfluxDBResource,
     with store:
         summary = summarize_day(day, store.iter_day_frames(day),
                                 CaptureStatus(api_requests=proof.api_requests, api_cost=proof.api_usage,
-                                              status="complete"))
+                                              status="complete"), proof.model_names)
     per_model, totals = summary.tables["daily_usage"], summary.tables["daily_totals"].iloc[0]
     if int(totals["requests"]) != proof.api_requests:  # the ledger changed since the check proved it
         raise Failure(description=f"not summarizing {day}: the ledger now holds {int(totals['requests'])} "

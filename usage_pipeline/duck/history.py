@@ -19,7 +19,8 @@ import duckdb
 import pandas
 
 from usage_pipeline.duck.summaries import column_definitions
-from usage_pipeline.openrouter.history import AggregateRow, HistoryRead, ModelName
+from usage_pipeline.openrouter.history import AggregateRow, HistoryRead
+from usage_pipeline.openrouter.model_names import ModelName
 
 AGGREGATE = "aggregate"  # daily_totals.capture_status of a day known only from OpenRouter's aggregates
 

@@ -22,9 +22,25 @@ import duckdb
 from filelock import FileLock
 
 from usage_pipeline.duck.history import HISTORY_DAY_TABLES
-from usage_pipeline.duck.summaries import SUMMARY_TABLES, DaySummary, column_definitions
+from usage_pipeline.duck.summaries import SUMMARY_TABLES, TABLE_SCHEMAS, DaySummary, column_definitions
 
 log = logging.getLogger(__name__)
+
+SNAPSHOT_STORAGE_VERSION = "v1.4.0"
+"""The DuckDB storage format the published file is written in, chosen on purpose: DuckDB 1.4.0's own, the
+newest that every DuckDB from 1.4 on reads. The pipeline writes with Python duckdb 2.0, whose own format
+(storage version 69) DuckDB 1.4.x and the 1.5.x CLI refuse ("can only read versions between 64 and 68"),
+while analysts open the file with whatever DuckDB they have. Only the snapshot is written in it: the private
+store keeps 2.0's format. A column type or feature that this format cannot hold makes `publish` fail
+(`SnapshotCopyError`) rather than publish a file that old readers cannot open;
+`usage_pipeline_tests/test_published_readers.py` reads every published table with the DuckDB 1.5 CLI and
+Python duckdb 1.4."""
+
+
+class SnapshotCopyError(RuntimeError):
+    """Copying the store into the published format (`SNAPSHOT_STORAGE_VERSION`) failed, e.g. on a column type
+    that format cannot hold: nothing was published, the file analysts open is left as it was."""
+
 
 @dataclass(frozen=True)
 class PublishReport:
@@ -69,6 +85,7 @@ def replace_day(conn: duckdb.DuckDBPyConnection, summary: DaySummary) -> None:
         raise ValueError(f"summary of {summary.day} lacks tables {missing}")
     for table in SUMMARY_TABLES:
         conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({column_definitions(table)})")
+        add_missing_columns(conn, table)
     stored = {name for (name,) in conn.execute(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
         "AND schema_name = current_schema()").fetchall()}
@@ -89,6 +106,27 @@ def replace_day(conn: duckdb.DuckDBPyConnection, summary: DaySummary) -> None:
     except BaseException:
         conn.rollback()
         raise
+
+
+def add_missing_columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """Bring a store made by an older version up to the table's schema: a column added since (nullable, such
+    as `model_slug`) is added, NULL in the rows already stored. A stored day keeps its rows; a rebuild of
+    the day fills the new column."""
+    present = {name for (name,) in conn.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = current_schema() AND table_name = ?", [table]).fetchall()}
+    added = []
+    for name, sql_type in TABLE_SCHEMAS[table]:
+        if name in present:
+            continue
+        if "NOT NULL" in sql_type:
+            raise ValueError(f"the store's {table} lacks column {name} ({sql_type}), which cannot be added to "
+                             "stored rows; rebuild the store")
+        conn.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {sql_type}')
+        added.append(name)
+    if added:
+        log.info("%s: added column(s) %s to the stored table", table, ", ".join(added))
+    return added
 
 
 def publish(conn: duckdb.DuckDBPyConnection, published: Path) -> PublishReport:
@@ -132,16 +170,31 @@ def _current_database(conn: duckdb.DuckDBPyConnection, published: Path) -> str:
 
 
 def _copy_database(conn: duckdb.DuckDBPyConnection, source: str, target: Path) -> None:
-    """Copy every table of `source` into a new DuckDB file, fully checkpointed (no WAL left)."""
+    """Copy every table of `source` into a new DuckDB file in `SNAPSHOT_STORAGE_VERSION`, fully checkpointed
+    (no WAL left)."""
     alias = f"snapshot_{uuid.uuid4().hex}"
-    conn.execute(f"ATTACH {_sql_string(str(target))} AS {alias}")
+    try:
+        conn.execute(f"ATTACH {_sql_string(str(target))} AS {alias} "
+                     f"(STORAGE_VERSION {_sql_string(SNAPSHOT_STORAGE_VERSION)})")
+    except duckdb.Error as exc:
+        raise _snapshot_error(source, exc) from exc
     try:
         conn.execute(f"COPY FROM DATABASE {_sql_identifier(source)} TO {alias}")
         conn.execute(f"CHECKPOINT {alias}")
+    except duckdb.Error as exc:
+        raise _snapshot_error(source, exc) from exc
     finally:
         conn.execute(f"DETACH {alias}")
     if Path(f"{target}.wal").exists():
         raise RuntimeError(f"snapshot {target} still has a WAL after DETACH; refusing to publish it")
+
+
+def _snapshot_error(source: str, exc: duckdb.Error) -> SnapshotCopyError:
+    reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return SnapshotCopyError(
+        f"cannot publish {source}: the snapshot is written in DuckDB storage version {SNAPSHOT_STORAGE_VERSION} "
+        f"(SNAPSHOT_STORAGE_VERSION, so that DuckDB 1.4 and later open it) and copying the store into it failed: "
+        f"{reason}")
 
 
 def _warn_of_foreign_wal(published: Path) -> None:

@@ -44,6 +44,8 @@ TABLE_SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {
     "daily_usage": (
         ("day", "DATE NOT NULL"),
         ("model", "VARCHAR"),
+        ("model_slug", "VARCHAR"),
+        ("model_label", "VARCHAR"),
         ("requests", _COUNT),
         ("total_cost", _MONEY),
         ("usage", _MONEY),
@@ -60,6 +62,8 @@ TABLE_SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {
     "daily_usage_by_provider": (
         ("day", "DATE NOT NULL"),
         ("model", "VARCHAR"),
+        ("model_slug", "VARCHAR"),
+        ("model_label", "VARCHAR"),
         ("provider", "VARCHAR"),
         ("requests", _COUNT),
         ("total_cost", _MONEY),
@@ -71,6 +75,8 @@ TABLE_SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {
         ("day", "DATE NOT NULL"),
         ("api_key", "VARCHAR"),
         ("model", "VARCHAR"),
+        ("model_slug", "VARCHAR"),
+        ("model_label", "VARCHAR"),
         ("requests", _COUNT),
         ("total_cost", _MONEY),
         ("tokens_prompt", _COUNT),
@@ -80,6 +86,8 @@ TABLE_SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {
         ("day", "DATE NOT NULL"),
         ("external_user", "VARCHAR"),
         ("model", "VARCHAR"),
+        ("model_slug", "VARCHAR"),
+        ("model_label", "VARCHAR"),
         ("requests", _COUNT),
         ("total_cost", _MONEY),
         ("tokens_prompt", _COUNT),
@@ -108,7 +116,8 @@ SUMMARY_TABLES: tuple[str, ...] = tuple(TABLE_SCHEMAS)
 # fsum (compensated summation) keeps money totals stable and identical across rebuilds.
 _SUMMARY_QUERIES: dict[str, str] = {
     "daily_usage": """
-        SELECT $day AS day, model, count(*) AS requests,
+        SELECT $day AS day, model, any_value(model_slug) AS model_slug, any_value(model_label) AS model_label,
+               count(*) AS requests,
                coalesce(fsum(total_cost), 0) AS total_cost, coalesce(fsum(usage), 0) AS usage,
                coalesce(sum(tokens_prompt), 0) AS tokens_prompt,
                coalesce(sum(tokens_completion), 0) AS tokens_completion,
@@ -118,26 +127,31 @@ _SUMMARY_QUERIES: dict[str, str] = {
                count(*) FILTER (WHERE cancelled) AS cancelled_requests,
                avg(latency) AS avg_latency_ms, quantile_cont(latency, 0.95) AS p95_latency_ms,
                avg(generation_time) AS avg_generation_time_ms
-        FROM ledger GROUP BY model ORDER BY model NULLS LAST""",
+        FROM ledger LEFT JOIN names USING (model) GROUP BY model ORDER BY model NULLS LAST""",
     "daily_usage_by_provider": """
-        SELECT $day AS day, model, provider, count(*) AS requests,
+        SELECT $day AS day, model, any_value(model_slug) AS model_slug, any_value(model_label) AS model_label,
+               provider, count(*) AS requests,
                coalesce(fsum(total_cost), 0) AS total_cost,
                coalesce(sum(tokens_prompt), 0) AS tokens_prompt,
                coalesce(sum(tokens_completion), 0) AS tokens_completion,
                avg(latency) AS avg_latency_ms
-        FROM ledger GROUP BY model, provider ORDER BY model NULLS LAST, provider NULLS LAST""",
+        FROM ledger LEFT JOIN names USING (model) GROUP BY model, provider
+        ORDER BY model NULLS LAST, provider NULLS LAST""",
     "daily_usage_by_api_key": """
-        SELECT $day AS day, api_key, model, count(*) AS requests,
+        SELECT $day AS day, api_key, model, any_value(model_slug) AS model_slug,
+               any_value(model_label) AS model_label, count(*) AS requests,
                coalesce(fsum(total_cost), 0) AS total_cost,
                coalesce(sum(tokens_prompt), 0) AS tokens_prompt,
                coalesce(sum(tokens_completion), 0) AS tokens_completion
-        FROM ledger GROUP BY api_key, model ORDER BY api_key NULLS LAST, model NULLS LAST""",
+        FROM ledger LEFT JOIN names USING (model) GROUP BY api_key, model
+        ORDER BY api_key NULLS LAST, model NULLS LAST""",
     "daily_usage_by_user": """
-        SELECT $day AS day, external_user, model, count(*) AS requests,
+        SELECT $day AS day, external_user, model, any_value(model_slug) AS model_slug,
+               any_value(model_label) AS model_label, count(*) AS requests,
                coalesce(fsum(total_cost), 0) AS total_cost,
                coalesce(sum(tokens_prompt), 0) AS tokens_prompt,
                coalesce(sum(tokens_completion), 0) AS tokens_completion
-        FROM ledger GROUP BY external_user, model
+        FROM ledger LEFT JOIN names USING (model) GROUP BY external_user, model
         ORDER BY external_user NULLS LAST, model NULLS LAST""",
     "daily_totals": """
         SELECT $day AS day, count(*) AS requests, coalesce(fsum(total_cost), 0) AS total_cost,
@@ -174,15 +188,27 @@ def column_definitions(table: str) -> str:
     return ", ".join(f'"{name}" {sql_type}' for name, sql_type in TABLE_SCHEMAS[table])
 
 
+@dataclass(frozen=True)
+class ModelLabels:
+    """A stored model name's slug and label (None where no OpenRouter source knows them): analysts filter
+    `model_slug = 'openai/gpt-4.1'` without knowing the dated permaslug `/generation` stores."""
+
+    slug: str | None
+    label: str | None
+
+
 def summarize_day(
-    day: dt.date, chunks: Iterable[pandas.DataFrame], capture: CaptureStatus
+    day: dt.date, chunks: Iterable[pandas.DataFrame], capture: CaptureStatus,
+    names: Mapping[str, ModelLabels] | None = None,
 ) -> DaySummary:
-    """Summarize one UTC day's deduplicated ledger points; a day without points still gets totals."""
+    """Summarize one UTC day's deduplicated ledger points; a day without points still gets totals.
+    `names` gives each stored model's slug and label (absent: NULL)."""
     with duckdb.connect(":memory:") as conn:
         # A compressed in-memory database holds a 1M-row day in ~50 MiB instead of ~200 MiB.
         conn.execute("ATTACH ':memory:' AS day_ledger (COMPRESS)")
         conn.execute("USE day_ledger")
         _load(conn, day, chunks)
+        _load_names(conn, names or {})
         built_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         params = {
             "day": day,
@@ -214,6 +240,13 @@ def _load(conn: duckdb.DuckDBPyConnection, day: dt.date, chunks: Iterable[pandas
             conn.unregister("chunk")
     _check_day(conn, day)
     _drop_repeats(conn)
+
+
+def _load_names(conn: duckdb.DuckDBPyConnection, names: Mapping[str, ModelLabels]) -> None:
+    conn.execute("CREATE TABLE names (model VARCHAR PRIMARY KEY, model_slug VARCHAR, model_label VARCHAR)")
+    if names:
+        conn.executemany("INSERT INTO names VALUES (?, ?, ?)",
+                         [[model, n.slug, n.label] for model, n in names.items()])
 
 
 def _check_day(conn: duckdb.DuckDBPyConnection, day: dt.date) -> None:

@@ -1,9 +1,10 @@
 """The `generations` schema: one InfluxDB point per OpenRouter generation.
 
 InfluxDB identifies a point by measurement + tag set + timestamp and silently overwrites a rewrite of the
-same identity. That overwrite is the ledger's upsert, so the identity must be a pure function of immutable
-attributes: tags are only `model` and `provider` (bounded cardinality, never the id), and the timestamp is
-`created_at` (µs) plus a rank that keeps generations sharing a µs apart deterministically.
+same identity. That overwrite is the ledger's upsert, so the identity must be stable: tags are only `model`
+and `provider` (bounded cardinality, never the id), and the timestamp is `created_at` (µs) plus a rank that
+keeps generations sharing a µs apart. The ledger takes ranks from a `RankBook` seeded with what is stored
+(stable across reruns and batches); `assign_ranks` ranks one self-contained set by id order.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 
 from usage_pipeline.influx.line_protocol import LineEncoder
+from usage_pipeline.influx.rank_book import RANKS_PER_MICROSECOND, Key, RankOverflowError
 from usage_pipeline.openrouter.generation import Generation
 
 MEASUREMENT = "generations"
 TAGS: tuple[str, ...] = ("model", "provider")
-RANKS_PER_MICROSECOND = 1000
 
 # Field name -> Python type. The type is fixed forever: InfluxDB rejects a later write of another type.
 FIELD_TYPES: dict[str, type] = {
@@ -62,12 +63,6 @@ _SOURCE_ATTR: dict[str, str] = {"generation_id": "id"}
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
-_Key = tuple[str, str | None, int]
-
-
-class RankOverflowError(ValueError):
-    """More generations share one (model, provider, µs) than the timestamp has ranks for."""
-
 
 def microseconds_since_epoch(created_at: dt.datetime) -> int:
     """Exact integer µs since the epoch (no float rounding, which could move a point across a day)."""
@@ -92,23 +87,24 @@ def _provider_tag(generation: Generation) -> str | None:
     return generation.provider_name or None
 
 
-def _identity_key(generation: Generation) -> _Key:
+def identity_key(generation: Generation) -> Key:
+    """(model, provider tag, µs): what generations sharing a point's timestamp range have in common."""
     return (generation.model, _provider_tag(generation), microseconds_since_epoch(generation.created_at))
 
 
 def assign_ranks(generations: Sequence[Generation]) -> dict[str, int]:
     """Map generation id -> rank: its position, by id, among the batch's generations sharing a key.
 
-    Ordering by id makes the rank deterministic across reruns, and the ranks of a key are always
-    exactly {0..n-1}, so a generation joining a µs later overwrites or extends, never leaves a stale point.
+    Only right for a set holding every generation of each of its µs (a whole window): ordering by id makes
+    the rank deterministic across rewrites of that set. Streamed batches take ranks from a `RankBook`.
     """
     # A list per key would be simplest, but nearly every key has one generation, and ~10,000 lists that
     # outlive the loop set off full garbage collections: with 200,000 other objects alive that made this
     # 5.5-7 µs per generation instead of ~1.5. So only keys seen more than once get a list.
-    first: dict[_Key, str] = {}
-    shared: dict[_Key, list[str]] = {}
+    first: dict[Key, str] = {}
+    shared: dict[Key, list[str]] = {}
     for generation in generations:
-        key = _identity_key(generation)
+        key = identity_key(generation)
         if key not in first:
             first[key] = generation.id
         elif key in shared:
@@ -195,15 +191,18 @@ def to_lines(generations: Sequence[Generation]) -> list[str]:
     return batch.lines
 
 
-def iter_line_batches(generations: Sequence[Generation], batch_size: int) -> Iterator[EncodedBatch]:
-    """The window's lines in batches of at most `batch_size`, each encoded only when asked for.
+def iter_line_batches(generations: Sequence[Generation], batch_size: int,
+                      ranks: Mapping[str, int] | None = None) -> Iterator[EncodedBatch]:
+    """The lines in batches of at most `batch_size`, each encoded only when asked for.
 
-    Ranks are assigned for the whole window before the first batch, so a rank overflow raises before any
-    line is handed out; a generation that cannot be encoded is listed in its batch's `refused`.
+    With `ranks` (id -> rank, from a `RankBook`) those are used; without, ranks are assigned for the whole
+    set before the first batch (`assign_ranks`), so a rank overflow raises before any line is handed out. A
+    generation that cannot be encoded is listed in its batch's `refused`.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     unique = unique_by_id(generations)
-    ranks = assign_ranks(unique)
+    if ranks is None:
+        ranks = assign_ranks(unique)
     for start in range(0, len(unique), batch_size):
         yield _encode(unique[start : start + batch_size], ranks)

@@ -1,5 +1,6 @@
-"""The ledger's read path: per-day counts and sums, and the day's points streamed as DataFrames with
-one stable dtype per column, whichever columns a chunk happens to hold."""
+"""The ledger's read path: per-day counts and sums, the day's points streamed as DataFrames with one
+stable dtype per column (whichever columns a chunk happens to hold), and the identities stored in a time
+range (what a rerun needs to keep ranks and skip records stored whole)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pandas as pd
 from usage_pipeline.influx.connection import InfluxConnection, result_errors
 from usage_pipeline.influx.errors import InfluxQueryError
 from usage_pipeline.influx.influxql import day_where, quote_ident
-from usage_pipeline.influx.points import FIELD_TYPES, TAGS
+from usage_pipeline.influx.points import FIELD_TYPES, MEASUREMENT, TAGS
+from usage_pipeline.influx.rank_book import StoredPoint
 
 _DTYPES: dict[type, Any] = {float: "float64", int: "Int64", bool: "boolean", str: "string"}  # pandas dtype names
 FRAME_COLUMNS: tuple[str, ...] = ("time", *TAGS, *FIELD_TYPES)
@@ -59,9 +61,48 @@ def per_model(connection: InfluxConnection, aggregate: str, day: dt.date) -> dic
 
 def iter_day_frames(connection: InfluxConnection, day: dt.date, chunk_size: int = 10000) -> Iterator[pd.DataFrame]:
     """Stream the day's points, one DataFrame per server chunk, so memory is bounded by chunk_size."""
+    for series in _chunked_series(connection, f"SELECT * {day_where(day)}", chunk_size):
+        yield series_frame(series)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredIdentity:
+    """A stored point's identity, and the API key label it was stored with (None: the field is absent)."""
+
+    point: StoredPoint
+    api_key: str | None
+
+
+def stored_identities(connection: InfluxConnection, start_ns: int, end_ns: int,
+                      chunk_size: int = 10000) -> list[StoredIdentity]:
+    """Every point with time in [start_ns, end_ns): its generation id, tags, time and api_key field.
+
+    Chunked, so no server row limit cuts it short; a point without a generation_id string (none the ledger
+    writes) is not an identity and is left out."""
+    fields = ", ".join(quote_ident(name) for name in ("generation_id", "api_key", *TAGS))
+    influxql = (f"SELECT {fields} FROM {quote_ident(MEASUREMENT)} "
+                f"WHERE time >= {int(start_ns)} AND time < {int(end_ns)}")
+    found: list[StoredIdentity] = []
+    for series in _chunked_series(connection, influxql, chunk_size):
+        columns = series["columns"]
+        at = {name: columns.index(name) for name in ("time", "generation_id", "api_key", *TAGS) if name in columns}
+        for row in series.get("values") or []:
+            gen_id = row[at["generation_id"]]
+            model = row[at["model"]] if "model" in at else None
+            if not isinstance(gen_id, str) or not gen_id or not isinstance(model, str):
+                continue
+            provider = row[at["provider"]] if "provider" in at else None
+            api_key = row[at["api_key"]] if "api_key" in at else None
+            point = StoredPoint(gen_id, model, provider if isinstance(provider, str) and provider else None,
+                                int(row[at["time"]]))
+            found.append(StoredIdentity(point, api_key if isinstance(api_key, str) else None))
+    return found
+
+
+def _chunked_series(connection: InfluxConnection, influxql: str, chunk_size: int) -> Iterator[dict[str, Any]]:
+    """The series of a chunked /query, one server chunk at a time."""
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    influxql = f"SELECT * {day_where(day)}"
     params = {"chunked": "true", "chunk_size": str(chunk_size)}
     with connection.post_query(influxql, params, stream=True) as response:
         # Chunked responses are newline-delimited JSON documents, one per chunk.
@@ -73,5 +114,4 @@ def iter_day_frames(connection: InfluxConnection, day: dt.date, chunk_size: int 
             if errors:
                 raise InfluxQueryError(connection.redact(f"chunked query failed: {'; '.join(errors)}"))
             for result in payload.get("results") or []:
-                for series in result.get("series") or []:
-                    yield series_frame(series)
+                yield from result.get("series") or []

@@ -11,7 +11,7 @@ refusals by id), `reads` (per-day counts and frames), `database_setup` (create o
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -21,7 +21,7 @@ from usage_pipeline.influx import database_setup, reads, writes
 from usage_pipeline.influx.connection import InfluxConnection
 from usage_pipeline.influx.influxql import quote_ident, quote_literal
 from usage_pipeline.influx.points import MEASUREMENT
-from usage_pipeline.influx.reads import DayCounts
+from usage_pipeline.influx.reads import DayCounts, StoredIdentity
 from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.influx.writes import WRITE_BATCH_SIZE, WriteResult
 from usage_pipeline.openrouter.generation import Generation
@@ -58,15 +58,16 @@ class InfluxStore:
 
     # ---- writes -------------------------------------------------------------------------------
 
-    def write_generations(self, generations: Sequence[Generation],
-                          batch_size: int = WRITE_BATCH_SIZE) -> WriteResult:
-        """Upsert a complete window of generations: what was written, and what was refused by id.
+    def write_generations(self, generations: Sequence[Generation], batch_size: int = WRITE_BATCH_SIZE,
+                          ranks: Mapping[str, int] | None = None) -> WriteResult:
+        """Upsert generations: what was written, and what was refused by id. Without `ranks` (id -> rank, as
+        a `RankBook` gives them) the set must hold every generation of each of its µs (a whole window).
 
         A generation that line protocol cannot carry, or that the server refuses (a 4xx naming its line,
         found by splitting the batch), is refused by id with the reason and the rest is written. A server
         that does not answer, or answers 5xx, raises InfluxWriteError: nothing can be known about the batch.
         """
-        return writes.write_generations(self._connection, generations, batch_size)
+        return writes.write_generations(self._connection, generations, batch_size, ranks)
 
     def write_lines(self, lines: Sequence[str]) -> None:
         """POST line protocol (ns precision) as one request; raise InfluxWriteError unless 2xx."""
@@ -107,6 +108,10 @@ class InfluxStore:
         """SUM(usage) per model in the UTC day (credits charged, which OpenRouter's analytics report)."""
         per_model = reads.per_model(self._connection, f"SUM({quote_ident('usage')})", day)
         return {model: float(value or 0.0) for model, value in per_model.items()}
+
+    def stored_identities(self, start_ns: int, end_ns: int) -> list[StoredIdentity]:
+        """Every point with time in [start_ns, end_ns): generation id, tags, time, and its api_key field."""
+        return reads.stored_identities(self._connection, start_ns, end_ns)
 
     def iter_day_frames(self, day: dt.date, chunk_size: int = 10000) -> Iterator[pd.DataFrame]:
         """Stream the day's points, one DataFrame per server chunk, so memory is bounded by chunk_size."""

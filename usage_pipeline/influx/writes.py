@@ -3,7 +3,7 @@ the server refuses found by halving its batch and refused by id (never altered t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -76,8 +76,9 @@ def write_isolating(connection: InfluxConnection, lines: list[str], ids: list[st
 
 
 def write_generations(connection: InfluxConnection, generations: Sequence[Generation],
-                      batch_size: int = WRITE_BATCH_SIZE) -> WriteResult:
-    """Upsert a complete window of generations: what was written, and what was refused by id.
+                      batch_size: int = WRITE_BATCH_SIZE, ranks: Mapping[str, int] | None = None) -> WriteResult:
+    """Upsert generations: what was written, and what was refused by id. With `ranks` (a `RankBook`'s) any
+    batch will do; without, it must be a complete window (`points.assign_ranks` ranks it by id order).
 
     Batch k+1 is encoded while batch k is POSTed by one background thread, so at most one request is
     in flight and one more batch is held.
@@ -93,7 +94,7 @@ def write_generations(connection: InfluxConnection, generations: Sequence[Genera
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="influx-write") as poster:
         in_flight: tuple[Future[dict[str, str]], int] | None = None
-        for batch in iter_line_batches(generations, batch_size):  # encodes while the previous one posts
+        for batch in iter_line_batches(generations, batch_size, ranks):  # encodes while the previous one posts
             result.refused.update(batch.refused)
             if in_flight is not None:
                 settle(*in_flight)

@@ -1,11 +1,14 @@
 """Capture every generation of one UTC day, at the pace the server allows, as a stream of batches.
 
-Three stages overlap: a worker thread lists the next window's ids (`DayEnumeration`) while this window's
-records are fetched, hundreds in flight (`RecordFetcher`, paced by one shared `AdaptiveLimit`), while the
-caller writes the previous window. No head-of-line blocking: a slow or hung record holds only its own
-window's hand-over, never the fetches behind it; at most `OPEN_WINDOWS` windows are open at once, so
-memory is bounded by them, never by the day. A window is handed over whole, because the ledger ranks
-generations that share a microsecond within one batch.
+Three stages overlap: a worker thread lists the next window's ids (`DayEnumeration`) while records are
+fetched, hundreds in flight (`fetching.DayFetch`, paced by one shared `AdaptiveLimit`), while the caller
+writes the batches already handed over. Records stream out as they arrive (batches by size or age), so a
+slow, hung or 404ing record holds back nothing but itself; at most `OPEN_WINDOWS` windows are open at once,
+so memory is bounded by them, never by the day.
+
+A ledger that already holds part of the day passes itself as `stored` (`StoredRecords`): each window's ids
+it holds whole are not fetched again (they count as reused), and it is told when a window is done, so it can
+keep per-window state (the ranks that keep points apart) only while it is needed.
 
 Nothing is dropped silently: ids whose record stays 404 or keeps failing are listed in `report.missing`,
 records that cannot be parsed in `report.invalid`, and a window still truncated at millisecond width raises.
@@ -18,69 +21,30 @@ import queue
 import threading
 import time
 from collections.abc import Generator
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from usage_pipeline.openrouter.client import ANALYTICS_MAX_ROWS, OpenRouterClient
+from usage_pipeline.openrouter.capture_types import CaptureReport, StoredRecords
+from usage_pipeline.openrouter.client import OpenRouterClient
 from usage_pipeline.openrouter.day import EDGE, check_capturable, day_bounds
 from usage_pipeline.openrouter.enumeration import DayEnumeration
 from usage_pipeline.openrouter.fetching import DayFetch
 from usage_pipeline.openrouter.generation import Generation, InvalidGeneration
+from usage_pipeline.openrouter.handover import WindowClosed
 from usage_pipeline.openrouter.records import RecordRetries
 from usage_pipeline.openrouter.windows import Bucket, WindowTooDense
 
-__all__ = ["CaptureReport", "DayCapture", "WindowTooDense"]
+__all__ = ["CaptureReport", "DayCapture", "StoredRecords", "WindowTooDense"]
 
-
-@dataclass
-class CaptureReport:
-    """What a capture did, for the run's metadata and for the checks."""
-
-    day: str
-    expected_from_counts: int = 0
-    count_queries: int = 1  # the hourly request_count, plus minute counts for dense 3-hour blocks
-    windows_queried: int = 0
-    windows_split: int = 0
-    analytics_queries: int = 0
-    row_limit: int = ANALYTICS_MAX_ROWS
-    ids_enumerated: int = 0
-    records_fetched: int = 0
-    duplicate_ids_across_windows: int = 0
-    next_day_ids_skipped: int = 0  # answered by a server whose time_range.end is inclusive
-    missing: list[str] = field(default_factory=list)
-    missing_reasons: dict[str, int] = field(default_factory=dict)
-    invalid: list[str] = field(default_factory=list)
-    retries: int = 0
-    throttled: int = 0  # 429s met by record fetches
-    hedged: int = 0  # slow record requests raced by a second one
-    fetch_requests: int = 0
-    peak_in_flight: int = 0
-    final_limit: float = 0.0
-    fetch_p50_ms: float = 0.0
-    fetch_p99_ms: float = 0.0
-    fetch_seconds: float = 0.0  # from the first record request to the last answer
-    elapsed_s: float = 0.0
-
-    @property
-    def complete(self) -> bool:
-        return (not self.missing and not self.invalid
-                and self.records_fetched + self.next_day_ids_skipped == self.ids_enumerated)
-
-    @property
-    def records_per_second(self) -> float:
-        return self.records_fetched / self.fetch_seconds if self.fetch_seconds else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 class DayCapture:
     """Iterate `batches()` for the day's generations; read `report` afterwards."""
 
     def __init__(self, client: OpenRouterClient, day: dt.date, *, now: dt.datetime | None = None,
-                 retries: RecordRetries | None = None) -> None:
+                 retries: RecordRetries | None = None, stored: StoredRecords | None = None) -> None:
         check_capturable(day, now)
         self.client = client
         self.day = day
+        self.stored = stored
         self.report = CaptureReport(day=day.isoformat())
         self.enumeration = DayEnumeration(client, day, self.report)
         self.retries = retries or RecordRetries(not_found=client.not_found_retries)
@@ -105,6 +69,10 @@ class DayCapture:
                     break
                 if isinstance(item, BaseException):
                     raise item
+                if isinstance(item, WindowClosed):
+                    if self.stored is not None:
+                        self.stored.window_closed(item.window)
+                    continue
                 batch, written = item
                 yield batch
                 written()

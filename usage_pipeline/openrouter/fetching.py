@@ -1,11 +1,13 @@
-"""The asyncio side of a day's capture, on its own thread: enumerate ahead, fetch many in flight, hand
-windows over whole.
+"""The asyncio side of a day's capture, on its own thread: enumerate ahead, fetch many in flight, stream
+the records out as they arrive.
 
 The enumeration (`DayEnumeration`, synchronous, paced at 64 queries a minute) runs in a worker thread a
-window or more ahead; each window's ids become jobs in one priority queue (older windows first: they hold
-memory); one dispatcher starts a job whenever the shared `AdaptiveLimit` allows, and every answer settles
-its job: a record, a retry later, or a miss with its reason. A window is handed to the caller when its
-last job settles; at most `OPEN_WINDOWS` are open (being fetched or waiting to be written).
+window or more ahead; each window's ids, less those the ledger already holds whole (`StoredRecords`),
+become jobs in one priority queue (older windows first: they hold memory); one dispatcher starts a job
+whenever the shared `AdaptiveLimit` allows, and every answer settles its job: a record, a retry later, or
+a miss with its reason. Records go to the caller in batches by size or age (`RecordOutbox`), so a record in
+404 or 5xx back-off holds back nothing fetched beside it; at most `OPEN_WINDOWS` windows are open (ids
+unsettled or records unwritten), so memory is bounded by them, never by the day.
 """
 
 from __future__ import annotations
@@ -16,29 +18,30 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from usage_pipeline.openrouter.adaptive_limit import AdaptiveLimit
+from usage_pipeline.openrouter import handover
+from usage_pipeline.openrouter.adaptive_limit import AdaptiveLimit, Signal
+from usage_pipeline.openrouter.attempts import (
+    Breaker,
+    TypicalLatency,
+    auth_message,
+    hedge_after,
+    hedged_fetch,
+    percentile,
+)
+from usage_pipeline.openrouter.capture_types import CaptureSide
 from usage_pipeline.openrouter.enumeration import IdWindow
-from usage_pipeline.openrouter.generation import Generation
+from usage_pipeline.openrouter.handover import Handover
+from usage_pipeline.openrouter.outbox import OpenWindow
 from usage_pipeline.openrouter.records import Answer, Kind, RecordFetcher
-from usage_pipeline.openrouter.transport import OpenRouterAuthError, OpenRouterError
+from usage_pipeline.openrouter.transport import OpenRouterAuthError
+from usage_pipeline.openrouter.windows import Window
 
-if TYPE_CHECKING:
-    from usage_pipeline.openrouter.capture import DayCapture
-
-OPEN_WINDOWS = 4  # windows being fetched or waiting to be written; ~10,000 records each at most
-HEDGE_AFTER_ROUND_TRIPS = 5.0  # an answer this many smoothed round trips late is raced by a second request
-HEDGE_AFTER_MIN_S = 1.0
-
-
-@dataclass
-class _Window:
-    ids: dict[str, Any]
-    waiting: int
-    records: list[Generation] = field(default_factory=list)
+OPEN_WINDOWS = 4  # windows with ids unsettled or records unwritten; ~10,000 ids each at most
+BATCH_RECORDS = handover.BATCH_RECORDS  # read when a fetch starts: tests make batches small
 
 
 @dataclass(order=True)
@@ -46,26 +49,20 @@ class _Job:
     window_no: int  # older windows first: they are the ones holding memory
     seq: int
     gen_id: str = field(compare=False)
-    window: _Window | None = field(compare=False)
+    api_key: Any = field(compare=False)  # the key's label as analytics answered it
+    window: OpenWindow | None = field(compare=False)
     not_found: int = field(default=0, compare=False)
     transient: int = field(default=0, compare=False)
     throttled: int = field(default=0, compare=False)
 
 
-_END = _Job(window_no=2**62, seq=0, gen_id="", window=None)
-
-
-def _percentile(samples: array.array, share: float) -> float:
-    if not samples:
-        return 0.0
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+_END = _Job(window_no=2**62, seq=0, gen_id="", api_key=None, window=None)
 
 
 class DayFetch:
-    """The asyncio side, on its own thread: enumerate ahead, fetch many in flight, hand windows over."""
+    """The asyncio side, on its own thread: enumerate ahead, fetch many in flight, stream records over."""
 
-    def __init__(self, capture: DayCapture, hand_over: Callable[[Any], None]) -> None:
+    def __init__(self, capture: CaptureSide, hand_over: Callable[[Any], None]) -> None:
         self.capture = capture
         self.report = capture.report
         self.hand_over = hand_over
@@ -74,11 +71,13 @@ class DayFetch:
         self.rng = random.Random(f"{capture.day}")
         self.seq = itertools.count()
         self.latencies = array.array("d")
+        self.typical = TypicalLatency()
         self.fetch_started: float | None = None
         self.last_answer = 0.0
-        self.last_clean = time.monotonic()
-        self.failing = 0  # answers since the last clean one
+        self.breaker = Breaker(settings.give_up_after_s, time.monotonic())
         self.failure: BaseException | None = None
+        self.handover = Handover(hand_over, self.report, self._window_closed,
+                                 notify_closed=capture.stored is not None, batch_records=BATCH_RECORDS)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
         self._stopped = threading.Event()
@@ -120,7 +119,7 @@ class DayFetch:
                                 connections=settings.max_concurrency)
         async with fetcher:
             self.fetcher = fetcher
-            self.last_clean = time.monotonic()
+            self.breaker.last_clean = time.monotonic()
             feeder = asyncio.create_task(self._feed())
             try:
                 await self._dispatch(feeder)
@@ -132,29 +131,41 @@ class DayFetch:
                 self._summarize()
 
     async def _feed(self) -> None:
-        """Enumerate windows in a worker thread, one ahead of the fetches, while there is room."""
+        """Enumerate windows in a worker thread, ahead of the fetches, while there is room."""
         enumeration = self.capture.enumeration
         buckets = await asyncio.to_thread(enumeration.count_buckets)
         self.report.expected_from_counts = sum(b.count for b in buckets)
         windows = enumeration.windows(buckets)
         while True:
             await self.room.acquire()
-            found: IdWindow | None = await asyncio.to_thread(next, windows, None)
+            found = await asyncio.to_thread(self._next_window, windows)
             if found is None:
                 self.room.release()
                 break
-            _, ids = found
+            window, ids, skip = found
             self.report.ids_enumerated += len(ids)
-            window = _Window(ids=ids, waiting=len(ids))
+            self.report.records_reused += len(skip)
+            opened = OpenWindow(window, next(self.seq), unsettled=len(ids) - len(skip))
             self.open_windows += 1
-            window_no = next(self.seq)
-            for gen_id in ids:
-                self.work.put_nowait(_Job(window_no, next(self.seq), gen_id, window))
-            if not ids:
-                self._close(window)
+            self.report.peak_open_windows = max(self.report.peak_open_windows, self.open_windows)
+            for gen_id, api_key in ids.items():
+                if gen_id not in skip:
+                    self.work.put_nowait(_Job(opened.no, next(self.seq), gen_id, api_key, opened))
+            if opened.done:
+                self.handover.close(opened)
         self.enumerated_all = True
         if self.open_windows == 0:
             self.work.put_nowait(_END)
+
+    def _next_window(self, windows: Iterator[IdWindow]) -> tuple[Window, dict[str, Any], set[str]] | None:
+        """On the worker thread: the next window, its ids, and those the ledger holds whole already."""
+        found = next(windows, None)
+        if found is None:
+            return None
+        window, ids = found
+        stored = self.capture.stored
+        skip = {gen_id for gen_id in stored.window_opened(window, ids) if gen_id in ids} if stored else set()
+        return window, ids, skip
 
     async def _dispatch(self, feeder: asyncio.Task[None]) -> None:
         while True:
@@ -190,66 +201,51 @@ class DayFetch:
 
     async def _attempt(self, job: _Job) -> None:
         started = time.monotonic()
-        answer = await self._hedged_fetch(job.gen_id)
+        answer, raced = await hedged_fetch(self.fetcher, job.gen_id, self._late_after,
+                                           hedge_after(self.typical.seconds, tail=True), self._hedged)
         now = time.monotonic()
         self.latencies.append(now - started)
         self.last_answer = now
-        self.limit.finished(answer.signal, now, latency_s=now - started, reset_at=answer.reset_at,
-                            retry_at=answer.retry_at, budget=answer.budget)
+        if not raced and answer.signal is Signal.CLEAN and not self._in_tail():
+            self.typical.add(now - started)
+        self.limit.finished(answer.signal, now, latency_s=None if raced else now - started,
+                            reset_at=answer.reset_at, retry_at=answer.retry_at, budget=answer.budget,
+                            reset_stamp=answer.reset_stamp)
         self.slot_freed.set()
         try:
             self._settle(job, answer)
         except Exception as exc:  # noqa: BLE001 - ends the day; the caller's thread raises it
             self._fail(exc)
 
-    async def _hedged_fetch(self, gen_id: str) -> Answer:
-        """One answer for the id. A request still unanswered after several round trips is probably hung
-        (OpenRouter's sometimes are): a second request races it and the first answer wins ("The Tail at
-        Scale"), so a hung record costs about a second, not a whole timeout."""
-        first = asyncio.ensure_future(self.fetcher.fetch(gen_id))
-        hedge_after = max(HEDGE_AFTER_MIN_S, HEDGE_AFTER_ROUND_TRIPS * self.limit.round_trip_s)
-        done, _ = await asyncio.wait({first}, timeout=hedge_after)
-        if done:
-            return first.result()
-        self.report.hedged += 1
-        second = asyncio.ensure_future(self.fetcher.fetch(gen_id))
-        try:
-            done, _ = await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for racer in (first, second):
-                if not racer.done():
-                    racer.cancel()
-        return (first if first in done else second).result()
+    def _in_tail(self) -> bool:
+        return self.enumerated_all and self.work.empty()  # only stragglers and their retries are left
 
-    def _breaker(self, answer: Answer, now: float) -> None:
-        """Every answer failing for `give_up_after_s` means the server is down or broken, not one record:
-        stop the day now rather than pay each record's whole backoff."""
-        if answer.kind in (Kind.TRANSIENT, Kind.THROTTLED):
-            self.failing += 1
-            give_up = self.capture.client.settings.give_up_after_s
-            if self.failing >= 3 and now - self.last_clean > give_up:
-                raise OpenRouterError(
-                    f"GET /generation: no request has succeeded for {now - self.last_clean:.0f} s "
-                    f"({self.failing} failed in a row; the last: {answer.reason}); stopped after "
-                    f"OPENROUTER_GIVE_UP_AFTER_S={give_up:g}, the day is incomplete")
-        else:
-            self.failing, self.last_clean = 0, now
+    def _late_after(self) -> float:
+        return hedge_after(self.typical.seconds, tail=self._in_tail())
+
+    def _hedged(self) -> None:
+        self.report.hedged += 1
 
     def _settle(self, job: _Job, answer: Answer) -> None:
-        self._breaker(answer, time.monotonic())
+        self.breaker.judge(answer, time.monotonic())
         policy = self.capture.retries
         if answer.kind is Kind.RECORD:
             assert answer.data is not None and job.window is not None
-            record = self.capture.accept(job.gen_id, job.window.ids[job.gen_id], answer.data)
+            record = self.capture.accept(job.gen_id, job.api_key, answer.data)
             if record is not None:
-                job.window.records.append(record)
+                self.handover.record(record, job.window)
             self._resolved(job)
         elif answer.kind is Kind.AUTH:
-            raise OpenRouterAuthError(_auth_message(answer), answer.status)
+            raise OpenRouterAuthError(auth_message(answer), answer.status)
         elif answer.kind is Kind.THROTTLED and job.throttled < policy.throttled:
             job.throttled += 1
             self.report.throttled += 1
-            self.work.put_nowait(job)  # it waits at the shared pause, not in its own backoff
+            if answer.exhausted:
+                self.work.put_nowait(job)  # the account's budget: it waits at the shared pause
+            else:  # a lone 429: only this request waits, for its own Retry-After
+                self.report.throttled_lone += 1
+                self._retry(job, policy.throttled_delay(job.throttled - 1, answer.retry_after_s, self.rng),
+                            counted=False)
         elif answer.kind is Kind.NOT_FOUND and job.not_found < policy.not_found:
             self._retry(job, policy.not_found_delay(job.not_found))
             job.not_found += 1
@@ -262,51 +258,29 @@ class DayFetch:
             self.capture.missing(job.gen_id, answer.reason)
             self._resolved(job)
 
-    def _retry(self, job: _Job, delay: float) -> None:
-        self.report.retries += 1
+    def _retry(self, job: _Job, delay: float, *, counted: bool = True) -> None:
+        self.report.retries += counted
         asyncio.get_running_loop().call_later(delay, self.work.put_nowait, job)
 
     def _resolved(self, job: _Job) -> None:
-        window = job.window
-        assert window is not None
-        window.waiting -= 1
-        if window.waiting == 0:
-            self._close(window)
+        assert job.window is not None
+        self.handover.settled(job.window)
 
-    def _close(self, window: _Window) -> None:
-        """Hand a whole window to the caller; its room frees once the caller has written it."""
-        self.report.records_fetched += len(window.records)
-        loop = asyncio.get_running_loop()
-
-        def written() -> None:
-            try:
-                loop.call_soon_threadsafe(self._written)
-            except RuntimeError:  # the loop is closed: the run already ended with a failure the caller sees
-                pass
-
-        if window.records:
-            self.hand_over((window.records, written))
-        else:
-            self._written()
-
-    def _written(self) -> None:
+    def _window_closed(self, window: OpenWindow) -> None:
+        """Every id of the window is settled and every record written: its room frees for the next window."""
         self.open_windows -= 1
         self.room.release()
         if self.enumerated_all and self.open_windows == 0:
             self.work.put_nowait(_END)
 
     def _summarize(self) -> None:
-        self.report.peak_in_flight = self.limit.peak_in_flight
-        self.report.final_limit = round(self.limit.limit, 1)
-        self.report.fetch_p50_ms = round(_percentile(self.latencies, 0.50) * 1000, 1)
-        self.report.fetch_p99_ms = round(_percentile(self.latencies, 0.99) * 1000, 1)
+        limit, report = self.limit, self.report
+        report.peak_in_flight = limit.peak_in_flight
+        report.final_limit = round(limit.limit, 1)
+        report.learned_rps = round(limit.learned_rps or 0.0, 1)
+        report.account_pauses = limit.account_pauses
+        report.paused_s = round(limit.paused_s, 3)
+        report.fetch_p50_ms = round(percentile(self.latencies, 0.50) * 1000, 1)
+        report.fetch_p99_ms = round(percentile(self.latencies, 0.99) * 1000, 1)
         if self.fetch_started is not None:
-            self.report.fetch_seconds = round(self.last_answer - self.fetch_started, 3)
-
-
-def _auth_message(answer: Answer) -> str:
-    hints = {401: "OpenRouter did not accept the key; set OPENROUTER_API_KEY to a valid management key",
-             402: "the account behind the key is out of credit",
-             403: "this endpoint needs a management key (OPENROUTER_API_KEY holds an inference key or one "
-                  "without access)"}
-    return f"GET /generation: {answer.reason}: {hints.get(answer.status or 0, '')}"
+            report.fetch_seconds = round(self.last_answer - self.fetch_started, 3)

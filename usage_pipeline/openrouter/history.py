@@ -7,7 +7,7 @@ comes back truncated is split in halves and asked again, since the API has no cu
 
 Values are kept exactly as answered, or refused naming the row and field: a model or key is the
 analytics *label* ("OpenAI: GPT-4.1"), never matched to a slug here (`GET /models` is the bridge, read
-by `read_model_names`); counts must be whole numbers (digit strings, as the API sends them, or
+by `model_names.read_model_names`); counts must be whole numbers (digit strings, as the API sends them, or
 integers), money a finite number.
 """
 
@@ -56,15 +56,6 @@ class HistoryRead:
     by_api_key: list[AggregateRow] = field(default_factory=list)
     analytics_queries: int = 0
     splits: int = 0
-
-
-@dataclass(frozen=True)
-class ModelName:
-    """A model as `GET /models` names it: slug (`id`), permaslug (`canonical_slug`) and label (`name`)."""
-
-    slug: str
-    permaslug: str | None
-    name: str | None
 
 
 def read_history(client: OpenRouterClient, days: Iterable[dt.date]) -> HistoryRead:
@@ -149,27 +140,3 @@ def _money(row: dict[str, Any], name: str, where: str) -> float:
         return analytics_values.money(row.get(name))
     except ValueError as exc:
         raise HistoryError(f"{where}: {name} {exc}") from None
-
-
-def read_model_names(client: OpenRouterClient) -> list[ModelName]:
-    """Every model `GET /models` lists, as received."""
-    return parse_model_names(client.models())
-
-
-def parse_model_names(entries: list[Any]) -> list[ModelName]:
-    """`GET /models` entries as received; an entry without a usable `id` or with a non-string name is refused."""
-    names = []
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise HistoryError(f"GET /models entry {index}: not a JSON object, got {shown(entry)}")
-        slug = entry.get("id")
-        if not isinstance(slug, str) or not slug:
-            raise HistoryError(f"GET /models entry {index}: id must be a non-empty string, got {shown(slug)}")
-        values = {}
-        for name in ("canonical_slug", "name"):
-            value = entry.get(name)
-            if value is not None and not isinstance(value, str):
-                raise HistoryError(f"GET /models model {slug!r}: {name} must be a string or null, got {shown(value)}")
-            values[name] = value
-        names.append(ModelName(slug, values["canonical_slug"], values["name"]))
-    return names

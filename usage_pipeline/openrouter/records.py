@@ -28,7 +28,7 @@ TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504, 524, 529})
 class Kind(enum.Enum):
     RECORD = "record"
     NOT_FOUND = "not_found"  # records lag for seconds after their request finishes
-    THROTTLED = "throttled"  # 429: never counts against a record's retry budget
+    THROTTLED = "throttled"  # 429: has its own, much larger retry budget
     TRANSIENT = "transient"  # 5xx, an HTML error page, a timeout, a broken connection
     AUTH = "auth"  # 401/402/403: nothing will work; stop the day
     REFUSED = "refused"  # another 4xx about this request: retrying cannot help
@@ -42,13 +42,15 @@ class Answer:
     reason: str = ""
     retry_after_s: float | None = None  # Retry-After, for this record's next attempt
     reset_at: float | None = None  # a 429's X-RateLimit-Reset, as a monotonic time
+    reset_stamp: float | None = None  # the same as the server stamped it: epoch seconds, exact
     retry_at: float | None = None  # a 429's Retry-After, as a monotonic time
     budget: int | None = None  # a 429's X-RateLimit-Limit: requests per window
+    exhausted: bool = False  # a 429 saying the account's budget is spent (X-RateLimit-Remaining: 0 or -Reset)
 
     @property
     def signal(self) -> Signal:
         if self.kind is Kind.THROTTLED:
-            return Signal.THROTTLED
+            return Signal.EXHAUSTED if self.exhausted else Signal.THROTTLED
         return Signal.FAILED if self.kind is Kind.TRANSIENT else Signal.CLEAN
 
 
@@ -68,8 +70,8 @@ def retry_after_seconds(value: str | None, now_wall: float) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def reset_seconds(value: str | None, now_wall: float) -> float | None:
-    """`X-RateLimit-Reset` (epoch milliseconds, as OpenRouter sends it) as seconds from now."""
+def reset_stamp(value: str | None) -> float | None:
+    """`X-RateLimit-Reset` (epoch milliseconds, as OpenRouter sends it) as epoch seconds; None if unreadable."""
     if not value:
         return None
     try:
@@ -78,18 +80,34 @@ def reset_seconds(value: str | None, now_wall: float) -> float | None:
         return None
     if not math.isfinite(stamp) or stamp <= 0:
         return None
-    if stamp < 1e11:  # epoch seconds: tolerated, though OpenRouter documents milliseconds
-        stamp *= 1000
-    return max(0.0, stamp / 1000 - now_wall)
+    return stamp if stamp < 1e11 else stamp / 1000  # epoch seconds: tolerated, though OpenRouter sends ms
+
+
+def reset_seconds(value: str | None, now_wall: float) -> float | None:
+    """`X-RateLimit-Reset` as seconds from now."""
+    stamp = reset_stamp(value)
+    return None if stamp is None else max(0.0, stamp - now_wall)
 
 
 def rate_budget(value: str | None) -> int | None:
     """`X-RateLimit-Limit`: the requests a window allows; None when absent or not a positive integer."""
+    count = rate_count(value)
+    return count if count else None
+
+
+def rate_count(value: str | None) -> int | None:
+    """A whole-number rate-limit header (`X-RateLimit-Remaining` may be 0); None when absent or unreadable."""
     try:
-        budget = int((value or "").strip())
+        count = int((value or "").strip())
     except ValueError:
         return None
-    return budget if budget > 0 else None
+    return count if count >= 0 else None
+
+
+def budget_spent(headers: Mapping[str, str], reset_at: float | None) -> bool:
+    """Whether a 429 speaks for the whole account: `X-RateLimit-Remaining: 0`, or a reset time named. A 429
+    with neither refused only its own request (a lone 429), whatever its Retry-After says."""
+    return reset_at is not None or rate_count(headers.get("X-RateLimit-Remaining")) == 0
 
 
 def throttle_hints(headers: Mapping[str, str], now: float, now_wall: float) -> tuple[float | None, float | None]:
@@ -161,7 +179,10 @@ class RecordFetcher:
         if status == 429:
             reset_at, retry_at = throttle_hints(headers, time.monotonic(), time.time())
             return Answer(Kind.THROTTLED, status=429, reason=f"429 {message}", reset_at=reset_at, retry_at=retry_at,
-                          budget=rate_budget(headers.get("X-RateLimit-Limit")))
+                          reset_stamp=reset_stamp(headers.get("X-RateLimit-Reset")),
+                          retry_after_s=retry_after_seconds(headers.get("Retry-After"), time.time()),
+                          budget=rate_budget(headers.get("X-RateLimit-Limit")),
+                          exhausted=budget_spent(headers, reset_at))
         if status in (401, 402, 403):
             return Answer(Kind.AUTH, status=status, reason=f"{status} {message}")
         retry_after = retry_after_seconds(headers.get("Retry-After"), time.time())
@@ -172,19 +193,31 @@ class RecordFetcher:
 
 @dataclass(frozen=True)
 class RecordRetries:
-    """Each record's budgets. 404s wait out the record's publication lag (0.5+1+...+16 s = 31.5 s);
+    """Each record's budgets. 404s wait out the record's publication lag (0.25+1+2+...+16 s = 31.25 s):
+    the first recheck is quick, since a completed day's records are hours old and a first 404 is more
+    likely a glitch than the lag (and at the end of a day every 404 is on the critical path);
     transient failures back off exponentially with jitter, at least as long as a Retry-After says. 429s
-    have their own, much larger budget: they are the server pacing us, not a fault of the record."""
+    have their own, much larger budget: they are the server pacing us, not a fault of the record. A lone
+    429 (no rate-limit header) waits its own Retry-After, else a short backoff; one that says the account's
+    budget is spent waits at the shared pause instead (`AdaptiveLimit`)."""
 
     not_found: int = 6
     transient: int = 8
     throttled: int = 200
     base_s: float = 0.5
     cap_s: float = 30.0
+    throttled_base_s: float = 0.25
+    first_not_found_s: float = 0.25
 
     def not_found_delay(self, attempt: int) -> float:
-        return min(self.cap_s, self.base_s * 2 ** attempt)
+        return self.first_not_found_s if attempt == 0 else min(self.cap_s, self.base_s * 2 ** attempt)
 
     def transient_delay(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
         backoff = min(self.cap_s, self.base_s * 2 ** attempt) * rng.uniform(0.5, 1.0)
         return max(backoff, min(retry_after_s or 0.0, MAX_PAUSE_S))
+
+    def throttled_delay(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
+        """A lone 429's own wait: its Retry-After (capped), else a jittered backoff from 0.25 s."""
+        if retry_after_s is not None:
+            return min(retry_after_s, MAX_PAUSE_S)
+        return min(self.cap_s, self.throttled_base_s * 2 ** min(attempt, 16)) * rng.uniform(0.5, 1.0)

@@ -160,7 +160,7 @@ def _spend_by_model(conn: duckdb.DuckDBPyConnection, tables: set[str], names: bo
     parts = []
     if "daily_usage" in tables:
         join = f"LEFT JOIN ({_MODEL_NAMES}) names ON names.key = u.model" if names else ""
-        name = "names.name, " if names else ""
+        name = _label(conn, "daily_usage", "u") + ("names.name, " if names else "")
         parts.append(f"""SELECT u.day, coalesce({name}u.model, '(unknown model)') AS model, fsum(u.usage) AS usage,
                                 '{EXACT}' AS kind
                          FROM daily_usage u JOIN report_days r ON r.day = u.day AND r.kind != '{AGGREGATE}' {join}
@@ -190,7 +190,7 @@ def _provider_latency(conn: duckdb.DuckDBPyConnection, tables: set[str], names: 
     if not {"daily_usage", "daily_usage_by_provider"} <= tables:
         return pandas.DataFrame({"model": [], "provider": [], "requests": [], "avg_latency_ms": []})
     join = f"LEFT JOIN ({_MODEL_NAMES}) names ON names.key = p.model" if names else ""
-    name = "names.name, " if names else ""
+    name = _label(conn, "daily_usage_by_provider", "p") + ("names.name, " if names else "")
     return _query(conn, f"""
         WITH top AS (SELECT model, row_number() OVER (ORDER BY fsum(usage) DESC, model) AS rank FROM daily_usage
                      WHERE day BETWEEN $first AND $last GROUP BY model ORDER BY rank LIMIT {LATENCY_MODELS})
@@ -201,6 +201,14 @@ def _provider_latency(conn: duckdb.DuckDBPyConnection, tables: set[str], names: 
         FROM daily_usage_by_provider p JOIN top ON p.model IS NOT DISTINCT FROM top.model {join}
         WHERE p.day BETWEEN $first AND $last
         GROUP BY ALL ORDER BY any_value(top.rank), requests DESC, provider""", params)
+
+
+def _label(conn: duckdb.DuckDBPyConnection, table: str, alias: str) -> str:
+    """`alias.model_label, ` when the table has the label the summary stored (files before it have none)."""
+    (present,) = conn.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() AND table_name = ? "
+        "AND column_name = 'model_label'", [table]).fetchall()[0]
+    return f"{alias}.model_label, " if present else ""
 
 
 def _tokens(conn: duckdb.DuckDBPyConnection, tables: set[str], params: Mapping[str, object]) -> tuple[int, int]:

@@ -1,0 +1,113 @@
+"""One record attempt seen from above: raced when it hangs, judged by the breaker, explained when refused.
+
+Kept apart from the dispatcher (`fetching`) because each is a policy of its own: the hedge bounds what a
+hung request costs, the breaker bounds what a dead server costs, and the messages say what a refusal means.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from usage_pipeline.openrouter.records import Answer, Kind, RecordFetcher
+from usage_pipeline.openrouter.transport import OpenRouterError
+
+HEDGE_AFTER_TYPICAL = 6.0  # mid-day, an answer this many typical (median) latencies late is surely hung ...
+HEDGE_AFTER_MIN_S = 1.0  # ... and at least this late: only then is it raced by a second request
+TAIL_HEDGE_AFTER_TYPICAL = 1.5  # once nothing is left to fetch but stragglers: race sooner, the budget is idle
+RECHECK_S = 0.1  # past the tail's threshold, how often a waiting request looks again at how late is late
+
+
+@dataclass
+class TypicalLatency:
+    """A clean answer's typical latency: the exp of a smoothed log latency, so a median, which the slow tail
+    of a lognormal hardly moves (the mean does). The caller stops feeding it in the day's tail, where only
+    the slow answers are still arriving and it would learn that slow is typical."""
+
+    log_s: float = math.log(0.2)
+    weight: float = 0.02
+
+    def add(self, latency_s: float) -> None:
+        self.log_s += self.weight * (math.log(max(latency_s, 1e-4)) - self.log_s)
+
+    @property
+    def seconds(self) -> float:
+        return math.exp(self.log_s)
+
+
+def hedge_after(typical_latency_s: float, *, tail: bool) -> float:
+    """Seconds after which an unanswered request is raced. Mid-day, records stream out as they come, so a
+    slow answer delays nothing but its own record and holds one slot, while a race spends budget the pace
+    needs: only a request surely hung (OpenRouter's sometimes are) is raced. In the day's tail, when every
+    fresh record has been asked for and the account's budget is idle, the slowest answers are the run's
+    end and racing them is free: then one and a half typical latencies is late."""
+    if tail:
+        return TAIL_HEDGE_AFTER_TYPICAL * typical_latency_s
+    return max(HEDGE_AFTER_MIN_S, HEDGE_AFTER_TYPICAL * typical_latency_s)
+
+
+async def hedged_fetch(fetcher: RecordFetcher, gen_id: str, late_after: Callable[[], float], earliest_s: float,
+                       on_hedge: Callable[[], None]) -> tuple[Answer, bool]:
+    """One answer for the id, and whether it was raced. A request still unanswered `late_after()` seconds
+    after it started is raced by a second one and the first answer wins ("The Tail at Scale"): a hung record
+    costs about a second, not a whole timeout. Late can come sooner while a request waits (the day's tail
+    begins), so past `earliest_s` it asks again every RECHECK_S. A raced answer's time is not a round trip
+    (it includes the wait before the race) and must not feed the smoothed one."""
+    first = asyncio.ensure_future(fetcher.fetch(gen_id))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    step = earliest_s
+    while (wait := started + late_after() - loop.time()) > 0:
+        done, _ = await asyncio.wait({first}, timeout=min(wait, step))
+        step = RECHECK_S
+        if done:
+            return first.result(), False
+    on_hedge()
+    second = asyncio.ensure_future(fetcher.fetch(gen_id))
+    try:
+        done, _ = await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for racer in (first, second):
+            if not racer.done():
+                racer.cancel()
+    return (first if first in done else second).result(), True
+
+
+@dataclass
+class Breaker:
+    """Every answer failing for `give_up_after_s` means the server is down or broken, not one record: stop
+    the day now rather than pay each record's whole backoff."""
+
+    give_up_after_s: float
+    last_clean: float
+    failing: int = 0  # answers since the last clean one
+
+    def judge(self, answer: Answer, now: float) -> None:
+        """Note one answer; raise OpenRouterError when the server has failed for too long."""
+        if answer.kind in (Kind.TRANSIENT, Kind.THROTTLED):
+            self.failing += 1
+            if self.failing >= 3 and now - self.last_clean > self.give_up_after_s:
+                raise OpenRouterError(
+                    f"GET /generation: no request has succeeded for {now - self.last_clean:.0f} s "
+                    f"({self.failing} failed in a row; the last: {answer.reason}); stopped after "
+                    f"OPENROUTER_GIVE_UP_AFTER_S={self.give_up_after_s:g}, the day is incomplete")
+        else:
+            self.failing, self.last_clean = 0, now
+
+
+def auth_message(answer: Answer) -> str:
+    hints = {401: "OpenRouter did not accept the key; set OPENROUTER_API_KEY to a valid management key",
+             402: "the account behind the key is out of credit",
+             403: "this endpoint needs a management key (OPENROUTER_API_KEY holds an inference key or one "
+                  "without access)"}
+    return f"GET /generation: {answer.reason}: {hints.get(answer.status or 0, '')}"
+
+
+def percentile(samples: array.array, share: float) -> float:
+    if not samples:
+        return 0.0
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
