@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from usage_pipeline.openrouter.records import Answer, Kind, RecordFetcher
 from usage_pipeline.openrouter.transport import OpenRouterError
 
-HEDGE_AFTER_TYPICAL = 6.0  # mid-day, an answer this many typical (median) latencies late is surely hung ...
+HEDGE_AFTER_TYPICAL = 6.0  # mid-day, an answer this many typical (median) latencies late is probably hung ...
 HEDGE_AFTER_MIN_S = 1.0  # ... and at least this late: only then is it raced by a second request
 TAIL_HEDGE_AFTER_TYPICAL = 1.5  # once nothing is left to fetch but stragglers: race sooner, the budget is idle
 RECHECK_S = 0.1  # past the tail's threshold, how often a waiting request looks again at how late is late
@@ -39,11 +39,12 @@ class TypicalLatency:
 
 
 def hedge_after(typical_latency_s: float, *, tail: bool) -> float:
-    """Seconds after which an unanswered request is raced. Mid-day, records stream out as they come, so a
-    slow answer delays nothing but its own record and holds one slot, while a race spends budget the pace
-    needs: only a request surely hung (OpenRouter's sometimes are) is raced. In the day's tail, when every
-    fresh record has been asked for and the account's budget is idle, the slowest answers are the run's
-    end and racing them is free: then one and a half typical latencies is late."""
+    """Seconds after which an unanswered request is raced. Mid-day, only one probably hung (OpenRouter's
+    sometimes are): records stream out as they come, so a slow answer delays nothing but its own record.
+    (Racing only what is surely hung, 10 typical latencies and 2 s, measured no better: 89.3% of the limit
+    against 90.0% over three interleaved runs each.) In the day's tail, when every fresh record has been
+    asked for and the account's budget is idle, the slowest answers are the run's end and racing them is
+    free: then one and a half typical latencies is late."""
     if tail:
         return TAIL_HEDGE_AFTER_TYPICAL * typical_latency_s
     return max(HEDGE_AFTER_MIN_S, HEDGE_AFTER_TYPICAL * typical_latency_s)
