@@ -10,6 +10,7 @@ everything, p50/p99 fetch time, peak in flight, peak RSS. No assertions: figures
     python -m benchmarks.capture_throughput                      # the 2 x 2 matrix, 20,000 generations
     python -m benchmarks.capture_throughput --fault-mix          # 200 ms, hangs, 500/s: each fault, then all
     python -m benchmarks.capture_throughput --fault-mix --mixes all --ledger   # the full mix via record_day
+    python -m benchmarks.capture_throughput --fault-mix --mixes all --ledger --repeat 8   # runs vary: its spread
     python -m benchmarks.capture_throughput --latency-ms 200 --limit 1000 --generations 1000000
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -124,6 +126,7 @@ def main() -> None:
     parser.add_argument("--fault-mix", action="store_true", help="rows of FAULT_MIXES at 200 ms, hangs, 500/s")
     parser.add_argument("--mixes", nargs="*", default=list(FAULT_MIXES), choices=list(FAULT_MIXES))
     parser.add_argument("--ledger", action="store_true", help="through record_day into a private influxd")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per cell; then a line with their median and range")
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cell:
@@ -137,24 +140,34 @@ def main() -> None:
               "paused s", "learned/s", "hedged", "p50 ms", "p99 ms", "in flight", "fetch s", "peak RSS")
     print(" | ".join(header))
     for name, cell in _cells(args):
-        started = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "benchmarks.capture_throughput", "--cell", json.dumps(cell)],
-                              cwd=REPO_ROOT, check=True, capture_output=True, text=True)
-        r = json.loads(done.stdout.strip().splitlines()[-1])
-        limit = cell["limit"]
-        share = f"{r['records_per_s'] / limit:.1%}" if limit else "-"
-        print(" | ".join(str(v) for v in (
-            name, f"{cell['latency_ms']:g} ms", limit or "none", f"{r['records_per_s']:,.1f}", share,
-            f"{r['gets'] / max(1, r['records']):.3f}", r["throttled"], r["lone"], r["pauses"], r["paused_s"],
-            r["learned_rps"], r["hedged"], r["p50_ms"], r["p99_ms"], r["peak_in_flight"], r["fetch_seconds"],
-            f"{r['peak_rss_mb']:.0f} MiB")), flush=True)
-        if cell["ledger"]:
-            print(f"  record_day: complete={r['ledger_complete']} written={r['records']} points={r['points']} "
-                  f"distinct ids={r['distinct_ids']} influx write {r['write_s']} s, read {r['read_s']} s, "
-                  f"elapsed {r['elapsed_s']} s")
-        if not r["complete"] or r["records"] != args.generations:
-            print(f"  INCOMPLETE: {r['records']} records of {args.generations}, {r['missing']} missing "
-                  f"({time.monotonic() - started:.0f} s)")
+        shares = [_run_and_print(name, cell, args.generations) for _ in range(args.repeat)]
+        if args.repeat > 1 and cell["limit"]:
+            ordered = sorted(shares)
+            print(f"  {name}: {args.repeat} runs, median {statistics.median(ordered):.1%} of the limit, "
+                  f"range {ordered[0]:.1%}-{ordered[-1]:.1%}, {sum(s >= 0.9 for s in ordered)} at 90% or more")
+
+
+def _run_and_print(name: str, cell: dict[str, Any], generations: int) -> float:
+    """One run of a cell in its own process, printed as a row; its share of the limit (0 with no limit)."""
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "benchmarks.capture_throughput", "--cell", json.dumps(cell)],
+                          cwd=REPO_ROOT, check=True, capture_output=True, text=True)
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    limit = cell["limit"]
+    share = f"{r['records_per_s'] / limit:.1%}" if limit else "-"
+    print(" | ".join(str(v) for v in (
+        name, f"{cell['latency_ms']:g} ms", limit or "none", f"{r['records_per_s']:,.1f}", share,
+        f"{r['gets'] / max(1, r['records']):.3f}", r["throttled"], r["lone"], r["pauses"], r["paused_s"],
+        r["learned_rps"], r["hedged"], r["p50_ms"], r["p99_ms"], r["peak_in_flight"], r["fetch_seconds"],
+        f"{r['peak_rss_mb']:.0f} MiB")), flush=True)
+    if cell["ledger"]:
+        print(f"  record_day: complete={r['ledger_complete']} written={r['records']} points={r['points']} "
+              f"distinct ids={r['distinct_ids']} influx write {r['write_s']} s, read {r['read_s']} s, "
+              f"elapsed {r['elapsed_s']} s")
+    if not r["complete"] or r["records"] != generations:
+        print(f"  INCOMPLETE: {r['records']} records of {generations}, {r['missing']} missing "
+              f"({time.monotonic() - started:.0f} s)")
+    return r["records_per_s"] / limit if limit else 0.0
 
 
 if __name__ == "__main__":

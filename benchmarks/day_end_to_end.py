@@ -5,6 +5,7 @@ and influxd run in their own processes and are not counted). No assertions: figu
 
     python -m benchmarks.day_end_to_end --generations 50000
     python -m benchmarks.day_end_to_end --generations 20000 --latency-ms 200 --limit 500   # the hard API
+    python -m benchmarks.day_end_to_end --generations 20000 --latency-ms 200 --limit 500 --faults all   # + faults
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance
 
-from benchmarks.capture_throughput import emulator_args
+from benchmarks.capture_throughput import FAULT_MIXES, emulator_args
 from benchmarks.influx_write import peak_rss_mb
 from openrouter_emulator.process import run_emulator
 from usage_pipeline.definitions import build_defs
@@ -31,8 +32,10 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=0, help="median added latency (with 0.05%% hangs)")
     parser.add_argument("--limit", type=int, default=0, help="account-wide requests/s; 0: none")
     parser.add_argument("--html-error-share", type=float, default=0.1)
+    parser.add_argument("--faults", default="none", choices=list(FAULT_MIXES),
+                        help="a fault mix of capture_throughput --fault-mix (lone 429s, 503s, first-fetch 404s)")
     args = parser.parse_args()
-    hostile = emulator_args(args.latency_ms, args.limit, args.html_error_share)
+    hostile = emulator_args(args.latency_ms, args.limit, args.html_error_share, FAULT_MIXES[args.faults])
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -65,6 +68,8 @@ def main() -> None:
                                             "throttled_429", "hedged_requests", "records_per_second",
                                             "peak_in_flight", "fetch_p50_ms", "fetch_p99_ms", "seconds",
                                             "influx_write_seconds")})
+    if args.limit:
+        print(f"capture at {meta['records_per_second'] / args.limit:.1%} of the {args.limit}/s limit")
     print("emulator:", {k: stats[k] for k in ("served_per_second", "ok_per_second", "rate_limited", "html_errors",
                                               "hangs", "max_in_flight")})
     print("checks:", checks)

@@ -211,6 +211,7 @@ def test_header_readers() -> None:
 def test_record_retry_delays() -> None:
     policy = RecordRetries()
     assert [policy.not_found_delay(n) for n in range(policy.not_found)] == [0.25, 1, 2, 4, 8, 16]  # 31.25 s
+    assert policy.not_found_delay(0, tail=True) == 0.05 and policy.not_found_delay(1, tail=True) == 1
     rng = random.Random(1)
     assert all(0.25 <= policy.transient_delay(0, None, rng) <= 0.5 for _ in range(100))
     assert policy.transient_delay(0, 7.0, rng) == 7.0  # a Retry-After is honoured for the record
@@ -238,6 +239,30 @@ def test_a_stated_budget_per_window_becomes_the_pace() -> None:
             now += min(max(limit.wait_time(now), 1e-6), 0.01)
     assert 2 * 500 <= starts <= 2 * 500 + 26  # two seconds at 500/s, plus one burst
     assert limit.pace_rps == pytest.approx(500)
+
+
+def test_what_fits_in_the_windows_budget_may_start_unpaced_and_leaves_the_pace_no_debt() -> None:
+    """The end of a day: the last requests fit in what the window has left, so they go now (up to the
+    ceiling in flight) rather than spread over the window, and the pace afterwards is as before."""
+    limit = AdaptiveLimit(ceiling=400, initial=1000)
+    fill(limit, 0.0)
+    limit.finished(Signal.EXHAUSTED, 0.1, reset_at=1.0, budget=500)
+    limit.finished(Signal.EXHAUSTED, 1.1, reset_at=2.0, budget=500)
+    answer_all(limit, Signal.CLEAN, 2.0)
+    assert limit.pace_rps == pytest.approx(500) and limit.budget_left(2.0) == 500
+    paced = 0
+    while limit.wait_time(2.0) == 0:
+        limit.started(2.0)
+        paced += 1
+    assert 1 <= paced <= 26  # at most a 50 ms burst of the pace, then wait
+    unpaced = 0
+    while limit.wait_time(2.0, unpaced=True) == 0:
+        limit.started(2.0)
+        unpaced += 1
+    assert paced + unpaced == 400  # the ceiling in flight, not the pace
+    assert limit.budget_left(2.0) == 100
+    answer_all(limit, Signal.CLEAN, 2.01)
+    assert limit.wait_time(2.05) == 0  # no debt: 40 ms of the pace later, a request may start
 
 
 def test_while_paced_in_flight_never_shrinks_below_what_the_pace_needs() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import math
 import threading
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import requests
 
 from openrouter_emulator.process import EmulatorProcess, run_emulator
+from usage_pipeline.openrouter import gc_freeze
 from usage_pipeline.openrouter.capture import DayCapture, WindowTooDense
 from usage_pipeline.openrouter.client import OpenRouterClient
 from usage_pipeline.openrouter.counts import api_day_counts
@@ -275,11 +277,13 @@ def test_a_reader_that_stops_early_stops_the_capture(no_faults: EmulatorProcess)
         run = DayCapture(client, yesterday())
         batches = run.batches()
         assert next(batches)
+        assert gc_freeze.holders() == 1  # while it runs, full collections leave older objects alone
         batches.close()  # the writer gave up: the fetching thread must end, not linger
         with pytest.raises(RuntimeError, match="boom"):
             for _ in DayCapture(client, yesterday()).batches():
                 raise RuntimeError("boom")
     assert not [t.name for t in threading.enumerate() if t.name.startswith("capture-")]
+    assert gc_freeze.holders() == 0 and gc.get_freeze_count() == 0  # ... and gives them back, also on failure
 
 
 @pytest.mark.parametrize("inclusive", [False, True], ids=["end-exclusive", "end-inclusive"])

@@ -32,7 +32,8 @@ its own; only signals about the whole account or server act on every request.
 - The budget's window is learned from the reset times 429s name (`ResetSchedule`); with X-RateLimit-Limit
   that is the server's rate, which new requests are then paced at (a token bucket at `LEARNED_PACE` of it:
   all of it, since retries spend that budget too and a request the server refuses at a window's edge costs
-  the budget nothing, only a pause until the reset that is due anyway).
+  the budget nothing, only a pause until the reset that is due anyway). When what is left to send fits in
+  what the current window has left (`budget_left`), the caller may start it unpaced: the end of a day.
   While paced, in flight is never held below `PACED_HEADROOM` x pace x round trip (Little's law): that
   many are needed to keep the pace, and the pace, not the concurrency, is what keeps the account in budget.
 - An optional requests/second cap is a token bucket too, and `ceiling` bounds everything.
@@ -148,27 +149,39 @@ class AdaptiveLimit:
             self._tokens = min(self._bucket_size(), self._tokens + (now - self._tokens_at) * rate)
         self._tokens_at = now
 
-    def wait_time(self, now: float) -> float:
-        """0 when a request may start now; else seconds until it might (inf: until one finishes)."""
+    def budget_left(self, now: float) -> int | None:
+        """Requests the account's current budget window has left by our own count; None while unknown."""
+        return self.schedule.budget_left(now)
+
+    def wait_time(self, now: float, *, unpaced: bool = False) -> float:
+        """0 when a request may start now; else seconds until it might (inf: until one finishes). `unpaced`:
+        the pace does not apply (what is left fits in the window's budget, so it may all go now, up to the
+        ceiling in flight); pauses still do."""
         if now < self.paused_until:
             return self.paused_until - now
-        if self.in_flight >= self.capacity:
+        if self.in_flight >= (self.ceiling if unpaced else self.capacity):
             return math.inf
         rate = self.pace_rps
-        if rate is not None:
+        if rate is not None and not unpaced:
             self._refill(now)
             if self._tokens < 1.0 - 1e-9:  # float rounding must not leave a wait of 1e-17 s
                 return (1.0 - self._tokens) / rate
         return 0.0
+
+    def spent(self, now: float) -> None:
+        """A second request for a record already in flight started (a race): it spends the account's budget
+        but holds no slot of its own."""
+        self.schedule.started(now)
 
     def started(self, now: float) -> None:
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         if self.in_flight >= 0.9 * self.limit:
             self._saturated_at = now
+        self.schedule.started(now)
         if self.pace_rps is not None:
             self._refill(now)
-            self._tokens -= 1.0
+            self._tokens = max(0.0, self._tokens - 1.0)  # an unpaced start leaves no debt to the pace
 
     def finished(self, signal: Signal, now: float, *, latency_s: float | None = None,
                  reset_at: float | None = None, retry_at: float | None = None, budget: int | None = None,

@@ -11,14 +11,21 @@ import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-from usage_pipeline.openrouter.records import Answer, Kind, RecordFetcher
+from usage_pipeline.openrouter.records import Answer, Kind
 from usage_pipeline.openrouter.transport import OpenRouterError
 
 HEDGE_AFTER_TYPICAL = 6.0  # mid-day, an answer this many typical (median) latencies late is probably hung ...
 HEDGE_AFTER_MIN_S = 1.0  # ... and at least this late: only then is it raced by a second request
-TAIL_HEDGE_AFTER_TYPICAL = 1.5  # once nothing is left to fetch but stragglers: race sooner, the budget is idle
+TAIL_HEDGE_AFTER_TYPICAL = 3.0  # once nothing is left to fetch but stragglers: race sooner, the budget is idle
 RECHECK_S = 0.1  # past the tail's threshold, how often a waiting request looks again at how late is late
+
+
+class Fetches(Protocol):
+    """What a race needs: one answer per call (`records.RecordFetcher`)."""
+
+    async def fetch(self, gen_id: str) -> Answer: ...
 
 
 @dataclass
@@ -50,31 +57,53 @@ def hedge_after(typical_latency_s: float, *, tail: bool) -> float:
     return max(HEDGE_AFTER_MIN_S, HEDGE_AFTER_TYPICAL * typical_latency_s)
 
 
-async def hedged_fetch(fetcher: RecordFetcher, gen_id: str, late_after: Callable[[], float], earliest_s: float,
-                       on_hedge: Callable[[], None]) -> tuple[Answer, bool]:
+async def hedged_fetch(fetcher: Fetches, gen_id: str, late_after: Callable[[], float], earliest_s: float,
+                       on_hedge: Callable[[], None], *, twin: bool = False) -> tuple[Answer, bool]:
     """One answer for the id, and whether it was raced. A request still unanswered `late_after()` seconds
-    after it started is raced by a second one and the first answer wins ("The Tail at Scale"): a hung record
-    costs about a second, not a whole timeout. Late can come sooner while a request waits (the day's tail
-    begins), so past `earliest_s` it asks again every RECHECK_S. A raced answer's time is not a round trip
-    (it includes the wait before the race) and must not feed the smoothed one."""
+    after it started is raced by a second one ("The Tail at Scale"): a hung record costs about a second, not
+    a whole timeout. Late can come sooner while a request waits (the day's tail begins), so past
+    `earliest_s` it asks again every RECHECK_S. `twin`: race it from the start (the day's last requests,
+    when the window's budget has room for two of each: a lone 429 or 503 on one then costs nothing, where
+    alone it would cost its Retry-After at the very end of the day). A record wins; a refusal or failure
+    waits up to `late_after()` for the other's record. A raced answer's time is not a round trip (it includes
+    the wait before the race) and must not feed the smoothed one."""
     first = asyncio.ensure_future(fetcher.fetch(gen_id))
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    step = earliest_s
-    while (wait := started + late_after() - loop.time()) > 0:
-        done, _ = await asyncio.wait({first}, timeout=min(wait, step))
-        step = RECHECK_S
-        if done:
-            return first.result(), False
+    if not twin:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        step = earliest_s
+        while (wait := started + late_after() - loop.time()) > 0:
+            done, _ = await asyncio.wait({first}, timeout=min(wait, step))
+            step = RECHECK_S
+            if done:
+                return first.result(), False
     on_hedge()
     second = asyncio.ensure_future(fetcher.fetch(gen_id))
     try:
-        done, _ = await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
+        return await _record_first([first, second], late_after), True
     finally:
         for racer in (first, second):
             if not racer.done():
                 racer.cancel()
-    return (first if first in done else second).result(), True
+
+
+async def _record_first(racers: list[asyncio.Future[Answer]], late_after: Callable[[], float]) -> Answer:
+    """The first record among the racers' answers; else, once one has failed and the other has had
+    `late_after()` more to answer with a record, the first failure."""
+    pending = set(racers)
+    failure: Answer | None = None
+    while pending:
+        timeout = None if failure is None else late_after()
+        done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            break  # the other is late too: the failure stands
+        for racer in sorted(done, key=racers.index):
+            answer = racer.result()
+            if answer.kind is Kind.RECORD:
+                return answer
+            failure = failure or answer
+    assert failure is not None
+    return failure
 
 
 @dataclass

@@ -28,6 +28,7 @@ from usage_pipeline.openrouter.client import OpenRouterClient
 from usage_pipeline.openrouter.day import EDGE, check_capturable, day_bounds
 from usage_pipeline.openrouter.enumeration import DayEnumeration
 from usage_pipeline.openrouter.fetching import DayFetch
+from usage_pipeline.openrouter.gc_freeze import long_lived_frozen
 from usage_pipeline.openrouter.generation import Generation, InvalidGeneration
 from usage_pipeline.openrouter.handover import WindowClosed
 from usage_pipeline.openrouter.records import RecordRetries
@@ -61,27 +62,28 @@ class DayCapture:
         handed: queue.Queue[Any] = queue.Queue()
         runner = DayFetch(self, handed.put)
         thread = threading.Thread(target=runner.run, name=f"capture-{self.day}", daemon=True)
-        thread.start()
-        try:
-            while True:
-                item = handed.get()
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                if isinstance(item, WindowClosed):
-                    if self.stored is not None:
-                        self.stored.window_closed(item.window)
-                    continue
-                batch, written = item
-                yield batch
-                written()
-        finally:
-            runner.stop()
-            thread.join()
-            self.report.analytics_queries = self.client.analytics_queries - queries_before
-            self.report.retries += self.client.retries - retries_before
-            self.report.elapsed_s = round(time.monotonic() - started, 3)
+        with long_lived_frozen():  # full collections stall the fetching thread; see gc_freeze
+            thread.start()
+            try:
+                while True:
+                    item = handed.get()
+                    if item is None:
+                        break
+                    if isinstance(item, BaseException):
+                        raise item
+                    if isinstance(item, WindowClosed):
+                        if self.stored is not None:
+                            self.stored.window_closed(item.window)
+                        continue
+                    batch, written = item
+                    yield batch
+                    written()
+            finally:
+                runner.stop()
+                thread.join()
+                self.report.analytics_queries = self.client.analytics_queries - queries_before
+                self.report.retries += self.client.retries - retries_before
+                self.report.elapsed_s = round(time.monotonic() - started, 3)
 
     def accept(self, gen_id: str, api_key: Any, data: dict[str, Any]) -> Generation | None:
         """The record of `gen_id` (its API key label as analytics answered it), or None after noting why it

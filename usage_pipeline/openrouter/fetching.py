@@ -7,7 +7,8 @@ become jobs in one priority queue (older windows first: they hold memory); one d
 whenever the shared `AdaptiveLimit` allows, and every answer settles its job: a record, a retry later, or
 a miss with its reason. Records go to the caller in batches by size or age (`RecordOutbox`), so a record in
 404 or 5xx back-off holds back nothing fetched beside it; at most `OPEN_WINDOWS` windows are open (ids
-unsettled or records unwritten), so memory is bounded by them, never by the day.
+unsettled or records unwritten), so memory is bounded by them, never by the day. The day's last requests,
+once they fit in what the account's budget window has left, go unpaced and as raced pairs (`_finishing`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from usage_pipeline.openrouter.transport import OpenRouterAuthError
 from usage_pipeline.openrouter.windows import Window
 
 OPEN_WINDOWS = 4  # windows with ids unsettled or records unwritten; ~10,000 ids each at most
+TWIN_SHARE = 0.02  # the day's last requests go as raced pairs, up to this share of the run's requests
 BATCH_RECORDS = handover.BATCH_RECORDS  # read when a fetch starts: tests make batches small
 
 
@@ -73,6 +75,7 @@ class DayFetch:
         self.latencies = array.array("d")
         self.typical = TypicalLatency()
         self.fetch_started: float | None = None
+        self.twins = 0  # requests sent as raced pairs from the start (the day's last ones)
         self.last_answer = 0.0
         self.breaker = Breaker(settings.give_up_after_s, time.monotonic())
         self.failure: BaseException | None = None
@@ -172,7 +175,7 @@ class DayFetch:
             job = await self._next_job(feeder)
             if job is _END:
                 return
-            while (wait := self.limit.wait_time(time.monotonic())) > 0:
+            while (wait := self.limit.wait_time(time.monotonic(), unpaced=self._finishing())) > 0:
                 self.slot_freed.clear()
                 try:
                     await asyncio.wait_for(self.slot_freed.wait(), None if wait == float("inf") else wait)
@@ -180,9 +183,11 @@ class DayFetch:
                     pass
             if self.fetch_started is None:
                 self.fetch_started = time.monotonic()
+            twin = self._finishing(twins=True) and self.twins < TWIN_SHARE * self.report.fetch_requests
+            self.twins += twin
             self.limit.started(time.monotonic())
             self.report.fetch_requests += 1
-            task = asyncio.create_task(self._attempt(job))
+            task = asyncio.create_task(self._attempt(job, twin))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
@@ -199,10 +204,10 @@ class DayFetch:
             return _END  # the caller awaits the feeder, which raises
         return await self.work.get()
 
-    async def _attempt(self, job: _Job) -> None:
+    async def _attempt(self, job: _Job, twin: bool) -> None:
         started = time.monotonic()
         answer, raced = await hedged_fetch(self.fetcher, job.gen_id, self._late_after,
-                                           hedge_after(self.typical.seconds, tail=True), self._hedged)
+                                           hedge_after(self.typical.seconds, tail=True), self._hedged, twin=twin)
         now = time.monotonic()
         self.latencies.append(now - started)
         self.last_answer = now
@@ -217,6 +222,16 @@ class DayFetch:
         except Exception as exc:  # noqa: BLE001 - ends the day; the caller's thread raises it
             self._fail(exc)
 
+    def _finishing(self, *, twins: bool = False) -> bool:
+        """Whether all still queued fits in the budget window's rest (then none waits for the pace), or with
+        `twins` fits twice, so each may go as a raced pair: a lone 429 or 503 on one twin costs nothing, where
+        alone it costs a Retry-After at the day's very end (the fault mix: median 90.0% -> 91.4% of the
+        limit). Capped at TWIN_SHARE of the run's requests: a rerun of a few missing records pays few."""
+        if not self.enumerated_all:
+            return False
+        left = self.limit.budget_left(time.monotonic())
+        return left is not None and (2 * (self.work.qsize() + 1) <= left if twins else self.work.qsize() < left)
+
     def _in_tail(self) -> bool:
         return self.enumerated_all and self.work.empty()  # only stragglers and their retries are left
 
@@ -225,6 +240,7 @@ class DayFetch:
 
     def _hedged(self) -> None:
         self.report.hedged += 1
+        self.limit.spent(time.monotonic())  # the second request spends the budget too
 
     def _settle(self, job: _Job, answer: Answer) -> None:
         self.breaker.judge(answer, time.monotonic())
@@ -247,7 +263,7 @@ class DayFetch:
                 self._retry(job, policy.throttled_delay(job.throttled - 1, answer.retry_after_s, self.rng),
                             counted=False)
         elif answer.kind is Kind.NOT_FOUND and job.not_found < policy.not_found:
-            self._retry(job, policy.not_found_delay(job.not_found))
+            self._retry(job, policy.not_found_delay(job.not_found, tail=self._in_tail()))
             job.not_found += 1
         elif answer.kind is Kind.TRANSIENT and job.transient < policy.transient:
             self._retry(job, policy.transient_delay(job.transient, answer.retry_after_s, self.rng))

@@ -195,7 +195,8 @@ class RecordFetcher:
 class RecordRetries:
     """Each record's budgets. 404s wait out the record's publication lag (0.25+1+2+...+16 s = 31.25 s):
     the first recheck is quick, since a completed day's records are hours old and a first 404 is more
-    likely a glitch than the lag (and at the end of a day every 404 is on the critical path);
+    likely a glitch than the lag, and quicker still in the day's tail, where every 404 is on the critical
+    path and the budget is idle;
     transient failures back off exponentially with jitter, at least as long as a Retry-After says. 429s
     have their own, much larger budget: they are the server pacing us, not a fault of the record. A lone
     429 (no rate-limit header) waits its own Retry-After, else a short backoff; one that says the account's
@@ -208,9 +209,12 @@ class RecordRetries:
     cap_s: float = 30.0
     throttled_base_s: float = 0.25
     first_not_found_s: float = 0.25
+    tail_first_not_found_s: float = 0.05  # in the day's tail the budget is idle: a recheck costs nothing
 
-    def not_found_delay(self, attempt: int) -> float:
-        return self.first_not_found_s if attempt == 0 else min(self.cap_s, self.base_s * 2 ** attempt)
+    def not_found_delay(self, attempt: int, *, tail: bool = False) -> float:
+        if attempt == 0:
+            return self.tail_first_not_found_s if tail else self.first_not_found_s
+        return min(self.cap_s, self.base_s * 2 ** attempt)
 
     def transient_delay(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
         backoff = min(self.cap_s, self.base_s * 2 ** attempt) * rng.uniform(0.5, 1.0)
