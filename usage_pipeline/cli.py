@@ -8,6 +8,10 @@ import datetime as dt
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 
 # The emulator is an optional extra of the product (`emulator` in pyproject.toml), a distribution in this
 # repository and not on any package index: the install command names its path.
@@ -46,19 +50,26 @@ def _influx_setup(_: argparse.Namespace) -> int:
     return 0
 
 
-def _capture(args: argparse.Namespace) -> int:
-    """The daily_ledger job for one day, in this process, on $DAGSTER_HOME's instance (so the UI shows it)."""
+def _home_instance(command: str) -> DagsterInstance | None:
+    """$DAGSTER_HOME's instance, or None after one line naming what is wrong (DAGSTER_HOME unset, say)."""
     from dagster import DagsterInstance
     from dagster._core.errors import DagsterHomeNotSetError, DagsterInvariantViolationError
 
+    try:
+        return DagsterInstance.get()
+    except (DagsterHomeNotSetError, DagsterInvariantViolationError) as exc:
+        print(f"{command}: {exc}".splitlines()[0], file=sys.stderr)
+        return None
+
+
+def _capture(args: argparse.Namespace) -> int:
+    """The daily_ledger job for one day, in this process, on $DAGSTER_HOME's instance (so the UI shows it)."""
+    instance = _home_instance("capture")  # before the definitions load: a wrong home is said alone, at once
+    if instance is None:
+        return 2
     from usage_pipeline.definitions import defs
     from usage_pipeline.defs.generations import REFRESH_TAG
 
-    try:
-        instance = DagsterInstance.get()
-    except (DagsterHomeNotSetError, DagsterInvariantViolationError) as exc:
-        print(f"capture: {exc}".splitlines()[0], file=sys.stderr)
-        return 2
     with instance:
         result = defs.resolve_job_def("daily_ledger").execute_in_process(
             partition_key=args.day.isoformat(), instance=instance, raise_on_error=False,
@@ -74,15 +85,10 @@ def _capture(args: argparse.Namespace) -> int:
 
 
 def _release_dead_runs(args: argparse.Namespace) -> int:
-    from dagster import DagsterInstance
-    from dagster._core.errors import DagsterHomeNotSetError, DagsterInvariantViolationError
-
     from usage_pipeline.runs.dead import dead_runs, format_released, release_dead_runs, runs_are_local
 
-    try:
-        instance = DagsterInstance.get()
-    except (DagsterHomeNotSetError, DagsterInvariantViolationError) as exc:
-        print(f"release-dead-runs: {exc}".splitlines()[0], file=sys.stderr)
+    instance = _home_instance("release-dead-runs")
+    if instance is None:
         return 2
     with instance:
         if not runs_are_local(instance):

@@ -101,6 +101,7 @@ class DayRecording:
             "learned_rps": c.learned_rps,
             "fetch_requests": c.fetch_requests,
             "hedged_requests": c.hedged,
+            "twinned_requests": c.twinned,
             "batches": c.batches,
             "records_per_second": round(c.records_per_second, 1),
             "fetch_seconds": c.fetch_seconds,

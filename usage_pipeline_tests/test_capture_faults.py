@@ -85,3 +85,21 @@ def test_lone_5xx_are_retried_and_the_day_is_exact(tmp_path: Path) -> None:
     assert ids == set(truth["ids"]) and run.report.complete
     assert stats["random_faults"] > 5 and run.report.retries >= stats["random_faults"]
     assert run.report.account_pauses == 0
+
+
+@pytest.mark.slow
+def test_the_days_last_requests_spend_the_windows_budget_at_once_in_raced_pairs(tmp_path: Path) -> None:
+    """A 300/s account budget stated in X-RateLimit-* headers, and 2% lone 429s: once what is left fits in
+    the window's rest, the last requests go unpaced, and twice each while it fits twice (a lone 429 on one
+    twin then costs nothing). Each id is still written once (`capture_day` asserts it batch by batch), the
+    day is exact, and the pairs stay within TWIN_SHARE of the run's requests."""
+    with run_emulator(seed=54, generations_per_day=3000, days=1, log_path=tmp_path / "emu.log",
+                      extra_args=["--analytics-rpm", "0", "--rate-limit", "300", "--html-error-share", "0",
+                                  "--throttle-share", "0.02"]) as server:
+        ids, run = capture_day(server)
+        truth = server.truth(yesterday())
+    report = run.report
+    assert ids == set(truth["ids"]) and report.complete, report.as_dict()
+    assert report.learned_rps == pytest.approx(300)  # the budget and its window were learned ...
+    assert 0 < report.twinned <= fetching.TWIN_SHARE * report.fetch_requests + 1  # ... and the last went in pairs
+    assert report.hedged >= report.twinned and not report.missing_reasons

@@ -73,3 +73,13 @@ def test_dagster_validates_the_workspace_definitions(tmp_path: Path) -> None:
     out = subprocess.run([exe, "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+
+
+@pytest.mark.parametrize("argv", [["capture", "2026-11-30"], ["release-dead-runs"]])
+def test_commands_on_the_instance_name_an_unset_dagster_home_in_one_line(argv: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    out = subprocess.run([sys.executable, "-m", "usage_pipeline.cli", *argv], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith(f"{argv[0]}: ") and "DAGSTER_HOME" in out.stderr

@@ -45,6 +45,7 @@ class CaptureReport:
     account_pauses: int = 0  # times every request paused (an exhausted budget, a round trip of 429s)
     paused_s: float = 0.0
     hedged: int = 0  # slow record requests raced by a second one
+    twinned: int = 0  # of those, the day's last requests, raced from the start (the window's budget had room)
     fetch_requests: int = 0
     batches: int = 0  # hand-overs to the caller (records stream out in batches, not whole windows)
     peak_in_flight: int = 0

@@ -75,7 +75,6 @@ class DayFetch:
         self.latencies = array.array("d")
         self.typical = TypicalLatency()
         self.fetch_started: float | None = None
-        self.twins = 0  # requests sent as raced pairs from the start (the day's last ones)
         self.last_answer = 0.0
         self.breaker = Breaker(settings.give_up_after_s, time.monotonic())
         self.failure: BaseException | None = None
@@ -183,8 +182,8 @@ class DayFetch:
                     pass
             if self.fetch_started is None:
                 self.fetch_started = time.monotonic()
-            twin = self._finishing(twins=True) and self.twins < TWIN_SHARE * self.report.fetch_requests
-            self.twins += twin
+            twin = self._finishing(twins=True) and self.report.twinned < TWIN_SHARE * self.report.fetch_requests
+            self.report.twinned += twin
             self.limit.started(time.monotonic())
             self.report.fetch_requests += 1
             task = asyncio.create_task(self._attempt(job, twin))
