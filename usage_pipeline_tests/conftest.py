@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.influx.local_server import LocalInfluxd, run_influxd
+from usage_pipeline.influx.settings import InfluxSettings
+from usage_pipeline.influx.store import InfluxStore
 from usage_pipeline.openrouter.client import OpenRouterClient
 from usage_pipeline.openrouter.settings import OpenRouterSettings
 
@@ -22,6 +25,16 @@ def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfluxd]:
     root = tmp_path_factory.mktemp("influxd")
     with run_influxd(root / "data", log_path=root / "influxd.log") as server:
         yield server
+
+
+@pytest.fixture()
+def store(influxd: LocalInfluxd) -> Iterator[InfluxStore]:
+    """A fresh database per test, so counts are never polluted by another test; dropped afterwards."""
+    s = InfluxStore(InfluxSettings(url=influxd.url, database=f"test_{uuid.uuid4().hex[:10]}"))
+    s.ensure_database()
+    yield s
+    s.query(f'DROP DATABASE "{s.settings.database}"')
+    s.close()
 
 
 @pytest.fixture(scope="session")

@@ -89,16 +89,6 @@ def _new_store(influxd: LocalInfluxd, **settings: Any) -> InfluxStore:
     return InfluxStore(InfluxSettings(url=influxd.url, database=database, **settings))
 
 
-@pytest.fixture()
-def store(influxd: LocalInfluxd) -> Iterator[InfluxStore]:
-    """A fresh database per test, so counts are never polluted by another test."""
-    s = _new_store(influxd)
-    s.ensure_database()
-    yield s
-    s.query(f'DROP DATABASE "{s.settings.database}"')
-    s.close()
-
-
 def times_to_ids(store: InfluxStore, day: dt.date) -> dict[int, str]:
     start, end = time_literals(day)
     series = store.query(f'SELECT "generation_id" FROM "{MEASUREMENT}" WHERE time >= {start} AND time < {end}')

@@ -5,7 +5,6 @@ was, a changed record leaves no stale point, and the day's checks see a collisio
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -13,10 +12,8 @@ import pytest
 from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.influx.day_writer import DayWriter
 from usage_pipeline.influx.influxql import time_literals
-from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline.influx.points import MEASUREMENT, identity_key, point_time_ns, to_lines
 from usage_pipeline.influx.reads import DayCounts
-from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.influx.store import InfluxStore
 from usage_pipeline.ledger import record_day
 from usage_pipeline.openrouter import fetching
@@ -27,15 +24,6 @@ from usage_pipeline_tests.conftest import client_for, yesterday
 from usage_pipeline_tests.test_influx_store import gen
 
 DAY = dt.date(2025, 3, 10)
-
-
-@pytest.fixture
-def store(influxd: LocalInfluxd) -> Iterator[InfluxStore]:
-    s = InfluxStore(InfluxSettings(url=influxd.url, database=f"rerun_{uuid.uuid4().hex[:10]}"))
-    s.ensure_database()
-    yield s
-    s.query(f'DROP DATABASE "{s.settings.database}"')
-    s.close()
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,12 @@ import math
 import random
 import re
 import struct
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from influxdb_client import Point, WritePrecision
 
 from usage_pipeline.influx.line_protocol import LineEncoder, escape_key, escape_measurement
-from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline.influx.points import (
     _SOURCE_ATTR,
     FIELD_TYPES,
@@ -27,7 +24,6 @@ from usage_pipeline.influx.points import (
     unique_by_id,
 )
 from usage_pipeline.influx.reads import DayCounts
-from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.influx.store import InfluxStore
 from usage_pipeline.openrouter.generation import Generation
 
@@ -215,15 +211,6 @@ def _as_dict(generation: Generation) -> dict[str, Any]:
 
 
 # ---- through a real influxd ----------------------------------------------------------------------------
-
-
-@pytest.fixture()
-def store(influxd: LocalInfluxd) -> Iterator[InfluxStore]:
-    s = InfluxStore(InfluxSettings(url=influxd.url, database=f"lp_{uuid.uuid4().hex[:10]}"))
-    s.ensure_database()
-    yield s
-    s.query(f'DROP DATABASE "{s.settings.database}"')
-    s.close()
 
 
 def read_back(store: InfluxStore) -> dict[str, dict[str, Any]]:

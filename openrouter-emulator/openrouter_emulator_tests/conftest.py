@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from openrouter_emulator.process import EmulatorProcess, start_emulator
-from openrouter_emulator_tests.support import SPEC_PATH, SpecValidator
+from openrouter_emulator.process import EmulatorProcess
+from openrouter_emulator_tests.support import SPEC_PATH, SpecValidator, emulator_pair
 
 
 @pytest.fixture(scope="session")
@@ -20,18 +20,8 @@ def spec() -> SpecValidator:
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorProcess, EmulatorProcess]]:
-    """Two processes with the same seed: `emu` with defaults (rate limit off), `capped` at 500 rows."""
-    logs = tmp_path_factory.mktemp("emulators")
-    emu = start_emulator(seed=7, extra_args=["--analytics-rpm", "0"], log_path=logs / "emu.log")
-    try:
-        capped = start_emulator(seed=7, extra_args=["--analytics-rpm", "0", "--analytics-max-rows", "500"],
-                                log_path=logs / "capped.log")
-        try:
-            yield emu, capped
-        finally:
-            capped.stop()
-    finally:
-        emu.stop()
+    with emulator_pair(tmp_path_factory.mktemp("emulators")) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,11 @@
-"""What the emulator tests share: the spec validator, HTTP helpers and date helpers (no usage_pipeline)."""
+"""What the emulator tests share: the spec validator, HTTP and date helpers, a pair of processes (no
+usage_pipeline)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,7 @@ from openapi_schema_validator import OAS31Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from openrouter_emulator.process import EmulatorProcess
+from openrouter_emulator.process import EmulatorProcess, start_emulator
 
 # The repository's checkout sits beside `shared/` (CI clones it elsewhere with shared/ beside the clone).
 SHARED_PATH = Path(__file__).resolve().parents[2] / ".." / "shared"
@@ -25,6 +28,7 @@ COMPONENT_BY_STATUS = {400: "BadRequestResponse", 404: "NotFoundResponse", 429: 
 
 # Spec-required fields of `GenerationResponse.data` that the live API leaves out, so live-shaped answers may
 # too: `workspace_id` (no live body has it) and the fields the 2026-02 body lacks (real-payloads/generation/01).
+OWNER = "user_2dHFtVWx2n56w6HkM7c0a1bQe4Z"  # the emulated account's owner (organisation.ACCOUNT_OWNER)
 LIVE_ABSENT_GENERATION_FIELDS = frozenset({"workspace_id", "service_tier", "num_fetches", "web_search_engine",
                                            "preset_id", "user_agent", "http_referer", "data_region"})
 
@@ -128,3 +132,18 @@ def created_at(record: dict[str, Any]) -> dt.datetime:
     moment = dt.datetime.fromisoformat(record["created_at"])
     assert moment.utcoffset() == dt.timedelta(0), record["created_at"]
     return moment
+
+
+@contextmanager
+def emulator_pair(logs: Path, extra_args: Sequence[str] = ()) -> Iterator[tuple[EmulatorProcess, EmulatorProcess]]:
+    """Two processes with the same seed: `emu` with defaults (rate limit off), `capped` at 500 rows."""
+    emu = start_emulator(seed=7, extra_args=["--analytics-rpm", "0", *extra_args], log_path=logs / "emu.log")
+    try:
+        capped = start_emulator(seed=7, extra_args=["--analytics-rpm", "0", "--analytics-max-rows", "500", *extra_args],
+                                log_path=logs / "capped.log")
+        try:
+            yield emu, capped
+        finally:
+            capped.stop()
+    finally:
+        emu.stop()

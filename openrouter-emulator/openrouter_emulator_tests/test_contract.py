@@ -31,6 +31,7 @@ from openrouter_emulator_tests.support import (
     control,
     created_at,
     day_range,
+    emulator_pair,
     iso,
     query,
     rows_of,
@@ -46,19 +47,9 @@ CREATED_PATTERN = {"spec": re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+
 @pytest.fixture(scope="module", params=["live", "spec"])
 def servers(request: pytest.FixtureRequest,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorProcess, EmulatorProcess]]:
-    """Two processes with the same seed and shapes: `emu` with defaults (rate limit off), `capped` at 500 rows."""
-    logs = tmp_path_factory.mktemp(f"emulators-{request.param}")
-    shapes = ["--shapes", request.param]
-    emu = start_emulator(seed=7, extra_args=["--analytics-rpm", "0", *shapes], log_path=logs / "emu.log")
-    try:
-        capped = start_emulator(seed=7, extra_args=["--analytics-rpm", "0", "--analytics-max-rows", "500", *shapes],
-                                log_path=logs / "capped.log")
-        try:
-            yield emu, capped
-        finally:
-            capped.stop()
-    finally:
-        emu.stop()
+    """The conftest's pair, in each of the two shapes."""
+    with emulator_pair(tmp_path_factory.mktemp(f"emulators-{request.param}"), ["--shapes", request.param]) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,7 @@ import pytest
 import requests
 
 from openrouter_emulator.process import EmulatorControlError, EmulatorProcess, run_emulator
-from openrouter_emulator_tests.support import SpecValidator, call, yesterday
-
-OWNER = "user_2dHFtVWx2n56w6HkM7c0a1bQe4Z"  # the emulated account's owner (organisation.ACCOUNT_OWNER)
+from openrouter_emulator_tests.support import OWNER, SpecValidator, call, yesterday
 
 
 @pytest.fixture(scope="module")

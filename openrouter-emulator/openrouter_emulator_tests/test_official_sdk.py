@@ -27,9 +27,15 @@ import pytest
 from openrouter import OpenRouter, errors, operations
 
 from openrouter_emulator.process import EmulatorProcess, run_emulator
-from openrouter_emulator_tests.support import LIVE_ABSENT_GENERATION_FIELDS, call, day_range, query, yesterday
+from openrouter_emulator_tests.support import (
+    LIVE_ABSENT_GENERATION_FIELDS,
+    OWNER,
+    call,
+    day_range,
+    query,
+    yesterday,
+)
 
-OWNER = "user_2dHFtVWx2n56w6HkM7c0a1bQe4Z"  # the emulated account's owner (organisation.ACCOUNT_OWNER)
 KEY_FIELDS_THE_SDK_ALONE_REQUIRES = {"allowed_data_regions", "budgets", "effective_budget",
                                      "free_model_daily_requests", "organization_id", "workspace_id"}
 

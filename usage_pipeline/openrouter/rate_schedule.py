@@ -124,9 +124,10 @@ class ResetSchedule:
         remainder = reset_at - now
         if 0 < remainder <= MAX_WINDOW_S:
             self._longest_remainder = max(self._longest_remainder, remainder)
-        wanted = budget if budget is not None and budget > 0 else self.budget
-        if wanted is not None and math.ceil(EXPLAINED_SHARE * wanted) <= len(self._starts):
-            own_from = self._starts[-math.ceil(EXPLAINED_SHARE * wanted)]
+        spent = budget if budget is not None and budget > 0 else self.budget
+        explaining = None if spent is None else math.ceil(EXPLAINED_SHARE * spent)  # starts that spend it
+        if explaining is not None and explaining <= len(self._starts):
+            own_from = self._starts[-explaining]
             if 0 < reset_at - own_from <= MAX_WINDOW_S:
                 self._explained, self._explained_at = reset_at - own_from, now
         stamp = reset_at if stamp is None else stamp
