@@ -26,12 +26,13 @@ class Scripted:
         return answer
 
 
-def race(fetcher: Scripted, *, twin: bool, late_after: float = 0.2) -> tuple[Answer, bool, float]:
+def race(fetcher: Scripted, *, twin: bool, late_after: float = 0.2,
+         overruled: list[Answer] | None = None) -> tuple[Answer, bool, float]:
     async def run() -> tuple[Answer, bool, float]:
         loop = asyncio.get_running_loop()
         started = loop.time()
         answer, raced = await hedged_fetch(fetcher, "gen-1", lambda: late_after, late_after, lambda: None,
-                                           twin=twin)
+                                           twin=twin, on_overruled=(overruled if overruled is not None else []).append)
         return answer, raced, loop.time() - started
     return asyncio.run(run())
 
@@ -44,6 +45,19 @@ def test_twins_go_together_and_a_record_beats_a_faster_refusal() -> None:
     fetcher = Scripted((0.01, NOT_FOUND), (0.03, LONE_429))  # both refused: the first refusal stands
     answer, raced, _ = race(fetcher, twin=True)
     assert answer is NOT_FOUND and raced
+
+
+def test_every_answer_that_arrived_and_did_not_stand_is_handed_over() -> None:
+    """A 429 met by the losing twin is still a 429 the server sent: it must reach the report, not vanish."""
+    overruled: list[Answer] = []
+    race(Scripted((0.01, LONE_429), (0.05, RECORD)), twin=True, overruled=overruled)
+    assert overruled == [LONE_429]
+    overruled.clear()  # both refused: the second refusal is overruled by the first
+    race(Scripted((0.01, NOT_FOUND), (0.03, LONE_429)), twin=True, overruled=overruled)
+    assert overruled == [LONE_429]
+    overruled.clear()  # the loser still in flight is cancelled: it brought no answer
+    race(Scripted((0.01, RECORD), (30.0, LONE_429)), twin=True, overruled=overruled)
+    assert overruled == []
 
 
 def test_a_refusal_waits_only_so_long_for_a_late_twin() -> None:

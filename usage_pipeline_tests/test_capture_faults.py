@@ -72,7 +72,9 @@ def test_lone_429s_delay_only_their_own_request(tmp_path: Path) -> None:
         truth, stats = server.truth(yesterday()), server.stats()
     report = run.report
     assert ids == set(truth["ids"]) and report.complete, report.as_dict()
-    assert stats["throttled"] > 10 and report.throttled == report.throttled_lone == stats["throttled"]
+    assert stats["throttled"] > 10 and report.throttled == report.throttled_lone
+    # every 429 sent was met, but for those to a raced request cancelled once its twin brought the record
+    assert stats["throttled"] - report.hedged <= report.throttled <= stats["throttled"]
     assert report.account_pauses == 0 and report.paused_s == 0
     assert not report.missing_reasons
 

@@ -58,7 +58,8 @@ def hedge_after(typical_latency_s: float, *, tail: bool) -> float:
 
 
 async def hedged_fetch(fetcher: Fetches, gen_id: str, late_after: Callable[[], float], earliest_s: float,
-                       on_hedge: Callable[[], None], *, twin: bool = False) -> tuple[Answer, bool]:
+                       on_hedge: Callable[[], None], *, twin: bool = False,
+                       on_overruled: Callable[[Answer], None] = lambda answer: None) -> tuple[Answer, bool]:
     """One answer for the id, and whether it was raced. A request still unanswered `late_after()` seconds
     after it started is raced by a second one ("The Tail at Scale"): a hung record costs about a second, not
     a whole timeout. Late can come sooner while a request waits (the day's tail begins), so past
@@ -66,7 +67,8 @@ async def hedged_fetch(fetcher: Fetches, gen_id: str, late_after: Callable[[], f
     when the window's budget has room for two of each: a lone 429 or 503 on one then costs nothing, where
     alone it would cost its Retry-After at the very end of the day). A record wins; a refusal or failure
     waits up to `late_after()` for the other's record. A raced answer's time is not a round trip (it includes
-    the wait before the race) and must not feed the smoothed one."""
+    the wait before the race) and must not feed the smoothed one. Every other answer that did arrive goes to
+    `on_overruled`, so a 429 met by the losing racer is still counted; a racer cancelled unanswered has none."""
     first = asyncio.ensure_future(fetcher.fetch(gen_id))
     if not twin:
         loop = asyncio.get_running_loop()
@@ -79,12 +81,16 @@ async def hedged_fetch(fetcher: Fetches, gen_id: str, late_after: Callable[[], f
                 return first.result(), False
     on_hedge()
     second = asyncio.ensure_future(fetcher.fetch(gen_id))
+    standing: Answer | None = None
     try:
-        return await _record_first([first, second], late_after), True
+        standing = await _record_first([first, second], late_after)
+        return standing, True
     finally:
         for racer in (first, second):
             if not racer.done():
                 racer.cancel()
+            elif not racer.cancelled() and racer.exception() is None and racer.result() is not standing:
+                on_overruled(racer.result())
 
 
 async def _record_first(racers: list[asyncio.Future[Answer]], late_after: Callable[[], float]) -> Answer:

@@ -206,7 +206,8 @@ class DayFetch:
     async def _attempt(self, job: _Job, twin: bool) -> None:
         started = time.monotonic()
         answer, raced = await hedged_fetch(self.fetcher, job.gen_id, self._late_after,
-                                           hedge_after(self.typical.seconds, tail=True), self._hedged, twin=twin)
+                                           hedge_after(self.typical.seconds, tail=True), self._hedged, twin=twin,
+                                           on_overruled=self._count_429)
         now = time.monotonic()
         self.latencies.append(now - started)
         self.last_answer = now
@@ -241,8 +242,15 @@ class DayFetch:
         self.report.hedged += 1
         self.limit.spent(time.monotonic())  # the second request spends the budget too
 
+    def _count_429(self, answer: Answer) -> None:
+        """Every 429 met is counted, also one a raced pair's other answer overruled."""
+        if answer.kind is Kind.THROTTLED:
+            self.report.throttled += 1
+            self.report.throttled_lone += not answer.exhausted
+
     def _settle(self, job: _Job, answer: Answer) -> None:
         self.breaker.judge(answer, time.monotonic())
+        self._count_429(answer)
         policy = self.capture.retries
         if answer.kind is Kind.RECORD:
             assert answer.data is not None and job.window is not None
@@ -254,11 +262,9 @@ class DayFetch:
             raise OpenRouterAuthError(auth_message(answer), answer.status)
         elif answer.kind is Kind.THROTTLED and job.throttled < policy.throttled:
             job.throttled += 1
-            self.report.throttled += 1
             if answer.exhausted:
                 self.work.put_nowait(job)  # the account's budget: it waits at the shared pause
             else:  # a lone 429: only this request waits, for its own Retry-After
-                self.report.throttled_lone += 1
                 self._retry(job, policy.throttled_delay(job.throttled - 1, answer.retry_after_s, self.rng),
                             counted=False)
         elif answer.kind is Kind.NOT_FOUND and job.not_found < policy.not_found:
@@ -268,8 +274,6 @@ class DayFetch:
             self._retry(job, policy.transient_delay(job.transient, answer.retry_after_s, self.rng))
             job.transient += 1
         else:
-            if answer.kind is Kind.THROTTLED:
-                self.report.throttled += 1
             self.capture.missing(job.gen_id, answer.reason)
             self._resolved(job)
 
