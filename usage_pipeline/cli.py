@@ -1,5 +1,5 @@
 """`usage-pipeline`: the emulator, the InfluxDB setup step, the demo (command 1), one day's capture, freeing dead
-runs, and the usage report."""
+runs, the Broadcast receiver and its drain, and the usage report."""
 
 from __future__ import annotations
 
@@ -163,6 +163,33 @@ def build_parser() -> argparse.ArgumentParser:
              "and free the pool slots they hold")
     release.add_argument("--dry-run", action="store_true", help="only list what would be released")
     release.set_defaults(run=_release_dead_runs)
+
+    receive = commands.add_parser(
+        "receive", help="serve the OpenRouter Broadcast webhook: journal every announced generation (durably) "
+                        "before answering; needs BROADCAST_TOKEN")
+    receive.add_argument("--host", default="127.0.0.1")
+    receive.add_argument("--port", type=int, default=8788)
+    receive.add_argument("--local-only", action="store_true",
+                         help="serve without a token (only on 127.0.0.1: tests and the demo)")
+
+    def _receive(a: argparse.Namespace) -> int:
+        from usage_pipeline.broadcast.service import serve_receiver
+
+        return serve_receiver(a.host, a.port, local_only=a.local_only)
+
+    receive.set_defaults(run=_receive)
+
+    drain = commands.add_parser(
+        "drain", help="fetch the journaled pushed ids from GET /generation and store them in InfluxDB, as the "
+                      "nightly capture would (the same points)")
+    drain.add_argument("--interval", type=float, default=1.0, help="seconds between rounds when idle")
+
+    def _drain(a: argparse.Namespace) -> int:
+        from usage_pipeline.broadcast.service import serve_drain
+
+        return serve_drain(a.interval)
+
+    drain.set_defaults(run=_drain)
 
     report = commands.add_parser(
         "report", help="write the usage report: one self-contained HTML file (charts, no network) from the DuckDB file")

@@ -15,19 +15,21 @@ from usage_pipeline.defs.generations import (
 )
 from usage_pipeline.defs.history import usage_history, usage_history_job, usage_history_schedule
 from usage_pipeline.defs.recapture import recapture_failed_days
-from usage_pipeline.defs.resources import resources_from_env
+from usage_pipeline.defs.resources import BroadcastJournalResource, resources_from_env
 from usage_pipeline.defs.summaries import daily_ledger_job, daily_ledger_schedule, daily_usage
+from usage_pipeline.defs.today import usage_today, usage_today_job, usage_today_schedule
 
 
 def build_defs(resources: Mapping[str, Any]) -> Definitions:
-    """Everything, wired to the given resources (tests pass their own servers)."""
+    """Everything, wired to the given resources (tests pass their own servers; without a journal of their
+    own, BROADCAST_JOURNAL_PATH's)."""
     return Definitions(
-        assets=[generations, daily_usage, usage_history],
+        assets=[generations, daily_usage, usage_history, usage_today],
         asset_checks=[zero_duplicates, checks_against_openrouter],
-        jobs=[daily_ledger_job, usage_history_job],
-        schedules=[daily_ledger_schedule, usage_history_schedule],
+        jobs=[daily_ledger_job, usage_history_job, usage_today_job],
+        schedules=[daily_ledger_schedule, usage_history_schedule, usage_today_schedule],
         sensors=[recapture_failed_days, release_dead_run_workers],
-        resources=dict(resources),
+        resources={"broadcast": BroadcastJournalResource(), **resources},
     )
 
 

@@ -1,5 +1,5 @@
 """Command 1: run the `daily_ledger` job through Dagster for the last few days, then the `usage_history` job
-for the rest of the year, and print the summary.
+for the rest of the year, then (with the emulator) today so far through the push path, and print the summary.
 
 With no OPENROUTER_API_KEY it starts the project's OpenRouter emulator (generations for the last 31 days,
 aggregate-only history before them); with no INFLUXDB_URL a private influxd under the data directory. With
@@ -18,7 +18,13 @@ import duckdb
 from dagster import DagsterInstance, JobDefinition
 
 from usage_pipeline.definitions import build_defs
-from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
+from usage_pipeline.defs.resources import (
+    BroadcastJournalResource,
+    DailyUsageDatabase,
+    InfluxDBResource,
+    OpenRouterResource,
+)
+from usage_pipeline.demo_today import push_today, run_asset_job
 from usage_pipeline.influx.local_server import run_influxd
 from usage_pipeline.openrouter.settings import redact_url
 from usage_pipeline.report import write_report
@@ -62,6 +68,7 @@ def run_demo(days: int = 3, generations_per_day: int = 2000, data_dir: Path = Pa
         # Resources left unset read their environment variables at run time (usage_pipeline.settings);
         # what the demo starts itself is passed in, and the environment is never changed.
         openrouter, influxdb = OpenRouterResource(), InfluxDBResource()
+        emulator = None  # the emulator also pushes today's Broadcast deliveries (`demo_today`)
         if not os.environ.get("OPENROUTER_API_KEY", "").strip():
             # The emulator is an optional extra: imported only when it stands in for OpenRouter (the CLI turns
             # its absence into a one-line install hint).
@@ -87,7 +94,8 @@ def run_demo(days: int = 3, generations_per_day: int = 2000, data_dir: Path = Pa
         home = _dagster_home(data_dir)
 
         defs = build_defs({"openrouter": openrouter, "influxdb": influxdb,
-                           "usage_db": DailyUsageDatabase(path=str(published))})
+                           "usage_db": DailyUsageDatabase(path=str(published)),
+                           "broadcast": BroadcastJournalResource(path=str(data_dir / "broadcast.sqlite3"))})
         job = defs.resolve_job_def("daily_ledger")
         failed = []
         with DagsterInstance.from_config(str(home)) as instance:
@@ -104,6 +112,9 @@ def run_demo(days: int = 3, generations_per_day: int = 2000, data_dir: Path = Pa
                     failed.append(day)
             if not run_history(defs.resolve_job_def("usage_history"), instance):
                 failed.append(today)
+            if emulator is not None and not push_today(emulator, openrouter, influxdb, data_dir,
+                                                       defs.resolve_job_def("usage_today"), instance):
+                failed.append(today)
         print_summary(published, wanted)
         print_history(published)
         report = write_report(data_dir / "usage_report.html", duckdb_path=published)
@@ -113,14 +124,11 @@ def run_demo(days: int = 3, generations_per_day: int = 2000, data_dir: Path = Pa
 
 def run_history(job: JobDefinition, instance: DagsterInstance) -> bool:
     """The usage_history job: every uncaptured day of the last USAGE_HISTORY_DAYS from OpenRouter's aggregates."""
-    result = job.execute_in_process(instance=instance, raise_on_error=False,
-                                    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
-    if not result.success:
-        print(f"usage_history: run {result.run_id[:8]} FAILED")
+    ran = run_asset_job(job, instance, "duckdb__usage_history")
+    if ran is None:
         return False
-    (event,) = result.asset_materializations_for_node("duckdb__usage_history")
-    meta = {name: value.value for name, value in event.metadata.items()}
-    print(f"usage_history: run {result.run_id[:8]} succeeded; {meta['days_written']} aggregate days "
+    run_id, meta = ran
+    print(f"usage_history: run {run_id[:8]} succeeded; {meta['days_written']} aggregate days "
           f"{meta['first_day']}..{meta['last_day']} in {meta['analytics_queries']} analytics queries, "
           f"{meta['days_skipped_exact']} captured days left as they are")
     return True

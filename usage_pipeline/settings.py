@@ -95,6 +95,11 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("USAGE_DUCKDB_PATH", "a file path", _name, "data/usage.duckdb"),
     Variable("USAGE_RECAPTURE_AFTER_HOURS", "a positive number of hours", _positive_number, 6.0),
     Variable("USAGE_RECAPTURE_MAX_ATTEMPTS", "a positive integer", _whole_number(1), 5),
+    Variable("BROADCAST_TOKEN", "a bearer token without spaces (OpenRouter's destination sends it in the "
+             "Authorization header)", _token, secret=True),
+    Variable("BROADCAST_JOURNAL_PATH", "a file path", _name, "data/broadcast.sqlite3"),
+    Variable("BROADCAST_MAX_BODY_BYTES", "a whole number of bytes, at least 1024", _whole_number(1024), 8 << 20),
+    Variable("BROADCAST_DRAIN_LAG_S", "a positive number of seconds", _positive_number, 15.0),
     Variable("USAGE_HISTORY_DAYS", "a whole number of days from 0 to 365 (0: no history)", _whole_number(0, 365), 365),
 )}
 

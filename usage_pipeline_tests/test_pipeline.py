@@ -33,7 +33,12 @@ from usage_pipeline.defs.generations import (
     zero_duplicates,
 )
 from usage_pipeline.defs.partitions import capturable_day
-from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
+from usage_pipeline.defs.resources import (
+    BroadcastJournalResource,
+    DailyUsageDatabase,
+    InfluxDBResource,
+    OpenRouterResource,
+)
 from usage_pipeline.defs.summaries import daily_ledger_schedule, daily_usage
 from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline.influx.settings import InfluxSettings
@@ -55,6 +60,7 @@ class Ledger:
             "openrouter": OpenRouterResource(api_key=emulator.management_key, base_url=emulator.base_url),
             "influxdb": InfluxDBResource(url=influxd.url, database=self.database),
             "usage_db": DailyUsageDatabase(path=str(self.duckdb_path)),
+            "broadcast": BroadcastJournalResource(path=str(root / "broadcast.sqlite3")),
         }
         self.defs = build_defs(self.resources)
         self.instance = DagsterInstance.ephemeral()
@@ -341,9 +347,14 @@ def test_the_readme_queries_run_against_a_real_ledger(ledger: Ledger) -> None:
     assert ledger.run(day).success
     history = ledger.defs.resolve_job_def("usage_history").execute_in_process(instance=ledger.instance)
     assert history.success  # the history's examples read its tables
+    today = ledger.defs.resolve_job_def("usage_today").execute_in_process(instance=ledger.instance)
+    assert today.success  # its example reads usage_today (empty here: nothing was pushed today)
     influxql = [q for q in readme_blocks("sql") if "FROM generations" in q]
-    duck = [q for q in readme_blocks("sql") if "FROM generations" not in q]
+    duck = [q for q in readme_blocks("sql") if "FROM generations" not in q and "FROM usage_today" not in q]
     assert len(influxql) == 3 and len(duck) == 6  # README 1 + 3, docs/capture.md 2, docs/history.md 3
+    (provisional,) = [q for q in readme_blocks("sql") if "FROM usage_today" in q]
+    with duckdb.connect(str(ledger.duckdb_path), read_only=True) as conn:
+        assert isinstance(conn.execute(provisional).fetchall(), list)  # it runs on the published file
     for query in influxql:
         ledger.store.query(query.replace("2026-11-21T00:00:00Z", f"{day}T00:00:00Z")
                            .replace("2026-11-22T00:00:00Z", f"{day + dt.timedelta(days=1)}T00:00:00Z"))

@@ -32,6 +32,10 @@ BAD: dict[str, str] = {
     "USAGE_RECAPTURE_AFTER_HOURS": "soon",
     "USAGE_RECAPTURE_MAX_ATTEMPTS": "1.5",
     "USAGE_HISTORY_DAYS": "366",
+    "BROADCAST_TOKEN": "bt-MARKED secret",
+    "BROADCAST_JOURNAL_PATH": "data/\x01journal",
+    "BROADCAST_MAX_BODY_BYTES": "100",
+    "BROADCAST_DRAIN_LAG_S": "-1",
 }
 
 

@@ -13,7 +13,9 @@ request validation and engine,
 `analytics_rows` what the engine groups; `account` the activity, key and credits endpoints; `models`
 `GET /models`; `protocol` the request, response and error shapes they share; `faults` scripted faults,
 limiters and CDN error pages; `isotime` the clock's units and the ISO 8601 parser; `loadtest` a
-throughput probe. Nothing here imports the `usage_pipeline` project.
+throughput probe. Broadcast: `broadcast_spans` builds one OTLP/HTTP JSON delivery per generation,
+`broadcast_settings` checks where and how hostile to push, `broadcast` POSTs and counts (a day on demand),
+`broadcast_live` pushes today as it completes. Nothing here imports the `usage_pipeline` project.
 """
 
 from openrouter_emulator.process import EmulatorProcess, run_emulator, start_emulator

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from openrouter_emulator.analytics import MAX_ANALYTICS_ROWS
+from openrouter_emulator.broadcast_settings import TOKEN_ENV, BroadcastSettings, check_setting, parse_header_line
 from openrouter_emulator.faults import RANDOM_FAULT_STATUSES
 from openrouter_emulator.history import MAX_HISTORY_DAYS
 from openrouter_emulator.live_shapes import LIVE, SHAPES
@@ -50,6 +51,53 @@ def _statuses(text: str) -> tuple[int, ...]:
         return parse_statuses(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _header(text: str) -> tuple[str, str]:
+    try:
+        return parse_header_line(text)
+    except ValueError as exc:  # the message never repeats the value: it may be the token
+        raise argparse.ArgumentTypeError(str(exc).replace("--broadcast-header: ", "")) from None
+
+
+def _broadcast_setting(name: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return check_setting(name, float(text))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).replace(name, "value")) from None
+    parse.__name__ = name
+    return parse
+
+
+_BROADCAST_HELP = {
+    "drop_share": "share of deliveries never sent",
+    "duplicate_share": "share sent a second time, later (the same body)",
+    "delay_ms": "each POST waits a random delay up to this many ms",
+    "reorder_window": "shuffle deliveries within windows of N (a partly filled window waits 1 s at most)",
+    "error_span_share": "share sent as an error span (status 2 'The client has disconnected', no usage)",
+    "gzip_share": "share sent with Content-Encoding: gzip",
+    "string_ints_share": "share with intValue as decimal strings (the OTLP JSON mapping) instead of numbers",
+    "mismatch_share": "share whose gen_ai.usage.total_cost differs from the GET /generation record",
+    "concurrency": "POSTs in flight at most",
+    "post_timeout_s": "timeout of one POST, s (counted as a connection error)",
+}
+
+
+def add_broadcast_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--broadcast-url` and its companions: live Broadcast of today's generations as they complete."""
+    b = parser.add_argument_group(
+        "Broadcast (live: OTLP/HTTP JSON deliveries of today's generations as they complete; a day on demand: "
+        "POST /_emulator/broadcast)")
+    b.add_argument("--broadcast-url", metavar="URL",
+                   help="POST one delivery per generation here, after a connection test (X-Test-Connection: true)")
+    b.add_argument("--broadcast-header", dest="broadcast_headers", metavar="'NAME: VALUE'", action="append",
+                   type=_header, help=f"a static header of every POST (repeatable); or set {TOKEN_ENV} to send "
+                                      "'Authorization: Bearer <token>' (never printed, not in the process list)")
+    defaults = BroadcastSettings()
+    for name, text in _BROADCAST_HELP.items():
+        b.add_argument(f"--broadcast-{name.replace('_', '-')}", dest=f"broadcast_{name}", type=_broadcast_setting(name),
+                       metavar="N", default=None, help=f"{text} (default {getattr(defaults, name)})")
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
@@ -138,6 +186,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                    default=0.0,
                    help="share of GET /generation requests answered a lone 429 (Retry-After: 1, no X-RateLimit-* "
                         "headers: not the account limiter), body as OpenRouter's [throttle_share]")
+    add_broadcast_arguments(parser)
 
 
 CONTROL_HELP = """control API (tests switch behaviour at runtime, no restart):
@@ -149,6 +198,9 @@ CONTROL_HELP = """control API (tests switch behaviour at runtime, no restart):
   POST|DELETE /_emulator/records      answer other values for a record {"overrides": {id: {field: value}}}
   GET|DELETE /_emulator/stats         answers per path/status, rates, peak, 429s (limiter, lone), random faults,
                                       first-GET 404s, HTML pages, hangs, in flight
+  POST /_emulator/broadcast           push a day's deliveries {"day", "url", "headers"?, "limit"?, settings...};
+                                      answers the counts when done
+  GET /_emulator/broadcast            the live pusher's counts ({"live": false} without --broadcast-url)
 All chance (latency, hangs, Retry-After, HTML pages, faults, lone 429s, lagging ids) is drawn from --seed."""
 
 

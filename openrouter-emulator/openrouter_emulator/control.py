@@ -1,16 +1,20 @@
 """The `/_emulator` control API: what tests ask of the emulator that OpenRouter would never tell them.
 
 The ground truth of a day, scripted faults, late generations, hostile records, the counters and the
-runtime settings, switched while the server runs so one process serves a whole test module.
+runtime settings, switched while the server runs so one process serves a whole test module; and Broadcast:
+a day's deliveries pushed on demand (`POST /broadcast`, answered when done) and the live pusher's counts.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, replace
 from typing import Any, Protocol
 
+from openrouter_emulator.broadcast import replay_day
+from openrouter_emulator.broadcast_live import LiveBroadcast
+from openrouter_emulator.broadcast_settings import check_headers, check_settings, check_url
 from openrouter_emulator.dataset import UsageDataset
 from openrouter_emulator.faults import FaultPlan, FaultRule
 from openrouter_emulator.generation import GenerationEndpoint
@@ -31,8 +35,12 @@ class EmulatorState(Protocol):
     faults: FaultPlan
     stats: Stats
     generations: GenerationEndpoint
+    seed: int
+    live_broadcast: LiveBroadcast | None
 
     def configure(self, settings: Mapping[str, Any]) -> None: ...
+
+    def in_pool(self, function: Callable[[], Any]) -> Awaitable[Any]: ...
 
 
 class ControlApi:
@@ -56,6 +64,8 @@ class ControlApi:
             ("GET", "/config"): (False, lambda r, now: asdict(emulator.config)),
             ("POST", "/config"): (False, self._set_config),
             ("DELETE", "/config"): (False, lambda r, now: self._apply_config(asdict(self._initial_config))),
+            ("POST", "/broadcast"): (False, self._broadcast_day),
+            ("GET", "/broadcast"): (False, lambda r, now: self._live_broadcast()),
         }
 
     def _truth(self, request: Request, now: float) -> Any:
@@ -114,6 +124,40 @@ class ControlApi:
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         return asdict(self._emulator.config)
+
+    async def _broadcast_day(self, request: Request, now: float) -> Any:
+        """Push one day's deliveries to `url`; answered with the counts once all are delivered, failed or dropped."""
+        body = request.json()
+        if not isinstance(body, dict):
+            raise ApiError(400, 'body must be {"day": "YYYY-MM-DD", "url": "http://...", "headers"?: {...}, '
+                                '"limit"?: n, "connection_test"?: bool, and settings such as "drop_share"}')
+        emulator = self._emulator
+        try:
+            date = dt.date.fromisoformat(str(body.get("day")))
+        except ValueError:
+            raise ApiError(400, "day must be YYYY-MM-DD") from None
+        if not emulator.dataset.covers(date, now):
+            first = emulator.dataset.dates(now)[0]
+            raise ApiError(400, f"day {date} is outside the emulated days ({first} to today)")
+        limit = body.get("limit")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ApiError(400, "limit must be a positive integer")
+        connection_test = body.get("connection_test", False)
+        if not isinstance(connection_test, bool):
+            raise ApiError(400, "connection_test must be true or false")
+        settings = {k: v for k, v in body.items() if k not in ("day", "url", "headers", "limit", "connection_test")}
+        try:
+            url = check_url(body.get("url"))
+            headers = check_headers(body.get("headers") or {})
+            checked = check_settings(settings, seed=emulator.seed)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        return await replay_day(emulator.dataset, date, now, url, headers, checked, emulator.in_pool, limit=limit,
+                                send_connection_test=connection_test)
+
+    def _live_broadcast(self) -> Any:
+        live = self._emulator.live_broadcast
+        return {"live": False} if live is None else live.snapshot()
 
     def _reset_stats(self) -> Any:
         stats = self._emulator.stats

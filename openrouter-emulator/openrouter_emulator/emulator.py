@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import inspect
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from openrouter_emulator.account import activity, credits_info, key_info
 from openrouter_emulator.analytics import run_query
 from openrouter_emulator.analytics_catalogue import analytics_meta
 from openrouter_emulator.analytics_query import parse_query
+from openrouter_emulator.broadcast_live import LiveBroadcast, live_settings
 from openrouter_emulator.control import ControlApi
 from openrouter_emulator.dataset import UsageDataset
 from openrouter_emulator.faults import AccountLimiter, FaultPlan, SlidingWindowLimiter, error_body
@@ -42,6 +44,7 @@ class Emulator:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.started_at = time.time()
+        self.seed: int = args.seed
         self.management_key: str = args.management_key
         self.inference_key: str = args.inference_key
         self.dataset = UsageDataset(seed=args.seed, generations_per_day=args.generations_per_day, days=args.days,
@@ -56,8 +59,10 @@ class Emulator:
         self.stats = Stats()
         self.hostility = Hostility(args.seed, self.config, self.stats)
         self.generations = GenerationEndpoint(self.dataset, self.config, seed=args.seed, stats=self.stats)
-        self.control = ControlApi(self)
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="emulator-numpy")
+        live = live_settings(args, args.seed)  # ValueError naming the flag when they do not fit together
+        self.live_broadcast = None if live is None else LiveBroadcast(self.dataset, *live, self.in_pool)
+        self.control = ControlApi(self)
         # (method, path) -> (management only, runs in the thread pool, handler)
         self._api_routes: dict[tuple[str, str], tuple[bool, bool, Handler]] = {
             ("GET", "/activity"): (True, True, lambda r, now: activity(self.dataset, r.params, now,
@@ -72,6 +77,15 @@ class Emulator:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def start_background(self) -> None:
+        """Start what runs beside the answers (the live Broadcast pusher), in the running loop."""
+        if self.live_broadcast is not None:
+            self.live_broadcast.start()
+
+    async def stop_background(self) -> None:
+        if self.live_broadcast is not None:
+            await self.live_broadcast.stop()
 
     def configure(self, settings: Mapping[str, Any]) -> None:
         """Change runtime settings (all or none; ValueError saying why) and pass them on to what holds a copy."""
@@ -102,7 +116,8 @@ class Emulator:
                 self.stats.leave()
         return Response(404, error_body(404, "Not Found"), {})
 
-    async def _in_pool(self, function: Callable[[], Any]) -> Any:
+    async def in_pool(self, function: Callable[[], Any]) -> Any:
+        """`function()` in the numpy thread pool, so it never stalls the loop."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, function)
 
     async def _control(self, request: Request) -> Response:
@@ -112,9 +127,11 @@ class Emulator:
         pooled, handler = route
         try:
             if pooled:
-                payload = await self._in_pool(lambda: handler(request, time.time()))
+                payload = await self.in_pool(lambda: handler(request, time.time()))
             else:
                 payload = handler(request, time.time())
+            if inspect.isawaitable(payload):  # a long job (a Broadcast replay) answers when it is done
+                payload = await payload
             return Response(200, payload, {})
         except ApiError as error:
             return error_response(error)
@@ -167,7 +184,7 @@ class Emulator:
             if request.path == "/generation":
                 pooled = self.generations.needs_pool(authed)
             if pooled:
-                payload = await self._in_pool(lambda: handler(authed, time.time()))
+                payload = await self.in_pool(lambda: handler(authed, time.time()))
             else:
                 payload = handler(authed, time.time())
             return Response(200, payload, {})

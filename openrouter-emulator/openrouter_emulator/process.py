@@ -19,7 +19,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +81,8 @@ class EmulatorProcess:
 
     # -- the control API (`/_emulator/...`) --
 
-    def control(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
+    def control(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None,
+                timeout_s: float = CONTROL_TIMEOUT_S) -> Any:
         """One control call; the parsed JSON answer, or EmulatorControlError with the emulator's reason."""
         url = f"{self.control_url}{path}"
         if params:
@@ -90,7 +91,7 @@ class EmulatorProcess:
         request = urllib.request.Request(url, data=data, method=method,
                                          headers={"Content-Type": "application/json"} if data is not None else {})
         try:
-            with urllib.request.urlopen(request, timeout=CONTROL_TIMEOUT_S) as response:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as error:
             text = error.read().decode(errors="replace")
@@ -147,6 +148,27 @@ class EmulatorProcess:
             body["at"] = at
         return self.control("POST", "/generations", body)["ids"]
 
+    def broadcast_day(self, day: dt.date, url: str, *, token: str | None = None,
+                      headers: Mapping[str, str] | None = None, limit: int | None = None,
+                      connection_test: bool = False, wait_s: float = 600.0, **settings: Any) -> dict[str, Any]:
+        """Push the day's deliveries to `url` (`Authorization: Bearer <token>` when given, plus `headers`) with
+        Broadcast settings such as `drop_share=0.1, concurrency=16` (`POST /_emulator/broadcast`); answers the
+        counts when done: ids sent, delivered (2xx at least once), failed, dropped, duplicated, error spans,
+        mismatched, answers by status, connection errors."""
+        sent = dict(headers or {})
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        body: dict[str, Any] = {"day": day.isoformat(), "url": url, "headers": sent, **settings}
+        if limit is not None:
+            body["limit"] = limit
+        if connection_test:
+            body["connection_test"] = True
+        return self.control("POST", "/broadcast", body, timeout_s=wait_s)
+
+    def broadcast_stats(self) -> dict[str, Any]:
+        """The live pusher's counts (`--broadcast-url`), or `{"live": False}` without one."""
+        return self.control("GET", "/broadcast")
+
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -170,7 +192,8 @@ def _keys(extra_args: Sequence[str]) -> tuple[str, str]:
     return known.management_key, known.inference_key
 
 
-def _start(arguments: list[str], log_path: Path, management_key: str, inference_key: str) -> EmulatorProcess:
+def _start(arguments: list[str], log_path: Path, management_key: str, inference_key: str,
+           env: Mapping[str, str]) -> EmulatorProcess:
     """One attempt on a fresh port; mirakuru raises if the child exits, never answers, or the port is taken."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -179,15 +202,18 @@ def _start(arguments: list[str], log_path: Path, management_key: str, inference_
     with open(log_path, "ab") as log:  # the child keeps its own descriptor; no pipe that could fill and block it
         executor = HTTPExecutor(command, url=f"{base}/_emulator/config", status=200, method="GET",
                                 request_timeout=2.0, timeout=STARTUP_TIMEOUT_S, sleep=0.05,
-                                envvars={"PYTHONUNBUFFERED": "1"},
+                                envvars={**env, "PYTHONUNBUFFERED": "1"},
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         executor.start()
     return EmulatorProcess(f"{base}/api/v1", f"{base}/_emulator", management_key, inference_key, log_path, executor)
 
 
 def start_emulator(*, seed: int = 7, generations_per_day: int = 2000, days: int = 3, extra_args: Sequence[str] = (),
-                   log_path: Path | None = None) -> EmulatorProcess:
-    """Start an emulator on a free loopback port and wait until it answers; the caller must `stop()` it."""
+                   log_path: Path | None = None, env: Mapping[str, str] | None = None) -> EmulatorProcess:
+    """Start an emulator on a free loopback port and wait until it answers; the caller must `stop()` it.
+
+    `env` adds environment variables to the child's (e.g. `EMULATOR_BROADCAST_TOKEN`, kept out of argv).
+    """
     management_key, inference_key = _keys(extra_args)
     if log_path is None:
         handle, name = tempfile.mkstemp(prefix="openrouter-emulator-", suffix=".log")
@@ -199,7 +225,7 @@ def start_emulator(*, seed: int = 7, generations_per_day: int = 2000, days: int 
     why = "not started"
     for _attempt in range(_START_ATTEMPTS):
         try:
-            return _start(arguments, log_path, management_key, inference_key)
+            return _start(arguments, log_path, management_key, inference_key, env or {})
         except TimeoutExpired:  # alive but silent (mirakuru killed it): another port would not help
             why = f"did not answer within {STARTUP_TIMEOUT_S:.0f}s"
             break
@@ -214,10 +240,10 @@ def start_emulator(*, seed: int = 7, generations_per_day: int = 2000, days: int 
 
 @contextmanager
 def run_emulator(*, seed: int = 7, generations_per_day: int = 2000, days: int = 3, extra_args: Sequence[str] = (),
-                 log_path: Path | None = None) -> Iterator[EmulatorProcess]:
+                 log_path: Path | None = None, env: Mapping[str, str] | None = None) -> Iterator[EmulatorProcess]:
     """An emulator for the duration of a `with` block."""
     emulator = start_emulator(seed=seed, generations_per_day=generations_per_day, days=days, extra_args=extra_args,
-                              log_path=log_path)
+                              log_path=log_path, env=env)
     try:
         yield emulator
     finally:

@@ -23,6 +23,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from openrouter_emulator.broadcast_live import live_settings
 from openrouter_emulator.cli_arguments import CONTROL_HELP, add_cli_arguments, build_parser
 from openrouter_emulator.emulator import API_PREFIX, CONTROL_PREFIX, Emulator
 from openrouter_emulator.faults import error_body
@@ -106,6 +107,7 @@ async def serve_async(args: argparse.Namespace, stop: asyncio.Event | None = Non
               f"(seed {args.seed}, {args.generations_per_day} generations/day, {args.days} days, "
               f"{args.history_days} history days; "
               f"loop {type(asyncio.get_running_loop()).__module__})", flush=True)
+        emulator.start_background()
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -115,6 +117,7 @@ async def serve_async(args: argparse.Namespace, stop: asyncio.Event | None = Non
                 pass
         await stop.wait()
     finally:
+        await emulator.stop_background()
         await runner.cleanup()
         emulator.close()
         print("OpenRouter emulator stopped", flush=True)
@@ -135,12 +138,22 @@ def _run(coroutine: Any, loop_kind: str) -> None:
 
 def serve_from_args(args: argparse.Namespace) -> None:
     """Serve until SIGTERM or SIGINT, then shut down cleanly."""
+    try:
+        live_settings(args, args.seed)  # `--broadcast-*` flags that do not fit together: one line, no traceback
+    except ValueError as exc:
+        raise SystemExit(f"openrouter-emulator: error: {exc}") from None
     raise_open_files_limit()
     _run(serve_async(args), getattr(args, "loop", "auto"))
 
 
 def main(argv: list[str] | None = None) -> None:
-    serve_from_args(build_parser().parse_args(argv))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        live_settings(args, args.seed)  # flags that do not fit together: a usage error, before serving
+    except ValueError as exc:
+        parser.error(str(exc))
+    serve_from_args(args)
 
 
 if __name__ == "__main__":

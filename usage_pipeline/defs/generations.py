@@ -18,8 +18,9 @@ from dagster import (
     multi_asset_check,
 )
 
+from usage_pipeline.broadcast.coverage import push_coverage
 from usage_pipeline.defs.partitions import capturable_day, daily_partitions, partition_day, settings_checked
-from usage_pipeline.defs.resources import InfluxDBResource, OpenRouterResource
+from usage_pipeline.defs.resources import BroadcastJournalResource, InfluxDBResource, OpenRouterResource
 from usage_pipeline.influx.errors import InfluxError
 from usage_pipeline.ledger import record_day
 from usage_pipeline.openrouter.counts import api_day_counts
@@ -50,19 +51,20 @@ def refresh_asked(tags: Mapping[str, str]) -> bool:
                 "A rerun fetches only the records not already stored whole; run tag "
                 f"{REFRESH_TAG}=true fetches them all again.",
 )
-def generations(context: AssetExecutionContext, openrouter: OpenRouterResource,
-                influxdb: InfluxDBResource) -> MaterializeResult:
+def generations(context: AssetExecutionContext, openrouter: OpenRouterResource, influxdb: InfluxDBResource,
+                broadcast: BroadcastJournalResource) -> MaterializeResult:
     day = capturable_day(context.partition_key)
     refresh = refresh_asked(context.run.tags)
     with settings_checked():  # every setting, before any query
-        store, client = influxdb.store(), openrouter.client()
+        store, client, journal_path = influxdb.store(), openrouter.client(), broadcast.journal_path
     try:
         with store, client:
             store.ensure_database()
             recording = record_day(client, store, day, refresh=refresh)
+            pushed = push_coverage(journal_path, day, store.day_ids(day))  # what push delivered of the day
     except (OpenRouterError, InfluxError) as exc:  # their messages say what was tried; no secret in them
         raise Failure(description=str(exc)) from None
-    metadata = recording.summary()
+    metadata = {**recording.summary(), **pushed}
     context.log.info(f"{day}: {metadata}")
     if not recording.complete:
         raise Failure(description=recording.problems(), metadata=metadata)

@@ -104,6 +104,17 @@ class DailyUsageDatabase(ConfigurableResource):
             yield conn
 
 
+class BroadcastJournalResource(ConfigurableResource):
+    """The push receiver's journal (SQLite), read by the nightly capture for its push coverage."""
+
+    path: str | None = Field(default=None, description="unset: BROADCAST_JOURNAL_PATH (data/broadcast.sqlite3)")
+
+    @property
+    def journal_path(self) -> Path:
+        return Path(_value(self.path, "BROADCAST_JOURNAL_PATH"))
+
+
 def resources_from_env() -> dict[str, ConfigurableResource]:
     """The resources as deployed: every field unset, so each is read from its variable when a run starts."""
-    return {"openrouter": OpenRouterResource(), "influxdb": InfluxDBResource(), "usage_db": DailyUsageDatabase()}
+    return {"openrouter": OpenRouterResource(), "influxdb": InfluxDBResource(), "usage_db": DailyUsageDatabase(),
+            "broadcast": BroadcastJournalResource()}

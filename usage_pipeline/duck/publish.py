@@ -23,6 +23,7 @@ from filelock import FileLock
 
 from usage_pipeline.duck.history import HISTORY_DAY_TABLES
 from usage_pipeline.duck.summaries import SUMMARY_TABLES, TABLE_SCHEMAS, DaySummary, column_definitions
+from usage_pipeline.duck.today import TODAY_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def replace_day(conn: duckdb.DuckDBPyConnection, summary: DaySummary) -> None:
         "AND schema_name = current_schema()").fetchall()}
     conn.begin()
     try:
-        for table in HISTORY_DAY_TABLES:
+        for table in (*HISTORY_DAY_TABLES, TODAY_TABLE):  # the exact day replaces aggregates, provisional rows
             if table in stored:
                 conn.execute(f"DELETE FROM {table} WHERE day = ?", [summary.day])
         for table in SUMMARY_TABLES:

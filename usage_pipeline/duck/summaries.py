@@ -207,7 +207,7 @@ def summarize_day(
         # A compressed in-memory database holds a 1M-row day in ~50 MiB instead of ~200 MiB.
         conn.execute("ATTACH ':memory:' AS day_ledger (COMPRESS)")
         conn.execute("USE day_ledger")
-        _load(conn, day, chunks)
+        load_ledger(conn, day, chunks)
         _load_names(conn, names or {})
         built_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         params = {
@@ -221,7 +221,7 @@ def summarize_day(
     return DaySummary(day=day, tables=tables)
 
 
-def _load(conn: duckdb.DuckDBPyConnection, day: dt.date, chunks: Iterable[pandas.DataFrame]) -> None:
+def load_ledger(conn: duckdb.DuckDBPyConnection, day: dt.date, chunks: Iterable[pandas.DataFrame]) -> None:
     """Append the chunks to `ledger` one at a time, then check they all belong to `day` and drop
     any repeated generation so one generation is never counted or billed twice."""
     columns = ", ".join(f'"{name}" {sql_type}' for name, sql_type in LEDGER_COLUMNS.items())

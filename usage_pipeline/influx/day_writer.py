@@ -60,9 +60,12 @@ def is_complete(stored: Sequence[StoredIdentity] | None, api_key_label: Any) -> 
 class DayWriter:
     """The ledger's `StoredRecords` for one capture, and the writer of its batches."""
 
-    def __init__(self, store: InfluxStore, *, refresh: bool = False, batch_size: int = WRITE_BATCH_SIZE) -> None:
+    def __init__(self, store: InfluxStore, *, refresh: bool = False, batch_size: int = WRITE_BATCH_SIZE,
+                 any_key: bool = False) -> None:
         self.store = store
         self.refresh = refresh
+        self.any_key = any_key  # an id on one point is complete whatever its api_key (the push drain: the
+        # nightly capture's analytics label is the authority, a pushed key name must not overwrite it)
         self.batch_size = batch_size
         self.totals = DayWriteTotals()
         self.book = RankBook()
@@ -91,7 +94,9 @@ class DayWriter:
         by_id: dict[str, list[StoredIdentity]] = defaultdict(list)
         for identity in found:
             by_id[identity.point.generation_id].append(identity)
-        return {gen_id for gen_id, label in ids.items() if is_complete(by_id.get(gen_id), label)}
+        return {gen_id for gen_id, label in ids.items()
+                if is_complete(by_id.get(gen_id), by_id[gen_id][0].api_key if self.any_key and gen_id in by_id
+                               else label)}
 
     def window_closed(self, window: Window) -> None:
         with self._lock:

@@ -24,6 +24,7 @@ from usage_pipeline.influx.points import MEASUREMENT
 from usage_pipeline.influx.reads import DayCounts, StoredIdentity
 from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.influx.writes import WRITE_BATCH_SIZE, WriteResult
+from usage_pipeline.openrouter.day import day_bounds
 from usage_pipeline.openrouter.generation import Generation
 
 
@@ -112,6 +113,12 @@ class InfluxStore:
     def stored_identities(self, start_ns: int, end_ns: int) -> list[StoredIdentity]:
         """Every point with time in [start_ns, end_ns): generation id, tags, time, and its api_key field."""
         return reads.stored_identities(self._connection, start_ns, end_ns)
+
+    def day_ids(self, day: dt.date) -> set[str]:
+        """The generation ids stored in the UTC day."""
+        start, end = day_bounds(day)
+        found = self.stored_identities(int(start.timestamp()) * 10**9, int(end.timestamp()) * 10**9)
+        return {identity.point.generation_id for identity in found}
 
     def iter_day_frames(self, day: dt.date, chunk_size: int = 10000) -> Iterator[pd.DataFrame]:
         """Stream the day's points, one DataFrame per server chunk, so memory is bounded by chunk_size."""

@@ -23,7 +23,7 @@ import time
 from collections.abc import Generator
 from typing import Any
 
-from usage_pipeline.openrouter.capture_types import CaptureReport, StoredRecords
+from usage_pipeline.openrouter.capture_types import CaptureReport, CaptureSide, StoredRecords
 from usage_pipeline.openrouter.client import OpenRouterClient
 from usage_pipeline.openrouter.day import EDGE, check_capturable, day_bounds
 from usage_pipeline.openrouter.enumeration import DayEnumeration
@@ -34,7 +34,7 @@ from usage_pipeline.openrouter.handover import WindowClosed
 from usage_pipeline.openrouter.records import RecordRetries
 from usage_pipeline.openrouter.windows import Bucket, WindowTooDense
 
-__all__ = ["CaptureReport", "DayCapture", "StoredRecords", "WindowTooDense"]
+__all__ = ["CaptureReport", "DayCapture", "StoredRecords", "WindowTooDense", "stream_batches"]
 
 
 class DayCapture:
@@ -54,36 +54,8 @@ class DayCapture:
     def count_buckets(self) -> list[Bucket]:
         return self.enumeration.count_buckets()
 
-    # -- the caller's side: a thread runs the fetching, batches come back through a queue --
-
     def batches(self) -> Generator[list[Generation], None, None]:
-        started = time.monotonic()
-        queries_before, retries_before = self.client.analytics_queries, self.client.retries
-        handed: queue.Queue[Any] = queue.Queue()
-        runner = DayFetch(self, handed.put)
-        thread = threading.Thread(target=runner.run, name=f"capture-{self.day}", daemon=True)
-        with long_lived_frozen():  # full collections stall the fetching thread; see gc_freeze
-            thread.start()
-            try:
-                while True:
-                    item = handed.get()
-                    if item is None:
-                        break
-                    if isinstance(item, BaseException):
-                        raise item
-                    if isinstance(item, WindowClosed):
-                        if self.stored is not None:
-                            self.stored.window_closed(item.window)
-                        continue
-                    batch, written = item
-                    yield batch
-                    written()
-            finally:
-                runner.stop()
-                thread.join()
-                self.report.analytics_queries = self.client.analytics_queries - queries_before
-                self.report.retries += self.client.retries - retries_before
-                self.report.elapsed_s = round(time.monotonic() - started, 3)
+        return stream_batches(self)
 
     def accept(self, gen_id: str, api_key: Any, data: dict[str, Any]) -> Generation | None:
         """The record of `gen_id` (its API key label as analytics answered it), or None after noting why it
@@ -105,3 +77,36 @@ class DayCapture:
     def missing(self, gen_id: str, reason: str) -> None:
         self.report.missing.append(gen_id)
         self.report.missing_reasons[reason] = self.report.missing_reasons.get(reason, 0) + 1
+
+
+def stream_batches(side: CaptureSide) -> Generator[list[Generation], None, None]:
+    """The records of `side` (a day's capture, or the push drain's ids) as batches, fetched on a thread of
+    their own while the caller writes: the caller's side of `fetching.DayFetch`."""
+    started = time.monotonic()
+    client, report = side.client, side.report
+    queries_before, retries_before = client.analytics_queries, client.retries
+    handed: queue.Queue[Any] = queue.Queue()
+    runner = DayFetch(side, handed.put)
+    thread = threading.Thread(target=runner.run, name=f"capture-{side.day}", daemon=True)
+    with long_lived_frozen():  # full collections stall the fetching thread; see gc_freeze
+        thread.start()
+        try:
+            while True:
+                item = handed.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, WindowClosed):
+                    if side.stored is not None:
+                        side.stored.window_closed(item.window)
+                    continue
+                batch, written = item
+                yield batch
+                written()
+        finally:
+            runner.stop()
+            thread.join()
+            report.analytics_queries = client.analytics_queries - queries_before
+            report.retries += client.retries - retries_before
+            report.elapsed_s = round(time.monotonic() - started, 3)

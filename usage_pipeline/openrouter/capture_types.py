@@ -9,15 +9,15 @@ asked per window which ids need no fetch, and told when a window's records are a
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from usage_pipeline.openrouter.client import ANALYTICS_MAX_ROWS, OpenRouterClient
-from usage_pipeline.openrouter.enumeration import DayEnumeration
+from usage_pipeline.openrouter.enumeration import IdWindow
 from usage_pipeline.openrouter.generation import Generation
 from usage_pipeline.openrouter.records import RecordRetries
-from usage_pipeline.openrouter.windows import Window
+from usage_pipeline.openrouter.windows import Bucket, Window
 
 
 @dataclass
@@ -85,6 +85,14 @@ class StoredRecords(Protocol):
         ...
 
 
+class IdSource(Protocol):
+    """Where the ids to fetch come from: a day's enumeration (`DayEnumeration`), or the push journal."""
+
+    def count_buckets(self) -> list[Bucket]: ...
+
+    def windows(self, buckets: list[Bucket]) -> Iterator[IdWindow]: ...
+
+
 class CaptureSide(Protocol):
     """What the fetching thread needs from the capture that runs it."""
 
@@ -92,8 +100,10 @@ class CaptureSide(Protocol):
     day: dt.date
     report: CaptureReport
     retries: RecordRetries
-    enumeration: DayEnumeration
     stored: StoredRecords | None
+
+    @property
+    def enumeration(self) -> IdSource: ...
 
     def accept(self, gen_id: str, api_key: Any, data: dict[str, Any]) -> Generation | None: ...
 

@@ -42,8 +42,8 @@ class Chart:
 
 def build_charts(data: ReportData) -> list[Chart]:
     """The five charts, in page order; an empty list when nothing is stored in the period."""
-    if data.period is None:
-        return []
+    if data.period is None:  # no captured day in the window: today's provisional hours alone, if any
+        return [_today(data)] if not data.today.empty else []
     colours = _colours(data.spend_by_model["model"])
     aggregate = int((data.day_status["kind"] == AGGREGATE).sum())
     exact_note = (" Captured days only, from the first one: aggregate days have no per-key or per-user figures."
@@ -59,7 +59,25 @@ def build_charts(data: ReportData) -> list[Chart]:
                   f"The top external users (the `user` field of requests) by spend over the period; "
                   f"`total_cost`.{exact_note}"),
         _latency(data, colours),
+        *([_today(data)] if not data.today.empty else []),
     ]
+
+
+def _today(data: ReportData) -> Chart:
+    """The provisional hours beside the captured days: spend per hour by model, from `usage_today`."""
+    frame = data.today
+    colours = _colours(frame.groupby("model")["usage"].sum().sort_values(ascending=False).index)
+    as_of = pandas.Timestamp(frame["built_at"].max()).strftime("%Y-%m-%d %H:%M")
+    note = (f"PROVISIONAL, as of {as_of} UTC: `usage_today`, what Broadcast push has stored of the days not yet "
+            f"captured. Push is not complete (sampling, drops); each day's nightly exact capture replaces it.")
+    figure = go.Figure()
+    for model, rows in frame.groupby("model", sort=False):
+        figure.add_bar(name=label(model), x=[pandas.Timestamp(h).isoformat() for h in rows["hour"]],
+                       y=rows["usage"].round(6).tolist(), marker={"color": colours.get(str(model), OTHER_COLOUR)},
+                       hovertemplate="%{x|%Y-%m-%d %H:00} · %{fullData.name}: $%{y:,.4f}<extra></extra>")
+    figure.update_layout(barmode="stack", yaxis={"title": "spend (USD)", "tickprefix": "$"},
+                         xaxis={"title": "hour (UTC)"}, legend={"orientation": "h"})
+    return Chart("usage-today", "Today so far, per hour by model (provisional, USD)", note, figure)
 
 
 def label(text: object) -> str:

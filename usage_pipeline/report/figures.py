@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -69,6 +69,9 @@ class ReportData:
     spend_by_user: pandas.DataFrame
     provider_latency: pandas.DataFrame
     totals: Totals
+    # hour, model, usage (USD), requests, built_at: the provisional hours of the days not yet captured
+    today: pandas.DataFrame = field(default_factory=lambda: pandas.DataFrame(
+        {"hour": [], "model": [], "usage": [], "requests": [], "built_at": []}))
 
 
 def read_report(path: Path, days: int, until: dt.date) -> ReportData:
@@ -79,7 +82,7 @@ def read_report(path: Path, days: int, until: dt.date) -> ReportData:
             "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()").fetchall()}
         window, period = period_to_show(conn, tables, days, until)
         if period is None:
-            return _empty(path, window)
+            return _empty(path, window, _today(conn, tables))
         params = {"first": period.first, "last": period.last}
         status = _day_status(conn, tables, params)
         conn.register("report_days", status[["day", "kind"]])
@@ -89,6 +92,7 @@ def read_report(path: Path, days: int, until: dt.date) -> ReportData:
         users = _spend_by(conn, tables, "daily_usage_by_user", "external_user", "(no external user)", params)
         latency = _provider_latency(conn, tables, names, params)
         tokens = _tokens(conn, tables, params)
+        today = _today(conn, tables)
     totals = Totals(
         requests=int(status["requests"].sum()), spend_usd=float(spend["usage"].sum()),
         tokens_prompt=tokens[0], tokens_completion=tokens[1],
@@ -99,7 +103,16 @@ def read_report(path: Path, days: int, until: dt.date) -> ReportData:
         spend_by_model=top_and_other(spend, "model", "usage", TOP_MODELS, ["day", "kind"]),
         spend_by_api_key=top_and_other(keys, "api_key", "total_cost", TOP_SPENDERS, ["day"]),
         spend_by_user=top_and_other(users, "external_user", "total_cost", TOP_SPENDERS, ["day"]),
-        provider_latency=latency, totals=totals)
+        provider_latency=latency, totals=totals, today=today)
+
+
+def _today(conn: duckdb.DuckDBPyConnection, tables: set[str]) -> pandas.DataFrame:
+    """`usage_today`'s hours per model (provisional: what push stored of the days not yet captured)."""
+    if "usage_today" not in tables:
+        return pandas.DataFrame({"hour": [], "model": [], "usage": [], "requests": [], "built_at": []})
+    return _query(conn, """SELECT hour, model, sum(usage) AS usage, sum(requests) AS requests,
+                                  max(built_at) AS built_at
+                           FROM usage_today GROUP BY hour, model ORDER BY hour, model""", {})
 
 
 def top_and_other(frame: pandas.DataFrame, label: str, value: str, top: int, by: list[str]) -> pandas.DataFrame:
@@ -223,7 +236,7 @@ def _tokens(conn: duckdb.DuckDBPyConnection, tables: set[str], params: Mapping[s
     return prompt, completion
 
 
-def _empty(path: Path, window: Period) -> ReportData:
+def _empty(path: Path, window: Period, today: pandas.DataFrame) -> ReportData:
     status = pandas.DataFrame({c: [] for c in ("day", "requests", "api_requests", "capture_status", "kind", "note")})
     return ReportData(
         source=path, window=window, period=None, day_status=status,
@@ -231,4 +244,4 @@ def _empty(path: Path, window: Period) -> ReportData:
         spend_by_api_key=pandas.DataFrame({"day": [], "api_key": [], "total_cost": [], "requests": []}),
         spend_by_user=pandas.DataFrame({"day": [], "external_user": [], "total_cost": [], "requests": []}),
         provider_latency=pandas.DataFrame({"model": [], "provider": [], "requests": [], "avg_latency_ms": []}),
-        totals=Totals(0, 0.0, 0, 0, 0, 0, 0, 0))
+        totals=Totals(0, 0.0, 0, 0, 0, 0, 0, 0), today=today)

@@ -59,6 +59,7 @@ def render_page(data: ReportData, charts: list[Chart], built_at: dt.datetime) ->
         body += (f'<section class="empty"><h2>No data</h2><p>Nothing is stored for {data.window} '
                  f"in {html.escape(str(data.source))}.</p><p>Run the pipeline (or <code>usage-pipeline demo</code>) "
                  f"for these days, or widen <code>--days</code>.</p></section>")
+        body += "".join(_section(chart) for chart in charts)  # today's provisional hours, if stored
     else:
         body += _totals(data) + _flagged_days(data) + "".join(_section(chart) for chart in charts)
     script = f"<script>{_DRAW}</script>" if drawn else ""

@@ -1,0 +1,177 @@
+"""The push journal: every announced generation id, durable before the receiver answers 2xx.
+
+SQLite in WAL mode with `synchronous=FULL`: a commit returns only once the WAL is fsynced, so a SIGKILL (or
+a power cut) after the answer loses nothing. The id is the primary key, so a delivery replayed or sent twice
+is one row (`deliveries` counts them). Commits are grouped (`JournalWriter`): deliveries arriving while one
+commit's fsync runs are written by the next commit together, so one fsync answers many and the receiver's
+throughput is not one disk flush per delivery.
+
+The drain worker (`drain`) reads due rows on connections of its own and marks them drained; the nightly
+capture reads a day's rows for its push coverage. WAL lets all of them read while the receiver writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from usage_pipeline.broadcast.spans import PushedSpan
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pushed (
+    id TEXT PRIMARY KEY,
+    day TEXT NOT NULL,                -- the UTC day of the request's start
+    start_ns INTEGER NOT NULL,
+    received_at REAL NOT NULL,        -- unix seconds of the first delivery
+    deliveries INTEGER NOT NULL DEFAULT 1,
+    api_key_name TEXT,
+    model TEXT,
+    total_cost REAL,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    error INTEGER NOT NULL,           -- every delivery so far was an error span
+    due_at REAL NOT NULL,             -- when the drain may fetch it (past the record's 404 lag)
+    attempts INTEGER NOT NULL DEFAULT 0,
+    drained_at REAL,                  -- stored in the ledger (fetched and written, or found stored)
+    outcome TEXT                      -- the last drain's word on it: a miss's reason, a figure that differs
+);
+CREATE INDEX IF NOT EXISTS pushed_due ON pushed (drained_at, due_at);
+CREATE INDEX IF NOT EXISTS pushed_day ON pushed (day);
+"""
+
+# A replay adds a delivery; an error span never overwrites the figures of a good one.
+UPSERT = """
+INSERT INTO pushed (id, day, start_ns, received_at, api_key_name, model, total_cost, input_tokens,
+                    output_tokens, error, due_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    deliveries = deliveries + 1,
+    api_key_name = coalesce(api_key_name, excluded.api_key_name),
+    model = coalesce(model, excluded.model),
+    total_cost = coalesce(total_cost, excluded.total_cost),
+    input_tokens = coalesce(input_tokens, excluded.input_tokens),
+    output_tokens = coalesce(output_tokens, excluded.output_tokens),
+    error = min(error, excluded.error)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRow:
+    id: str
+    day: str
+    start_ns: int
+    api_key_name: str | None
+    total_cost: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    error: bool
+    attempts: int
+
+
+def span_day(span: PushedSpan) -> str:
+    return dt.datetime.fromtimestamp(span.start_ns / 1e9, dt.UTC).date().isoformat()
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    """A connection in WAL mode with fsync on every commit; the schema created if new."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.executescript(SCHEMA)
+    return connection
+
+
+def _rows(spans: Iterable[PushedSpan], received_at: float, lag_s: float) -> list[tuple[object, ...]]:
+    return [(s.id, span_day(s), s.start_ns, received_at, s.api_key_name, s.model, s.total_cost, s.input_tokens,
+             s.output_tokens, int(s.error), received_at + lag_s) for s in spans]
+
+
+Done = Callable[[BaseException | None], None]
+
+
+class JournalWriter:
+    """One thread that commits the deliveries queued while the previous commit ran, together."""
+
+    def __init__(self, path: Path | str, lag_s: float) -> None:
+        self.path = path
+        self.lag_s = lag_s
+        self.commits = 0
+        self._queue: queue.SimpleQueue[tuple[Sequence[PushedSpan], float, Done] | None] = queue.SimpleQueue()
+        self._connection = connect(path)
+        self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, spans: Sequence[PushedSpan], received_at: float, done: Done) -> None:
+        """Journal the spans; `done(None)` is called (on the writer's thread) once they are durable."""
+        self._queue.put((spans, received_at, done))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._connection.close()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            group = [item]
+            while True:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # stop after this group
+                    break
+                group.append(more)
+            error: BaseException | None = None
+            try:
+                with self._connection:
+                    self._connection.execute("BEGIN IMMEDIATE")
+                    for spans, received_at, _ in group:
+                        self._connection.executemany(UPSERT, _rows(spans, received_at, self.lag_s))
+                self.commits += 1
+            except sqlite3.Error as exc:  # the disk is full or the file broken: every delivery of it fails
+                error = exc
+            for _, _, done in group:
+                done(error)
+
+
+def due(connection: sqlite3.Connection, now: float, limit: int) -> list[JournalRow]:
+    """Undrained rows past their lag, oldest first."""
+    found = connection.execute(
+        "SELECT id, day, start_ns, api_key_name, total_cost, input_tokens, output_tokens, error, attempts FROM pushed "
+        "WHERE drained_at IS NULL AND due_at <= ? ORDER BY due_at LIMIT ?", (now, limit)).fetchall()
+    return [JournalRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8]) for r in found]
+
+
+def mark_drained(connection: sqlite3.Connection, outcomes: dict[str, str | None], now: float) -> None:
+    with connection:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.executemany("UPDATE pushed SET drained_at = ?, outcome = ?, attempts = attempts + 1 WHERE id = ?",
+                               [(now, outcome, gen_id) for gen_id, outcome in outcomes.items()])
+
+
+def postpone(connection: sqlite3.Connection, reasons: dict[str, str], until: dict[str, float]) -> None:
+    with connection:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.executemany("UPDATE pushed SET due_at = ?, outcome = ?, attempts = attempts + 1 WHERE id = ?",
+                               [(until[gen_id], reason, gen_id) for gen_id, reason in reasons.items()])
+
+
+def day_ids(connection: sqlite3.Connection, day: dt.date) -> dict[str, str | None]:
+    """The day's pushed ids -> the last drain outcome (None: stored with nothing to say)."""
+    return dict(connection.execute("SELECT id, outcome FROM pushed WHERE day = ?", (day.isoformat(),)).fetchall())
+
+
+def day_mismatches(connection: sqlite3.Connection, day: dt.date) -> dict[str, str]:
+    rows = connection.execute("SELECT id, outcome FROM pushed WHERE day = ? AND drained_at IS NOT NULL "
+                              "AND outcome LIKE 'differs:%'", (day.isoformat(),)).fetchall()
+    return dict(rows)

@@ -1,0 +1,77 @@
+"""The two push processes as commands: `usage-pipeline receive` (the webhook) and `usage-pipeline drain`.
+
+Apart, so the receiver's answers never wait for the drain's fetching (one GIL each), and either can be
+restarted alone: the journal between them is durable, and the drain redoes what it had in flight.
+Settings come from the environment, read here once when the command starts (`usage_pipeline.settings`).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from aiohttp import web
+
+from usage_pipeline.broadcast import journal
+from usage_pipeline.broadcast.drain import DrainReport, drain_forever
+from usage_pipeline.broadcast.journal import JournalWriter
+from usage_pipeline.broadcast.receiver import PATH, ReceiverSettings, receiver_app
+from usage_pipeline.settings import SettingError, setting
+
+LOCAL_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def receiver_settings(*, local_only: bool, host: str) -> ReceiverSettings:
+    """From the environment; no token is refused unless the receiver is told it is local-only (and is)."""
+    token = setting("BROADCAST_TOKEN")
+    if token is None and not local_only:
+        raise SettingError("BROADCAST_TOKEN is not set: the receiver needs a bearer token (or --local-only, "
+                           "for a receiver on 127.0.0.1 that nothing else can reach)")
+    if local_only and host not in LOCAL_HOSTS:
+        raise SettingError(f"--local-only serves without a token only on 127.0.0.1, not on {host!r}")
+    return ReceiverSettings(token=token, journal_path=Path(setting("BROADCAST_JOURNAL_PATH")),
+                            max_body_bytes=setting("BROADCAST_MAX_BODY_BYTES"),
+                            drain_lag_s=setting("BROADCAST_DRAIN_LAG_S"))
+
+
+def serve_receiver(host: str, port: int, *, local_only: bool = False) -> int:
+    settings = receiver_settings(local_only=local_only, host=host)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    writer = JournalWriter(settings.journal_path, settings.drain_lag_s)
+    app = receiver_app(settings, writer)
+    auth = "no token (local only)" if settings.token is None else "bearer token required"
+    print(f"receiving Broadcast deliveries at http://{host}:{port}{PATH} ({auth}); journal "
+          f"{settings.journal_path}", flush=True)
+    try:
+        web.run_app(app, host=host, port=port, access_log=None, print=None, handle_signals=True,
+                    auto_decompress=False)  # `receiver.decoded` unpacks, within the size limit
+    finally:
+        writer.close()
+    return 0
+
+
+def serve_drain(interval_s: float = 1.0) -> int:
+    """Drain until SIGTERM or SIGINT; one line per round that had ids due."""
+    from usage_pipeline.defs.resources import InfluxDBResource, OpenRouterResource
+
+    client, store = OpenRouterResource().client(), InfluxDBResource().store()
+    connection = journal.connect(setting("BROADCAST_JOURNAL_PATH"))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+
+    def said(report: DrainReport) -> None:
+        print(f"drained {report.due} due: {report.fetched} fetched, {report.reused} stored already, "
+              f"{report.written} written, {report.differs} differing from their span, "
+              f"{len(report.postponed)} due again later", flush=True)
+
+    print(f"draining {setting('BROADCAST_JOURNAL_PATH')} into InfluxDB", flush=True)
+    with client, store:
+        store.ensure_database()
+        drain_forever(client, store, connection, stop, interval_s, on_round=said)
+    connection.close()
+    print("drain stopped", file=sys.stderr)
+    return 0
