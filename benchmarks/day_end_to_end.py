@@ -16,14 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from dagster import DagsterInstance
-
 from benchmarks.capture_throughput import FAULT_MIXES, emulator_args
 from benchmarks.influx_write import peak_rss_mb
 from openrouter_emulator.process import run_emulator
 from usage_pipeline.definitions import build_defs
+from usage_pipeline.defs.organisations import default_instance
+from usage_pipeline.defs.partitions import OrgDay
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
 from usage_pipeline.influx.local_server import run_influxd
+from usage_pipeline.organisations import DEFAULT_NAME
 
 
 def main() -> None:
@@ -51,7 +52,7 @@ def main() -> None:
             })
             t1 = time.monotonic()
             result = defs.resolve_job_def("daily_ledger").execute_in_process(
-                partition_key=day.isoformat(), instance=DagsterInstance.ephemeral(), raise_on_error=False,
+                partition_key=OrgDay(DEFAULT_NAME, day).key, instance=default_instance(), raise_on_error=False,
                 run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
             job_seconds = time.monotonic() - t1
             stats = emulator.stats()

@@ -15,12 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from dagster import DagsterInstance
-
 from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.definitions import build_defs
+from usage_pipeline.defs.organisations import default_instance
+from usage_pipeline.defs.partitions import OrgDay
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
 from usage_pipeline.influx.local_server import run_influxd
+from usage_pipeline.organisations import DEFAULT_NAME
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
@@ -32,7 +33,8 @@ def run_day(base_url: str, api_key: str, influx_url: str, root: Path) -> tuple[f
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     started = time.monotonic()
     result = defs.resolve_job_def("daily_ledger").execute_in_process(
-        partition_key=day.isoformat(), instance=DagsterInstance.ephemeral(), raise_on_error=False, run_config=QUIET)
+        partition_key=OrgDay(DEFAULT_NAME, day).key, instance=default_instance(), raise_on_error=False,
+        run_config=QUIET)
     seconds = time.monotonic() - started
     failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"), None)
     error = failure.step_failure_data.error if failure else None

@@ -38,15 +38,18 @@ def _emulator(args: argparse.Namespace) -> int:
 
 
 def _influx_setup(_: argparse.Namespace) -> int:
-    from usage_pipeline.influx.settings import InfluxSettings
-    from usage_pipeline.influx.store import InfluxStore
+    """Every configured organisation's database (and retention policy)."""
+    from usage_pipeline.defs.resources import InfluxDBResource
+    from usage_pipeline.organisations import load_organisations
 
-    settings = InfluxSettings.from_env()
-    with InfluxStore(settings) as store:
-        version = store.ping()
-        store.ensure_database()
-    retention = f"{settings.retention_days} days" if settings.retention_days else "forever"
-    print(f"InfluxDB {version}: database {settings.database!r} ready (retention: {retention})")
+    organisations = load_organisations()
+    for org in organisations.members:
+        with InfluxDBResource().store(org, organisations) as store:
+            version = store.ping()
+            store.ensure_database()
+        days = store.settings.retention_days
+        print(f"InfluxDB {version}: database {store.settings.database!r} of organisation {org.name} ready "
+              f"(retention: {f'{days} days' if days else 'forever'})")
     return 0
 
 
@@ -63,25 +66,35 @@ def _home_instance(command: str) -> DagsterInstance | None:
 
 
 def _capture(args: argparse.Namespace) -> int:
-    """The daily_ledger job for one day, in this process, on $DAGSTER_HOME's instance (so the UI shows it)."""
+    """The daily_ledger job for one day of each organisation (or of `--org`), in this process, one after
+    the other, on $DAGSTER_HOME's instance (so the UI shows the runs)."""
     instance = _home_instance("capture")  # before the definitions load: a wrong home is said alone, at once
     if instance is None:
         return 2
     from usage_pipeline.definitions import defs
     from usage_pipeline.defs.generations import REFRESH_TAG
+    from usage_pipeline.defs.organisations import add_organisations
+    from usage_pipeline.defs.partitions import OrgDay
+    from usage_pipeline.organisations import load_organisations
 
+    organisations = load_organisations()
+    names = [organisations.get(args.org).name] if args.org else organisations.names
+    failed = 0
     with instance:
-        result = defs.resolve_job_def("daily_ledger").execute_in_process(
-            partition_key=args.day.isoformat(), instance=instance, raise_on_error=False,
-            tags={REFRESH_TAG: "true" if args.refresh else "false"})
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    for name, passed in sorted(checks.items()):
-        print(f"  {name}: {'passed' if passed else 'FAILED'}")
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data is not None:
-            print(f"  {event.step_key}: {event.step_failure_data.error_display_string}".splitlines()[0])
-    print(f"capture {args.day}: {'success' if result.success else 'FAILED'} (run {result.run_id})")
-    return 0 if result.success else 1
+        add_organisations(instance, names)
+        for name in names:
+            result = defs.resolve_job_def("daily_ledger").execute_in_process(
+                partition_key=OrgDay(name, args.day).key, instance=instance, raise_on_error=False,
+                tags={REFRESH_TAG: "true" if args.refresh else "false"})
+            checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+            for check, passed in sorted(checks.items()):
+                print(f"  {check}: {'passed' if passed else 'FAILED'}")
+            for event in result.all_events:
+                if event.is_step_failure and event.step_failure_data is not None:
+                    print(f"  {event.step_key}: {event.step_failure_data.error_display_string}".splitlines()[0])
+            print(f"capture {name} {args.day}: {'success' if result.success else 'FAILED'} (run {result.run_id})")
+            failed += not result.success
+    return 1 if failed else 0
 
 
 def _release_dead_runs(args: argparse.Namespace) -> int:
@@ -113,7 +126,7 @@ def _report(args: argparse.Namespace) -> int:
     from usage_pipeline.report import ReportError, write_report
 
     try:
-        written = write_report(args.out, duckdb_path=args.duckdb, days=args.days)
+        written = write_report(args.out, duckdb_path=args.duckdb, days=args.days, org=args.org)
     except ReportError as exc:
         print(f"usage-pipeline report: {exc}", file=sys.stderr)
         return 2
@@ -155,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("day", type=dt.date.fromisoformat, help="the UTC day, YYYY-MM-DD")
     capture.add_argument("--refresh", action="store_true",
                          help="fetch every record again, even those already stored whole")
+    capture.add_argument("--org", help="only this organisation (default: every one, in turn)")
     capture.set_defaults(run=_capture)
 
     release = commands.add_parser(
@@ -171,11 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     receive.add_argument("--port", type=int, default=8788)
     receive.add_argument("--local-only", action="store_true",
                          help="serve without a token (only on 127.0.0.1: tests and the demo)")
+    receive.add_argument("--org", help="the organisation whose Broadcast destination this is (default: the only one)")
 
     def _receive(a: argparse.Namespace) -> int:
         from usage_pipeline.broadcast.service import serve_receiver
 
-        return serve_receiver(a.host, a.port, local_only=a.local_only)
+        return serve_receiver(a.host, a.port, local_only=a.local_only, org=a.org)
 
     receive.set_defaults(run=_receive)
 
@@ -183,11 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
         "drain", help="fetch the journaled pushed ids from GET /generation and store them in InfluxDB, as the "
                       "nightly capture would (the same points)")
     drain.add_argument("--interval", type=float, default=1.0, help="seconds between rounds when idle")
+    drain.add_argument("--org", help="the organisation whose journal to drain (default: the only one)")
 
     def _drain(a: argparse.Namespace) -> int:
         from usage_pipeline.broadcast.service import serve_drain
 
-        return serve_drain(a.interval)
+        return serve_drain(a.interval, a.org)
 
     drain.set_defaults(run=_drain)
 
@@ -198,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("data/usage_report.html"), help="the HTML file to write")
     report.add_argument("--duckdb", type=Path, default=None,
                         help="the published DuckDB file (default: USAGE_DUCKDB_PATH, else data/usage.duckdb)")
+    report.add_argument("--org", default=None,
+                        help="only this organisation's usage (default: every organisation in the file, summed)")
     report.set_defaults(run=_report)
     return parser
 

@@ -18,6 +18,8 @@ import duckdb
 from dagster import DagsterInstance, JobDefinition
 
 from usage_pipeline.definitions import build_defs
+from usage_pipeline.defs.organisations import add_organisations
+from usage_pipeline.defs.partitions import OrgDay
 from usage_pipeline.defs.resources import (
     BroadcastJournalResource,
     DailyUsageDatabase,
@@ -27,6 +29,7 @@ from usage_pipeline.defs.resources import (
 from usage_pipeline.demo_today import push_today, run_asset_job
 from usage_pipeline.influx.local_server import run_influxd
 from usage_pipeline.openrouter.settings import redact_url
+from usage_pipeline.organisations import load_organisations
 from usage_pipeline.report import write_report
 from usage_pipeline.settings import setting
 
@@ -69,7 +72,8 @@ def run_demo(days: int = 3, generations_per_day: int = 2000, data_dir: Path = Pa
         # what the demo starts itself is passed in, and the environment is never changed.
         openrouter, influxdb = OpenRouterResource(), InfluxDBResource()
         emulator = None  # the emulator also pushes today's Broadcast deliveries (`demo_today`)
-        if not os.environ.get("OPENROUTER_API_KEY", "").strip():
+        organisations = load_organisations()
+        if organisations.members[0].implicit and not os.environ.get("OPENROUTER_API_KEY", "").strip():
             # The emulator is an optional extra: imported only when it stands in for OpenRouter (the CLI turns
             # its absence into a one-line install hint).
             from openrouter_emulator.process import run_emulator
@@ -89,7 +93,7 @@ def run_demo(days: int = 3, generations_per_day: int = 2000, data_dir: Path = Pa
             influxdb = InfluxDBResource(url=influx.url)
             print(f"InfluxDB: a private influxd at {influx.url} (data in {data_dir / 'influxd'})")
         else:
-            print(f"InfluxDB: {influxdb.settings().url}")
+            print(f"InfluxDB: {influxdb.settings(organisations.members[0], organisations).url}")
         published = Path(os.environ.get("USAGE_DUCKDB_PATH", "").strip() or data_dir / "usage.duckdb")
         home = _dagster_home(data_dir)
 
@@ -100,19 +104,20 @@ def run_demo(days: int = 3, generations_per_day: int = 2000, data_dir: Path = Pa
         failed = []
         with DagsterInstance.from_config(str(home)) as instance:
             print(f"Dagster instance: {home}")
-            for day in wanted:
-                result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False,
+            add_organisations(instance, organisations.names)
+            for partition in [OrgDay(org, day) for org in organisations.names for day in wanted]:
+                result = job.execute_in_process(partition_key=partition.key, instance=instance, raise_on_error=False,
                                                 run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
                 checks = [f"{e.asset_check_evaluation_data.check_name}="
                           f"{'pass' if e.asset_check_evaluation_data.passed else 'FAIL'}"
                           for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
                 outcome = "succeeded" if result.success else "FAILED"
-                print(f"{day}: run {result.run_id[:8]} {outcome}; {', '.join(checks)}")
+                print(f"{partition}: run {result.run_id[:8]} {outcome}; {', '.join(checks)}")
                 if not result.success:
-                    failed.append(day)
+                    failed.append(partition.day)
             if not run_history(defs.resolve_job_def("usage_history"), instance):
                 failed.append(today)
-            if emulator is not None and not push_today(emulator, openrouter, influxdb, data_dir,
+            if emulator is not None and not push_today(emulator, openrouter, influxdb, organisations, data_dir,
                                                        defs.resolve_job_def("usage_today"), instance):
                 failed.append(today)
         print_summary(published, wanted)

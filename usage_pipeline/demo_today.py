@@ -18,6 +18,7 @@ from mirakuru import HTTPExecutor
 from usage_pipeline.broadcast import journal
 from usage_pipeline.broadcast.drain import drain_once
 from usage_pipeline.defs.resources import InfluxDBResource, OpenRouterResource
+from usage_pipeline.organisations import Organisations
 
 
 def _free_port() -> int:
@@ -26,8 +27,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def push_today(emulator: Any, openrouter: OpenRouterResource, influxdb: InfluxDBResource, data_dir: Path,
-               job: JobDefinition, instance: DagsterInstance) -> bool:
+def push_today(emulator: Any, openrouter: OpenRouterResource, influxdb: InfluxDBResource,
+               organisations: Organisations, data_dir: Path, job: JobDefinition, instance: DagsterInstance) -> bool:
     """Push today's generations so far through the receiver and the drain, then refresh usage_today."""
     today = dt.datetime.now(dt.UTC).date()
     journal_path = data_dir / "broadcast.sqlite3"
@@ -46,7 +47,8 @@ def push_today(emulator: Any, openrouter: OpenRouterResource, influxdb: InfluxDB
     connection = journal.connect(journal_path)
     drained = fetched = 0
     started = time.monotonic()
-    with openrouter.client() as client, influxdb.store() as store:
+    org = organisations.members[0]  # the emulator is one organisation, the implicit one
+    with openrouter.client(org) as client, influxdb.store(org, organisations) as store:
         store.ensure_database()
         while (report := drain_once(client, store, connection, now=time.time() + 60)).due:
             drained, fetched = drained + report.due, fetched + report.fetched
@@ -57,8 +59,9 @@ def push_today(emulator: Any, openrouter: OpenRouterResource, influxdb: InfluxDB
     if ran is None:
         return False
     run_id, meta = ran
+    days = ", ".join(str(day) for org_days in meta["days"].values() for day in org_days)
     print(f"usage_today: run {run_id[:8]} succeeded; {meta['requests']:,} requests, ${meta['spend_usd']:,.2f} "
-          f"so far on {', '.join(str(d) for d in meta['days'])} (provisional, as of {meta['as_of']})")
+          f"so far on {days} (provisional, as of {meta['as_of']})")
     return True
 
 

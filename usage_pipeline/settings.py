@@ -1,8 +1,9 @@
 """Every environment variable the project reads, parsed in one place, each with a one-line error.
 
 The Dagster resources read them when a run starts (a field left unset falls back to its variable), the
-CLI when a command starts; only the partitions definition reads `USAGE_START_DATE` when the code location
-loads, because Dagster needs it to list the partitions. A bad value raises `SettingError` naming the
+CLI when a command starts; only `USAGE_START_DATE` (Dagster lists the days from it), `USAGE_ORGANISATIONS`
+(checked, so a bad file stops the load in one line) and whether `USAGE_CELERY_BROKER_URL` is set (it picks
+the executor) are read when the code location loads. A bad value raises `SettingError` naming the
 variable and the form it takes, never echoing a secret.
 """
 
@@ -72,6 +73,14 @@ def _name(text: str) -> str:
     return text
 
 
+def _broker_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("redis", "rediss", "amqp", "amqps") or not parts.hostname:
+        raise ValueError
+    parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    return text
+
+
 def _date(text: str) -> dt.date:
     return dt.date.fromisoformat(text)
 
@@ -92,6 +101,9 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("INFLUXDB_RETENTION_DAYS", "a whole number of days, 0 for forever", _whole_number(0)),
     Variable("INFLUXDB_TIMEOUT_S", "a positive number of seconds", _positive_number, 30.0),
     Variable("USAGE_START_DATE", "a date as YYYY-MM-DD", _date),
+    Variable("USAGE_ORGANISATIONS", "the path of a YAML file listing the organisations", _name),
+    Variable("USAGE_CELERY_BROKER_URL", "a Celery broker URL such as redis://127.0.0.1:6379/0", _broker_url,
+             secret=True),
     Variable("USAGE_DUCKDB_PATH", "a file path", _name, "data/usage.duckdb"),
     Variable("USAGE_RECAPTURE_AFTER_HOURS", "a positive number of hours", _positive_number, 6.0),
     Variable("USAGE_RECAPTURE_MAX_ATTEMPTS", "a positive integer", _whole_number(1), 5),
@@ -118,6 +130,20 @@ def setting(name: str, environ: Mapping[str, str] | None = None) -> Any:
     except (ValueError, TypeError, OverflowError):
         shown = "" if variable.secret else f", got {text[:80]!r}"
         raise SettingError(f"{name} must be {variable.form}{shown}") from None
+
+
+def secret_setting(name: str, form: str, environ: Mapping[str, str] | None = None) -> str:
+    """A required secret in a variable the configuration names (an organisation's `key_variable`), checked
+    like OPENROUTER_API_KEY; the error names the variable, never the value."""
+    variable = Variable(name, form, _token, secret=True, required=True)
+    raw = (os.environ if environ is None else environ).get(name)
+    text = None if raw is None else raw.strip()
+    if not text:
+        raise SettingError(f"{name} is not set: it must be {form}")
+    try:
+        return str(variable.parse(text))
+    except ValueError:
+        raise SettingError(f"{name} must be {form}") from None
 
 
 def checked(name: str, value: Any) -> Any:

@@ -53,7 +53,7 @@ def test_influx_setup_creates_the_database(influxd, tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "usage_pipeline.cli", "influx-setup"], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "'cli_setup' ready" in out.stdout
+    assert "database 'cli_setup' of organisation default ready" in out.stdout
     shown = requests.get(f"{influxd.url}/query", params={"q": 'SHOW RETENTION POLICIES ON "cli_setup"'},
                          timeout=10).json()
     values = shown["results"][0]["series"][0]["values"]

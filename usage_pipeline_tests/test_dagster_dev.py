@@ -1,5 +1,6 @@
-"""A real `dg dev` (webserver + daemon + code server): it shows the definitions, and a 2-day UI-style
-backfill runs one run per day, each with its own green checks.
+"""A real `dg dev` (webserver + daemon + code server) with two organisations: it shows the definitions, and a
+UI-style backfill of both organisations by two days runs one run per organisation-day, each with its own
+green checks, except the one organisation-day whose record OpenRouter never answers.
 
 `dg dev` builds the workspace from `[tool.dg]` and then serves it with the very function `dagster dev` runs,
 so this one server proves the dg entry point end to end; `dagster dev -w workspace.yaml` is started by
@@ -11,23 +12,31 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pytest
-from dagster import DagsterEventType, DagsterInstance
 
 from openrouter_emulator.process import EmulatorProcess
 from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.influx.store import InfluxStore
-from usage_pipeline.runs.tags import run_day
 from usage_pipeline_tests.browser import PageVisit, open_page
 from usage_pipeline_tests.conftest import yesterday
 from usage_pipeline_tests.dagster_dev import DagsterDev, alive, pipeline_env, start_dagster_dev
+from usage_pipeline_tests.org_backfill import (
+    GREEN,
+    backfill_runs,
+    keys,
+    launch_backfill,
+    one_run_per_organisation_at_a_time,
+    organisations_env,
+    second_organisation,
+    wait_for_backfill,
+    wait_for_organisations,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -36,13 +45,21 @@ pytestmark = pytest.mark.slow  # a real `dg dev`
 
 
 @pytest.fixture(scope="module")
-def dg_dev(emulator: EmulatorProcess, influxd: LocalInfluxd,
+def globex(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    with second_organisation(tmp_path_factory.mktemp("globex")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def dg_dev(emulator: EmulatorProcess, globex: EmulatorProcess, influxd: LocalInfluxd,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
-    """One `dg dev` for the module; after it stops, no process it started (run workers included) is left."""
+    """One `dg dev` for the module, with two organisations (acme: the session emulator, globex: its own);
+    after it stops, no process it started (run workers included) is left."""
     dg = shutil.which("dg")
     assert dg, "dg (dagster-dg-cli) is installed with the project"
     root = tmp_path_factory.mktemp("dg_dev")
-    server = start_dagster_dev([dg, "dev"], pipeline_env(emulator, influxd, root), root / "dg_dev.log")
+    env = {**pipeline_env(emulator, influxd, root), **organisations_env({"acme": emulator, "globex": globex}, root)}
+    server = start_dagster_dev([dg, "dev"], env, root / "dg_dev.log")
     try:
         yield server
     finally:
@@ -70,57 +87,56 @@ def test_dg_dev_shows_assets_checks_job_schedule_and_sensor(dg_dev: DagsterDev) 
     shown = shown_definitions(dg_dev)
     assert "daily_ledger" in shown["jobs"]
     assert shown["schedules"]["daily_ledger_schedule"] == "0 2 * * *"
-    assert "recapture_failed_days" in shown["sensors"]
+    assert {"recapture_failed_days", "organisations_from_config"} <= shown["sensors"]
     assert {("influxdb", "generations"), ("duckdb", "daily_usage")} <= set(shown["checks"])
     assert shown["checks"][("influxdb", "generations")] == {
         "zero_duplicates": True, "full_capture_matches_openrouter": True, "cost_matches_openrouter": False}
 
 
-def test_a_two_day_backfill_runs_one_run_per_day_with_green_checks_and_the_asset_page_plots_them(
-        dg_dev: DagsterDev, tmp_path: Path) -> None:
-    days = [(yesterday() - dt.timedelta(days=n)).isoformat() for n in (1, 0)]
-    launched = dg_dev.graphql("""
-        mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
-            __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
-        {"params": {"partitionNames": days,
-                    "assetSelection": [{"path": ["influxdb", "generations"]}, {"path": ["duckdb", "daily_usage"]}]}})
-    result = launched["launchPartitionBackfill"]
-    assert result["__typename"] == "LaunchBackfillSuccess", result
-    backfill_id = result["backfillId"]
-
-    deadline = time.monotonic() + 420
-    status = None
-    while time.monotonic() < deadline:
-        status = dg_dev.graphql("""query($id: String!) { partitionBackfillOrError(backfillId: $id) {
-            ... on PartitionBackfill { status } ... on PythonError { message } } }""",
-            {"id": backfill_id})["partitionBackfillOrError"]
-        if status.get("status") in {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}:
-            break
-        time.sleep(3)
-    assert status and status.get("status") in {"COMPLETED", "COMPLETED_SUCCESS"}, status
-
-    instance = DagsterInstance.from_config(str(dg_dev.home))
+def test_a_backfill_of_two_organisations_by_two_days_is_exact_per_organisation_day_and_one_missing_record_is_red(
+        dg_dev: DagsterDev, emulator: EmulatorProcess, globex: EmulatorProcess, tmp_path: Path) -> None:
+    days = [yesterday() - dt.timedelta(days=n) for n in (1, 0)]
+    servers = {"acme": emulator, "globex": globex}
+    wait_for_organisations(dg_dev, list(servers))  # the daemon's sensor read USAGE_ORGANISATIONS
+    lost = globex.truth(days[0])["ids"][0]  # globex's first day: one record OpenRouter never answers
+    globex.set_faults([{"path": "/generation", "id": lost, "status": 404, "count": 1_000_000}])
     try:
-        runs = instance.get_runs()
-        backfill_runs = [r for r in runs if r.tags.get("dagster/backfill") == backfill_id]
-        assert sorted(str(run_day(r.tags)) for r in backfill_runs) == days  # one run per day
-        for run in backfill_runs:
-            assert run.status.value == "SUCCESS", run.run_id
-            evaluations = [e.dagster_event.event_specific_data
-                           for e in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)]
-            assert {e.check_name: e.passed for e in evaluations} == {
-                "zero_duplicates": True, "full_capture_matches_openrouter": True, "cost_matches_openrouter": True}
-            assert {e.metadata["day"].value for e in evaluations} == {str(run_day(run.tags))}
+        backfill = launch_backfill(dg_dev, keys(list(servers), days))
+        assert wait_for_backfill(dg_dev, backfill) in {"COMPLETED", "COMPLETED_FAILED", "FAILED"}
     finally:
-        instance.dispose()
+        globex.clear_faults()
 
-    store = InfluxStore(InfluxSettings(url=dg_dev.env["INFLUXDB_URL"],
-                                       database=dg_dev.env["INFLUXDB_DATABASE"]))
+    runs = backfill_runs(dg_dev, backfill)
+    assert sorted(runs) == sorted((org, day.isoformat()) for org in servers for day in days)  # one each
+    red = ("globex", days[0].isoformat())
+    for key, run in runs.items():
+        if key == red:  # the capture refused to report success with a record missing; nothing was summarized
+            assert run.status == "FAILURE" and not any(run.checks.values()), run
+            continue
+        assert run.status == "SUCCESS" and run.checks == GREEN, run
+        assert run.check_days == {run.day} and run.check_orgs == {run.org}
+    one_run_per_organisation_at_a_time(runs)
+
+    base = dg_dev.env["INFLUXDB_DATABASE"]
     with duckdb.connect(dg_dev.env["USAGE_DUCKDB_PATH"], read_only=True) as conn:
-        totals = dict(conn.execute("SELECT strftime(day, '%Y-%m-%d'), requests FROM daily_totals").fetchall())
-    for day in days:
-        counts = store.day_counts(dt.date.fromisoformat(day))
-        assert counts.points == counts.distinct_ids == totals[day] > 0
+        totals = {(org, day): requests for org, day, requests in conn.execute(
+            "SELECT org, strftime(day, '%Y-%m-%d'), requests FROM daily_totals").fetchall()}
+    assert set(totals) == set(runs) - {red}  # the red organisation-day has no summary row
+    ids: dict[str, set[str]] = {}
+    for org, server in servers.items():
+        store = InfluxStore(InfluxSettings(url=dg_dev.env["INFLUXDB_URL"], database=f"{base}_{org}"))
+        ids[org] = set()
+        for day in days:
+            truth, counts = server.truth(day), store.day_counts(day)
+            stored = truth["count"] - ((org, day.isoformat()) == red)
+            assert counts.points == counts.distinct_ids == stored  # exact; the lost record is not invented
+            if (org, day.isoformat()) != red:
+                assert totals[(org, day.isoformat())] == truth["count"]
+            ids[org] |= store.day_ids(day)
+    assert ids["acme"] and ids["globex"] and not ids["acme"] & ids["globex"]  # never mixed
+    with InfluxStore(InfluxSettings(url=dg_dev.env["INFLUXDB_URL"], database=base)) as influx:
+        databases = {row[0] for series in influx.query("SHOW DATABASES") for row in series.get("values", [])}
+    assert {f"{base}_acme", f"{base}_globex"} <= databases and base not in databases  # a database each
 
     plots = asset_page_plots(dg_dev, ["duckdb", "daily_usage"], ["spend_usd", "requests", "openrouter_requests"])
     (tmp_path / "daily_usage_plots.png").write_bytes(plots.screenshot)
@@ -129,7 +145,7 @@ def test_a_two_day_backfill_runs_one_run_per_day_with_green_checks_and_the_asset
     assert not plots.refused_requests, plots.refused_requests  # the UI needs nothing beyond its own server
     data_pixels = plots.evaluated
     assert set(data_pixels) == {"spend_usd", "requests", "openrouter_requests"}, data_pixels  # a plot per number
-    assert all(n > 50 for n in data_pixels.values()), data_pixels  # each draws its line over the two days
+    assert all(n > 50 for n in data_pixels.values()), data_pixels  # each draws its line over the partitions
     assert plots.pixels.distinct_colours > 100 and plots.pixels.background_share < 0.97, plots.pixels
 
 

@@ -20,6 +20,8 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from openrouter_emulator.process import EmulatorProcess, run_emulator
+from usage_pipeline.defs.organisations import add_organisations
+from usage_pipeline.defs.partitions import OrgDay
 from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.influx.store import InfluxStore
@@ -72,7 +74,8 @@ def _launch_day(server: DagsterDev, day: dt.date) -> str:
         __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }""",
         {"params": {"selector": {"repositoryLocationName": node["location"]["name"], "repositoryName": node["name"],
                                  "jobName": "daily_ledger"},
-                    "executionMetadata": {"tags": [{"key": "dagster/partition", "value": day.isoformat()}]}}})
+                    "executionMetadata": {"tags": [{"key": key, "value": value}
+                                                   for key, value in OrgDay("default", day).tags.items()]}}})
     result = launched["launchRun"]
     assert result["__typename"] == "LaunchRunSuccess", result
     return result["run"]["runId"]
@@ -85,8 +88,9 @@ def test_dagster_dev_a_killed_run_worker_releases_its_slot_and_the_day_reruns_ex
     truth = slow_emulator.truth(day)["count"]
     with running([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml"], slow_emulator, influxd,
                  tmp_path) as server:
-        run_id = _launch_day(server, day)
         with DagsterInstance.from_config(str(server.home)) as instance:
+            add_organisations(instance, ["default"])  # as the daemon's sensor does, without waiting for it
+            run_id = _launch_day(server, day)
             _wait("the ingest step to start", 180, lambda: _ingest_running(instance, run_id))
             time.sleep(3)  # mid-ingest: fetching and writing
             run_worker, step_workers = worker_processes(instance.all_logs(run_id))
@@ -108,7 +112,7 @@ def test_dagster_dev_a_killed_run_worker_releases_its_slot_and_the_day_reruns_ex
             assert not any(process_alive(w) for w in step_workers)  # the orphaned ingest subprocess is stopped
 
             def next_run() -> str | None:
-                for record in instance.get_run_records(RunsFilter(tags={"dagster/partition": day.isoformat()})):
+                for record in instance.get_run_records(RunsFilter(tags=OrgDay("default", day).tags)):
                     if record.dagster_run.run_id != run_id and record.start_time:
                         return record.dagster_run.run_id
                 return None
@@ -148,9 +152,12 @@ def test_a_killed_dagster_job_execute_is_released_by_the_cli(slow_emulator: Emul
            "OPENROUTER_BASE_URL": slow_emulator.base_url, "INFLUXDB_URL": influxd.url,
            "INFLUXDB_DATABASE": f"cli_{uuid.uuid4().hex[:8]}", "USAGE_DUCKDB_PATH": str(tmp_path / "usage.duckdb")}
     day = yesterday().isoformat()
+    with DagsterInstance.from_config(str(home)) as instance:
+        add_organisations(instance, ["default"])
     with open(tmp_path / "job.log", "w") as log:
         job = subprocess.Popen([sys.executable, "-m", "dagster", "job", "execute", "-m", "usage_pipeline.definitions",
-                                "-j", "daily_ledger", "--tags", json.dumps({"dagster/partition": day})],
+                                "-j", "daily_ledger", "--tags",
+                                json.dumps(OrgDay("default", dt.date.fromisoformat(day)).tags)],
                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     step_workers: tuple[WorkerProcess, ...] = ()
     try:

@@ -180,10 +180,13 @@ def test_an_older_store_lets_users_be_null(tmp_path: Path) -> None:
                      "NOT NULL, tokens_prompt BIGINT NOT NULL, tokens_completion BIGINT NOT NULL, models BIGINT NOT "
                      "NULL, api_keys BIGINT NOT NULL, users BIGINT NOT NULL, api_requests BIGINT, api_cost DOUBLE, "
                      "capture_status VARCHAR NOT NULL, built_at TIMESTAMP NOT NULL)")
-        insert = "INSERT INTO daily_totals VALUES (DATE '2026-01-01', 1, 0, 0, 0, 1, 1, NULL, 1, 0, 'aggregate', now())"
-        with pytest.raises(duckdb.ConstraintException):
+        insert = ("INSERT INTO daily_totals BY NAME SELECT DATE '2026-01-01' AS day, 1 AS requests, 0 AS total_cost, "
+                  "0 AS tokens_prompt, 0 AS tokens_completion, 1 AS models, 1 AS api_keys, NULL AS users, "
+                  "1 AS api_requests, 0 AS api_cost, 'aggregate' AS capture_status, now() AS built_at, "
+                  "'default' AS org")
+        with pytest.raises(duckdb.BinderException):  # neither NULL users nor `org` fit the old table
             conn.execute(insert)
-        ensure_history_tables(conn)
+        ensure_history_tables(conn)  # both brought up to date
         conn.execute(insert)
         assert conn.execute("SELECT users FROM daily_totals").fetchall() == [(None,)]
 

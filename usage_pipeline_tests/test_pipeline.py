@@ -32,12 +32,14 @@ from usage_pipeline.defs.generations import (
     generations,
     zero_duplicates,
 )
-from usage_pipeline.defs.partitions import capturable_day
+from usage_pipeline.defs.organisations import add_organisations
+from usage_pipeline.defs.partitions import OrgDay, capturable
 from usage_pipeline.defs.resources import (
     BroadcastJournalResource,
     DailyUsageDatabase,
     InfluxDBResource,
     OpenRouterResource,
+    OrganisationsResource,
 )
 from usage_pipeline.defs.summaries import daily_ledger_schedule, daily_usage
 from usage_pipeline.influx.local_server import LocalInfluxd
@@ -61,15 +63,18 @@ class Ledger:
             "influxdb": InfluxDBResource(url=influxd.url, database=self.database),
             "usage_db": DailyUsageDatabase(path=str(self.duckdb_path)),
             "broadcast": BroadcastJournalResource(path=str(root / "broadcast.sqlite3")),
+            "organisations": OrganisationsResource(),
         }
         self.defs = build_defs(self.resources)
         self.instance = DagsterInstance.ephemeral()
+        add_organisations(self.instance, ["default"])  # no USAGE_ORGANISATIONS: the implicit organisation
         self.store = InfluxStore(InfluxSettings(url=influxd.url, database=self.database))
 
     def run(self, day: dt.date, job_name: str = "daily_ledger",
             defs: Definitions | None = None) -> ExecuteInProcessResult:
         job = (defs or self.defs).resolve_job_def(job_name)
-        return job.execute_in_process(partition_key=day.isoformat(), instance=self.instance, raise_on_error=False)
+        return job.execute_in_process(partition_key=OrgDay("default", day).key, instance=self.instance,
+                                      raise_on_error=False)
 
     def verify_only(self, day: dt.date) -> ExecuteInProcessResult:
         """Run the checks and the summary without re-ingesting (so a tampered ledger stays tampered)."""
@@ -87,9 +92,12 @@ class Ledger:
 
     def summary(self, day: dt.date) -> dict[str, list[tuple]]:
         with duckdb.connect(str(self.duckdb_path), read_only=True) as conn:
-            return {t: sorted(conn.execute(f"SELECT * EXCLUDE (built_at) FROM {t} WHERE day = ?", [day]).fetchall()
+            # the rows of the one organisation (`org` is checked apart), columns as before organisations
+            return {t: sorted(conn.execute(f"SELECT * EXCLUDE (built_at, org) FROM {t} WHERE day = ? AND org = ?",
+                                           [day, "default"]).fetchall()
                               if t == "daily_totals" else
-                              conn.execute(f"SELECT * FROM {t} WHERE day = ?", [day]).fetchall(), key=repr)
+                              conn.execute(f"SELECT * EXCLUDE (org) FROM {t} WHERE day = ? AND org = ?",
+                                           [day, "default"]).fetchall(), key=repr)
                     for t in SUMMARY_TABLES}
 
 
@@ -291,17 +299,21 @@ def test_a_day_from_an_api_as_hard_as_openrouter_is_exact_and_green(influxd: Loc
     assert ledger.store.ids_by_model(day) == truth["by_model_permaslug"]
 
 
-def test_the_schedule_asks_for_yesterday(ledger: Ledger) -> None:
+def test_the_schedule_asks_for_yesterday_of_every_organisation(ledger: Ledger) -> None:
     schedule = ledger.defs.resolve_schedule_def(daily_ledger_schedule.name)
     now = dt.datetime.now(dt.UTC).replace(hour=2, minute=0, second=0, microsecond=0)
-    tick = schedule.evaluate_tick(build_schedule_context(scheduled_execution_time=now))
-    assert [r.partition_key for r in tick.run_requests or []] == [(now.date() - dt.timedelta(days=1)).isoformat()]
+    with DagsterInstance.local_temp() as instance:  # as under the daemon: an instance the schedule can reload
+        add_organisations(instance, ["default", "acme"])  # one run per organisation of the day just completed
+        tick = schedule.evaluate_tick(build_schedule_context(instance=instance, scheduled_execution_time=now))
+    yesterday = (now.date() - dt.timedelta(days=1)).isoformat()
+    assert sorted(str(r.partition_key) for r in tick.run_requests or []) == [f"{yesterday}|acme",
+                                                                             f"{yesterday}|default"]
 
 
 def test_days_outside_the_generation_window_fail_fast() -> None:
     old = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=40)
     with pytest.raises(Failure, match="31-day window"):
-        capturable_day(old.isoformat())
+        capturable(OrgDay("default", old).key)
 
 
 ANALYST = textwrap.dedent("""
@@ -362,8 +374,8 @@ def test_the_readme_queries_run_against_a_real_ledger(ledger: Ledger) -> None:
         results = [conn.execute(q).fetchall() for q in duck]
     assert all(results), "every README example returns rows for a captured day"
     exact = results[next(i for i, q in enumerate(duck) if "requests = api_requests AS exact" in q)]
-    assert exact and all(row[3] is True for row in exact)
-    assert {row[4] for row in exact} == {"complete", "aggregate"}
+    assert exact and all(row[0] == "default" and row[4] is True for row in exact)  # org, day, …, exact, status
+    assert {row[5] for row in exact} == {"complete", "aggregate"}
 
 
 def test_a_wrong_stored_cost_fails_the_cost_check_as_a_warning(ledger: Ledger) -> None:

@@ -12,6 +12,7 @@ from dagster import ExecuteInProcessResult
 
 from openrouter_emulator.process import EmulatorProcess
 from usage_pipeline.defs.generations import REFRESH_TAG
+from usage_pipeline.defs.partitions import OrgDay
 from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline_tests.conftest import yesterday
 from usage_pipeline_tests.test_pipeline import ALL_GREEN, Ledger, checks
@@ -26,7 +27,7 @@ def run(ledger: Ledger, day: dt.date, tags: dict[str, str]) -> tuple[ExecuteInPr
     """The run, its generations metadata and the GET /generation requests it made."""
     ledger.emulator.reset_stats()
     result = ledger.defs.resolve_job_def("daily_ledger").execute_in_process(
-        partition_key=day.isoformat(), instance=ledger.instance, raise_on_error=False, tags=tags)
+        partition_key=OrgDay("default", day).key, instance=ledger.instance, raise_on_error=False, tags=tags)
     materialized = result.asset_materializations_for_node("influxdb__generations")
     meta = {k: v.value for k, v in materialized[0].metadata.items()} if materialized else {}
     return result, meta, int(ledger.emulator.stats()["by_path"].get("/generation", 0))

@@ -178,3 +178,23 @@ def test_cli_report_names_a_bad_duckdb_variable(tmp_path: Path, capsys: pytest.C
 def _tables(path: Path) -> set[str]:
     with duckdb.connect(str(path), read_only=True) as conn:
         return {row[0] for row in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+
+
+def test_every_organisation_summed_or_one_alone(tmp_path: Path) -> None:
+    both, alone = tmp_path / "both.duckdb", tmp_path / "acme.duckdb"
+    for path, orgs in ((both, (("acme", 7), ("globex", 11))), (alone, (("acme", 7),))):
+        for org, seed in orgs:
+            write_usage_file(path, exact_days=EXACT_DAYS, aggregate_days=AGGREGATE_DAYS, generations_per_day=300,
+                             seed=seed, org=org)
+    summed, only = read_report(both, 30, UNTIL), read_report(alone, 30, UNTIL)
+    acme, globex = read_report(both, 30, UNTIL, "acme"), read_report(both, 30, UNTIL, "globex")
+    assert summed.organisations == ["acme", "globex"] and acme.org == "acme"
+    assert acme.totals == only.totals  # acme's figures whatever else the file holds
+    assert summed.totals.requests == acme.totals.requests + globex.totals.requests > acme.totals.requests
+    assert summed.totals.spend_usd == pytest.approx(acme.totals.spend_usd + globex.totals.spend_usd, rel=1e-9)
+    assert (summed.totals.days_exact, summed.totals.days_aggregate) == (4, 2)  # a day per day, not per org
+    assert list(summed.day_status["requests"]) == [
+        a + g for a, g in zip(acme.day_status["requests"], globex.day_status["requests"], strict=True)]
+    assert main(["report", "--duckdb", str(both), "--out", str(tmp_path / "r.html"), "--org", "acme"]) == 0
+    assert "organisation acme" in (tmp_path / "r.html").read_text()
+    assert main(["report", "--duckdb", str(both), "--out", str(tmp_path / "r.html"), "--org", "initech"]) == 2

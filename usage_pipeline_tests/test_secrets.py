@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dagster import DagsterInstance
 
 from openrouter_emulator.process import EmulatorProcess, run_emulator
+from usage_pipeline.defs.organisations import add_organisations
 from usage_pipeline.influx.local_server import LocalInfluxd
 
 pytestmark = pytest.mark.slow  # real `dagster dev` / Dagster CLI processes
@@ -51,9 +53,11 @@ def materialize(home: Path, emulator: EmulatorProcess, influxd: LocalInfluxd,
                 "OPENROUTER_GIVE_UP_AFTER_S": "3", "INFLUXDB_URL": influxd.url, "INFLUXDB_DATABASE": "secrets",
                 "USAGE_DUCKDB_PATH": str(home / "usage.duckdb"), **overrides})
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    with DagsterInstance.from_config(str(home)) as instance:  # as the daemon's sensor would
+        add_organisations(instance, ["default"])
     return subprocess.run(
         [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "usage_pipeline.definitions",
-         "--select", "influxdb/generations", "--partition", day.isoformat()],
+         "--select", "influxdb/generations", "--partition", f"{day.isoformat()}|default"],
         cwd=REPO, env=env, capture_output=True, timeout=300)
 
 

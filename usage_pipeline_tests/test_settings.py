@@ -8,10 +8,14 @@ import pytest
 from dagster import DagsterInstance, Failure
 
 from usage_pipeline.definitions import build_defs
-from usage_pipeline.defs.partitions import capturable_day, partition_day
+from usage_pipeline.defs.organisations import add_organisations
+from usage_pipeline.defs.partitions import OrgDay, capturable, org_day, partition_day
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OpenRouterResource
 from usage_pipeline.influx.settings import InfluxSettings
+from usage_pipeline.organisations import implicit_organisations
 from usage_pipeline.settings import VARIABLES, SettingError, setting
+
+DEFAULT_ORG = implicit_organisations().members[0]
 
 BAD: dict[str, str] = {
     "OPENROUTER_API_KEY": "sk-or-v1-MARKED secret",
@@ -28,6 +32,8 @@ BAD: dict[str, str] = {
     "INFLUXDB_RETENTION_DAYS": "abc",
     "INFLUXDB_TIMEOUT_S": "inf",
     "USAGE_START_DATE": "2026-13-45",
+    "USAGE_ORGANISATIONS": "orgs\x00.yaml",
+    "USAGE_CELERY_BROKER_URL": "http://u:MARKED@127.0.0.1:6379",
     "USAGE_DUCKDB_PATH": "\x07",
     "USAGE_RECAPTURE_AFTER_HOURS": "soon",
     "USAGE_RECAPTURE_MAX_ATTEMPTS": "1.5",
@@ -68,13 +74,13 @@ def test_resources_read_their_variables_when_asked_not_when_built(monkeypatch: p
     resource = OpenRouterResource()  # nothing is read yet
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-abc\n")
     monkeypatch.setenv("OPENROUTER_MAX_CONCURRENCY", "64")
-    settings = resource.settings()
+    settings = resource.settings(DEFAULT_ORG)
     assert settings.api_key == "sk-or-v1-abc" and settings.max_concurrency == 64
     monkeypatch.setenv("OPENROUTER_MAX_CONCURRENCY", "abc")
     with pytest.raises(SettingError, match="^OPENROUTER_MAX_CONCURRENCY must be a positive integer, got 'abc'$"):
-        resource.settings()
+        resource.settings(DEFAULT_ORG)
     with pytest.raises(SettingError, match="^OPENROUTER_API_KEY must be"):
-        OpenRouterResource(api_key="two\nlines").settings()
+        OpenRouterResource(api_key="two\nlines").settings(DEFAULT_ORG)
 
 
 def test_credentials_in_the_influxdb_url_never_stay_in_it() -> None:
@@ -82,7 +88,8 @@ def test_credentials_in_the_influxdb_url_never_stay_in_it() -> None:
     assert settings.url == "http://127.0.0.1:8086"
     assert settings.username == "ledger" and settings.password == "pw-MARKED"
     assert "MARKED" not in repr(settings)
-    assert InfluxDBResource(url="http://u:pw-MARKED@h:1").settings().url == "http://h:1"
+    implicit = implicit_organisations()
+    assert InfluxDBResource(url="http://u:pw-MARKED@h:1").settings(DEFAULT_ORG, implicit).url == "http://h:1"
 
 
 def test_a_run_with_a_bad_setting_fails_with_that_line_before_any_query(monkeypatch: pytest.MonkeyPatch,
@@ -93,8 +100,10 @@ def test_a_run_with_a_bad_setting_fails_with_that_line_before_any_query(monkeypa
     defs = build_defs({"openrouter": OpenRouterResource(), "influxdb": InfluxDBResource(),
                        "usage_db": DailyUsageDatabase(path=str(tmp_path / "u.duckdb"))})
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    instance = DagsterInstance.ephemeral()
+    add_organisations(instance, ["default"])
     result = defs.resolve_job_def("daily_ledger").execute_in_process(
-        partition_key=day.isoformat(), instance=DagsterInstance.ephemeral(), raise_on_error=False)
+        partition_key=OrgDay("default", day).key, instance=instance, raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     error = failure.step_failure_data.error
@@ -107,5 +116,9 @@ def test_a_partition_key_that_is_not_a_day_is_one_line() -> None:
         with pytest.raises(Failure) as refused:
             partition_day(key)
         assert refused.value.description == f"partition key {key!r} is not a day: it must be YYYY-MM-DD"
-    with pytest.raises(Failure, match="not complete yet"):
-        capturable_day(dt.datetime.now(dt.UTC).date().isoformat())
+    for key in ("2026-06-12", "2026-06-12|", "acme|2026-06-12"):
+        with pytest.raises(Failure):
+            org_day(key)
+    assert org_day("2026-06-12|acme") == OrgDay("acme", dt.date(2026, 6, 12))
+    with pytest.raises(Failure, match="^acme: .*not complete yet"):
+        capturable(OrgDay("acme", dt.datetime.now(dt.UTC).date()).key)

@@ -106,11 +106,12 @@ def publish_day(published: Path, summary: DaySummary) -> PublishReport:
         return publish(conn, published)
 
 
-def read_table(path: Path, table: str) -> list[tuple[object, ...]]:
-    """A table's rows in a stable order, without `built_at` (which differs on every build)."""
-    columns = "* EXCLUDE (built_at)" if table == "daily_totals" else "*"
+def read_table(path: Path, table: str, org: str = "default") -> list[tuple[object, ...]]:
+    """An organisation's rows of a table in a stable order, without `built_at` (which differs on every build)
+    and `org` (test_organisations_share_a_day_and_never_replace_each_other holds it)."""
+    columns = "* EXCLUDE (built_at, org)" if table == "daily_totals" else "* EXCLUDE (org)"
     with duckdb.connect(str(path), read_only=True) as conn:
-        return conn.execute(f"SELECT {columns} FROM {table} ORDER BY ALL").fetchall()
+        return conn.execute(f"SELECT {columns} FROM {table} WHERE org = ? ORDER BY ALL", [org]).fetchall()
 
 
 def days_in(path: Path) -> list[dt.date]:
@@ -175,8 +176,8 @@ def assert_matches(actual: pd.DataFrame, expected: pd.DataFrame, keys: list[str]
 )
 def test_grouped_tables_match_pandas(ledger: tuple[pd.DataFrame, DaySummary], table: str, keys: list[str]) -> None:
     frame, summary = ledger
-    actual = summary.tables[table].drop(columns=["model_slug", "model_label"])  # names: their own test
-    assert (actual["day"].dt.date == DAY_1).all()
+    actual = summary.tables[table].drop(columns=["model_slug", "model_label", "org"])  # names: their own test
+    assert (actual["day"].dt.date == DAY_1).all() and (summary.tables[table]["org"] == "default").all()
     assert_matches(actual, expected_by(frame, keys)[list(actual.columns.drop(["day", *keys]))], keys)
 
 
@@ -233,6 +234,24 @@ def test_rebuilding_a_day_replaces_it_and_leaves_other_days(tmp_path: Path) -> N
         assert [row for row in twice[table] if row[0] == DAY_2] == [row for row in day_2_rows[table] if row[0] == DAY_2]
         assert len([row for row in twice[table] if row[0] == DAY_1]) == len(rebuilt.tables[table])
     assert [row[1] for row in twice["daily_totals"]] == [200, 300]
+
+
+def test_organisations_share_a_day_and_never_replace_each_other(tmp_path: Path) -> None:
+    published = tmp_path / "usage.duckdb"
+    frame = ledger_frame(DAY_1, 300, seed=1)
+    publish_day(published, summarize_day(DAY_1, [frame], COMPLETE, org="acme"))
+    publish_day(published, summarize_day(DAY_1, [ledger_frame(DAY_1, 120, seed=2)], COMPLETE, org="globex"))
+    acme = {table: read_table(published, table, "acme") for table in SUMMARY_TABLES}
+    publish_day(published, summarize_day(DAY_1, [ledger_frame(DAY_1, 80, seed=3)], COMPLETE, org="globex"))
+    assert {table: read_table(published, table, "acme") for table in SUMMARY_TABLES} == acme  # untouched
+    with duckdb.connect(str(published), read_only=True) as conn:
+        assert conn.execute("SELECT org, requests FROM daily_totals ORDER BY org").fetchall() == [
+            ("acme", 300), ("globex", 80)]
+    mixed = summarize_day(DAY_1, [frame], COMPLETE, org="acme")
+    mixed.tables["daily_usage"].loc[0, "org"] = "globex"  # a row of another organisation in acme's summary
+    with duckdb.connect(str(store_path_for(published))) as conn, pytest.raises(
+            ValueError, match="daily_usage of acme 2025-03-01 holds 1 rows of other organisations"):
+        replace_day(conn, mixed)
 
 
 def test_a_failed_replacement_leaves_the_day_as_it_was(tmp_path: Path) -> None:

@@ -56,8 +56,10 @@ def ledger_frame(dataset: UsageDataset, day: dt.date) -> pd.DataFrame:
 
 
 def write_usage_file(published: Path, *, exact_days: list[dt.date], aggregate_days: list[dt.date],
-                  generations_per_day: int | Callable[[dt.date], int] = 2000, seed: int = 7) -> None:
-    """Write `exact_days` through the pipeline and `aggregate_days` as analytics aggregates, then publish.
+                  generations_per_day: int | Callable[[dt.date], int] = 2000, seed: int = 7,
+                  org: str = "default") -> None:
+    """Write organisation `org`'s `exact_days` through the pipeline and `aggregate_days` as analytics
+    aggregates, then publish (into the same store: another organisation's rows stay).
 
     `generations_per_day` may vary by day (a function of the day), e.g. quieter weekends.
     """
@@ -68,9 +70,9 @@ def write_usage_file(published: Path, *, exact_days: list[dt.date], aggregate_da
         for day in exact_days:
             frame = frame_of(day)
             capture = CaptureStatus(api_requests=len(frame), api_cost=float(frame["usage"].sum()), status="complete")
-            replace_day(conn, summarize_day(day, [frame], capture))
+            replace_day(conn, summarize_day(day, [frame], capture, org=org))
         if aggregate_days:
-            _write_aggregates(conn, aggregate_days, frame_of)
+            _write_aggregates(conn, aggregate_days, frame_of, org)
         publish(conn, published)
 
 
@@ -85,7 +87,7 @@ def _ledger_frames(days: list[dt.date], generations_per_day: int | Callable[[dt.
 
 
 def _write_aggregates(conn: duckdb.DuckDBPyConnection, days: list[dt.date],
-                      frame_of: Callable[[dt.date], pd.DataFrame]) -> None:
+                      frame_of: Callable[[dt.date], pd.DataFrame], org: str) -> None:
     """Store the days as the history backfill does: analytics rows per model label and per key label."""
     label = {m.slug: m.name for m in MODELS}
     read = HistoryRead(sorted(days))
@@ -100,4 +102,4 @@ def _write_aggregates(conn: duckdb.DuckDBPyConnection, days: list[dt.date],
                     tokens_reasoning=int(group["native_tokens_reasoning"].sum()),
                     tokens_cached=int(group["native_tokens_cached"].sum())))
     names = [ModelName(slug=m.slug, permaslug=m.permaslug, name=m.name) for m in MODELS]
-    store_history(conn, read, names)
+    store_history(conn, read, names, org)

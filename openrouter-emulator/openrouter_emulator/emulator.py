@@ -146,7 +146,7 @@ class Emulator:
             self.stats.rate_limited += 1
             return hostility.rate_limited(refusal, self._user_id(authorization))
         delay_s = hostility.latency_s()
-        fault = self.faults.next_fault(request.path)
+        fault = self.faults.next_fault(request.path, next(iter(request.params.get("id") or []), None))
         if fault is not None:
             await _sleep(fault.delay_ms / 1000)
             if fault.status is not None:

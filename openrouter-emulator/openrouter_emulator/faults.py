@@ -68,6 +68,7 @@ class FaultRule:
     remaining: int
     retry_after: int | None
     delay_ms: int
+    generation_id: str | None = None  # only `GET /generation?id=` of this id (a record that stays missing)
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> FaultRule:
@@ -80,11 +81,17 @@ class FaultRule:
             raise ValueError("a rule needs count >= 1 and a status and/or a positive delay_ms")
         retry_after = raw.get("retry_after")
         path = str(raw.get("path", "*"))
-        return cls(path, status, count, None if retry_after is None else int(retry_after), delay_ms)
+        generation_id = raw.get("id")
+        if generation_id is not None and (not isinstance(generation_id, str) or path != "/generation"):
+            raise ValueError("id (a generation id, a string) needs path /generation")
+        return cls(path, status, count, None if retry_after is None else int(retry_after), delay_ms, generation_id)
+
+    def matches(self, path: str, generation_id: str | None) -> bool:
+        return self.remaining > 0 and self.path in ("*", path) and self.generation_id in (None, generation_id)
 
     def as_json(self) -> dict[str, Any]:
         return {"path": self.path, "status": self.status, "count": self.remaining, "retry_after": self.retry_after,
-                "delay_ms": self.delay_ms}
+                "delay_ms": self.delay_ms, **({"id": self.generation_id} if self.generation_id else {})}
 
 
 class FaultPlan:
@@ -111,10 +118,10 @@ class FaultPlan:
         with self._lock:
             return [r.as_json() for r in self._rules]
 
-    def next_fault(self, path: str) -> Fault | None:
+    def next_fault(self, path: str, generation_id: str | None = None) -> Fault | None:
         with self._lock:
             for rule in self._rules:
-                if rule.remaining > 0 and rule.path in ("*", path):
+                if rule.matches(path, generation_id):
                     rule.remaining -= 1
                     self._rules = [r for r in self._rules if r.remaining > 0]
                     retry_after = rule.retry_after

@@ -405,6 +405,24 @@ def test_fault_rules_answer_429_with_retry_after(emu: EmulatorProcess, spec: Spe
         control(emu, "DELETE", "/faults")
 
 
+def test_a_fault_rule_with_an_id_answers_only_that_record(emu: EmulatorProcess, spec: SpecValidator) -> None:
+    missing, present = truth(emu, yesterday())["ids"][:2]
+    control(emu, "POST", "/faults", json={"rules": [{"path": "/generation", "id": missing, "status": 404,
+                                                     "count": 1000}]})
+    try:
+        for _ in range(3):
+            gone = call(emu, "GET", "/generation", params={"id": missing})
+            assert gone.status_code == 404
+            spec.check("/generation", "get", gone, fallback=True)
+        assert call(emu, "GET", "/generation", params={"id": present}).status_code == 200
+        assert control(emu, "GET", "/faults")["rules"][0]["count"] == 997
+        refused = requests.post(f"{emu.control_url}/faults", json={"rules": [{"path": "*", "id": missing,
+                                                                               "status": 404}]}, timeout=10)
+        assert refused.status_code == 400 and "needs path /generation" in refused.text
+    finally:
+        control(emu, "DELETE", "/faults")
+
+
 def test_analytics_rate_limit_per_key(capped: EmulatorProcess, spec: SpecValidator) -> None:
     control(capped, "POST", "/config", json={"analytics_rpm": 3})
     try:

@@ -19,12 +19,20 @@ from usage_pipeline.broadcast import journal
 from usage_pipeline.broadcast.drain import DrainReport, drain_forever
 from usage_pipeline.broadcast.journal import JournalWriter
 from usage_pipeline.broadcast.receiver import PATH, ReceiverSettings, receiver_app
+from usage_pipeline.organisations import Organisation, journal_path_for, load_organisations
 from usage_pipeline.settings import SettingError, setting
 
 LOCAL_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
-def receiver_settings(*, local_only: bool, host: str) -> ReceiverSettings:
+def journal_of(org_name: str | None) -> tuple[Organisation, Path]:
+    """The organisation a push process serves (`--org`, or the only one) and its own journal: each
+    organisation's Broadcast destination has a receiver and a drain of its own."""
+    org = load_organisations().pick(org_name)
+    return org, journal_path_for(Path(setting("BROADCAST_JOURNAL_PATH")), org)
+
+
+def receiver_settings(*, local_only: bool, host: str, org: str | None = None) -> ReceiverSettings:
     """From the environment; no token is refused unless the receiver is told it is local-only (and is)."""
     token = setting("BROADCAST_TOKEN")
     if token is None and not local_only:
@@ -32,13 +40,14 @@ def receiver_settings(*, local_only: bool, host: str) -> ReceiverSettings:
                            "for a receiver on 127.0.0.1 that nothing else can reach)")
     if local_only and host not in LOCAL_HOSTS:
         raise SettingError(f"--local-only serves without a token only on 127.0.0.1, not on {host!r}")
-    return ReceiverSettings(token=token, journal_path=Path(setting("BROADCAST_JOURNAL_PATH")),
+    _, journal_path = journal_of(org)
+    return ReceiverSettings(token=token, journal_path=journal_path,
                             max_body_bytes=setting("BROADCAST_MAX_BODY_BYTES"),
                             drain_lag_s=setting("BROADCAST_DRAIN_LAG_S"))
 
 
-def serve_receiver(host: str, port: int, *, local_only: bool = False) -> int:
-    settings = receiver_settings(local_only=local_only, host=host)
+def serve_receiver(host: str, port: int, *, local_only: bool = False, org: str | None = None) -> int:
+    settings = receiver_settings(local_only=local_only, host=host, org=org)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     writer = JournalWriter(settings.journal_path, settings.drain_lag_s)
     app = receiver_app(settings, writer)
@@ -53,12 +62,14 @@ def serve_receiver(host: str, port: int, *, local_only: bool = False) -> int:
     return 0
 
 
-def serve_drain(interval_s: float = 1.0) -> int:
-    """Drain until SIGTERM or SIGINT; one line per round that had ids due."""
+def serve_drain(interval_s: float = 1.0, org_name: str | None = None) -> int:
+    """Drain the organisation's journal into its database until SIGTERM or SIGINT; one line per round that had
+    ids due."""
     from usage_pipeline.defs.resources import InfluxDBResource, OpenRouterResource
 
-    client, store = OpenRouterResource().client(), InfluxDBResource().store()
-    connection = journal.connect(setting("BROADCAST_JOURNAL_PATH"))
+    org, journal_path = journal_of(org_name)
+    client, store = OpenRouterResource().client(org), InfluxDBResource().store(org, load_organisations())
+    connection = journal.connect(journal_path)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -68,7 +79,7 @@ def serve_drain(interval_s: float = 1.0) -> int:
               f"{report.written} written, {report.differs} differing from their span, "
               f"{len(report.postponed)} due again later", flush=True)
 
-    print(f"draining {setting('BROADCAST_JOURNAL_PATH')} into InfluxDB", flush=True)
+    print(f"draining {journal_path} into InfluxDB database {store.settings.database!r} ({org.name})", flush=True)
     with client, store:
         store.ensure_database()
         drain_forever(client, store, connection, stop, interval_s, on_round=said)

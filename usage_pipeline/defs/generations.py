@@ -1,6 +1,6 @@
-"""The `generations` asset (a day of OpenRouter generations upserted into InfluxDB) and its checks."""
+"""The `generations` asset (an organisation's day of OpenRouter generations upserted into its InfluxDB
+database) and its checks, which hold per organisation-day."""
 
-import datetime as dt
 from collections.abc import Iterator, Mapping
 
 from dagster import (
@@ -9,7 +9,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    BackfillPolicy,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -19,15 +18,21 @@ from dagster import (
 )
 
 from usage_pipeline.broadcast.coverage import push_coverage
-from usage_pipeline.defs.partitions import capturable_day, daily_partitions, partition_day, settings_checked
-from usage_pipeline.defs.resources import BroadcastJournalResource, InfluxDBResource, OpenRouterResource
+from usage_pipeline.defs.partitions import OrgDay, capturable, ledger_partitions, org_day, settings_checked
+from usage_pipeline.defs.resources import (
+    BroadcastJournalResource,
+    InfluxDBResource,
+    OpenRouterResource,
+    OrganisationsResource,
+)
 from usage_pipeline.influx.errors import InfluxError
 from usage_pipeline.ledger import record_day
 from usage_pipeline.openrouter.counts import api_day_counts
 from usage_pipeline.openrouter.transport import OpenRouterError
 from usage_pipeline.reconcile import Verdict, cost_agrees, full_capture, no_duplicates
 
-OPENROUTER_POOL = "openrouter_api"
+OPENROUTER_POOL = "openrouter_api"  # captures at once, all organisations together (one per organisation: the
+# run queue's limit on the dagster/partition/org tag, dagster.yaml)
 REFRESH_TAG = "usage_pipeline/refresh"  # "true": fetch every record again, even those already stored whole
 
 
@@ -41,22 +46,29 @@ def refresh_asked(tags: Mapping[str, str]) -> bool:
 
 
 @asset(
-    partitions_def=daily_partitions,
-    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=1),  # one run per day, own check results
+    partitions_def=ledger_partitions,
+    # No backfill policy: a UI backfill then makes one run per organisation-day, each with its own check results
+    # and Dagster's dagster/partition/org tag, which the run queue's per-organisation limit needs (a policy's
+    # runs carry only a partition range).
     pool=OPENROUTER_POOL,
     key_prefix=["influxdb"],
     group_name="ledger",
     kinds={"influxdb"},
-    description="Every OpenRouter generation of the UTC day, upserted into InfluxDB measurement `generations`. "
+    description="Every OpenRouter generation of the organisation's UTC day, upserted into measurement "
+                "`generations` of the organisation's own InfluxDB database. "
                 "A rerun fetches only the records not already stored whole; run tag "
                 f"{REFRESH_TAG}=true fetches them all again.",
 )
 def generations(context: AssetExecutionContext, openrouter: OpenRouterResource, influxdb: InfluxDBResource,
-                broadcast: BroadcastJournalResource) -> MaterializeResult:
-    day = capturable_day(context.partition_key)
+                broadcast: BroadcastJournalResource, organisations: OrganisationsResource) -> MaterializeResult:
+    partition = capturable(context.partition_key)
+    day = partition.day
     refresh = refresh_asked(context.run.tags)
     with settings_checked():  # every setting, before any query
-        store, client, journal_path = influxdb.store(), openrouter.client(), broadcast.journal_path
+        configured = organisations.organisations()
+        org = configured.get(partition.org)
+        store, client = influxdb.store(org, configured), openrouter.client(org)
+        journal_path = broadcast.journal_path(org)
     try:
         with store, client:
             store.ensure_database()
@@ -64,31 +76,38 @@ def generations(context: AssetExecutionContext, openrouter: OpenRouterResource, 
             pushed = push_coverage(journal_path, day, store.day_ids(day))  # what push delivered of the day
     except (OpenRouterError, InfluxError) as exc:  # their messages say what was tried; no secret in them
         raise Failure(description=str(exc)) from None
-    metadata = {**recording.summary(), **pushed}
-    context.log.info(f"{day}: {metadata}")
+    metadata = {"organisation": org.name, "influxdb_database": store.settings.database, **recording.summary(),
+                **pushed}
+    context.log.info(f"{partition}: {metadata}")
     if not recording.complete:
         raise Failure(description=recording.problems(), metadata=metadata)
     return MaterializeResult(metadata=metadata)
 
 
-def _result(verdict: Verdict, severity: AssetCheckSeverity = AssetCheckSeverity.ERROR,
+def _result(partition: OrgDay, verdict: Verdict, severity: AssetCheckSeverity = AssetCheckSeverity.ERROR,
             check_name: str | None = None) -> AssetCheckResult:
-    metadata = {**verdict.metadata, "result": verdict.description}
+    metadata = {"organisation": partition.org, **verdict.metadata, "result": verdict.description}
     if verdict.diff_markdown:
         metadata["diff"] = MetadataValue.md(verdict.diff_markdown)
     return AssetCheckResult(passed=verdict.passed, severity=severity, metadata=metadata,
                             description=verdict.description, check_name=check_name)
 
 
-def _day(context: AssetCheckExecutionContext) -> dt.date:
-    return partition_day(context.partition_key)
+def _partition(context: AssetCheckExecutionContext) -> OrgDay:
+    return org_day(context.partition_key)
 
 
 @asset_check(asset=generations, blocking=True,
-             description="InfluxDB holds exactly one point per generation of the day (points == distinct ids).")
-def zero_duplicates(context: AssetCheckExecutionContext, influxdb: InfluxDBResource) -> AssetCheckResult:
-    with influxdb.store() as store:
-        return _result(no_duplicates(store, _day(context)))
+             description="The organisation's database holds exactly one point per generation of the day "
+                         "(points == distinct ids).")
+def zero_duplicates(context: AssetCheckExecutionContext, influxdb: InfluxDBResource,
+                    organisations: OrganisationsResource) -> AssetCheckResult:
+    partition = _partition(context)
+    with settings_checked():
+        configured = organisations.organisations()
+        store = influxdb.store(configured.get(partition.org), configured)
+    with store:
+        return _result(partition, no_duplicates(store, partition.day))
 
 
 FULL_CAPTURE = "full_capture_matches_openrouter"
@@ -108,16 +127,20 @@ COST = "cost_matches_openrouter"
     pool=OPENROUTER_POOL,
 )
 def checks_against_openrouter(context: AssetCheckExecutionContext, influxdb: InfluxDBResource,
-                              openrouter: OpenRouterResource) -> Iterator[AssetCheckResult]:
+                              openrouter: OpenRouterResource,
+                              organisations: OrganisationsResource) -> Iterator[AssetCheckResult]:
     """Both comparisons with OpenRouter from one read of its counts, inside the `openrouter_api` pool.
 
     The counts are read live, so rerunning the checks later catches generations that arrived late;
     `duckdb/daily_usage` takes OpenRouter's figures from this check's result in the same run.
     """
+    partition = _partition(context)
     with settings_checked():
-        client, store = openrouter.client(), influxdb.store()
-    with client:
-        counts = api_day_counts(client, _day(context))
+        configured = organisations.organisations()
+        org = configured.get(partition.org)
+        client, store = openrouter.client(org), influxdb.store(org, configured)
+    with client:  # the organisation's own key: its counts, never another's
+        counts = api_day_counts(client, partition.day)
     with store:
-        yield _result(full_capture(store, counts), check_name=FULL_CAPTURE)
-        yield _result(cost_agrees(store, counts), AssetCheckSeverity.WARN, check_name=COST)
+        yield _result(partition, full_capture(store, counts), check_name=FULL_CAPTURE)
+        yield _result(partition, cost_agrees(store, counts), AssetCheckSeverity.WARN, check_name=COST)

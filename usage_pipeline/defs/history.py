@@ -1,8 +1,9 @@
 """The `usage_history` asset: a year of OpenRouter's daily aggregates for the days the ledger did not capture.
 
 Unpartitioned on purpose: one run reads every missing day of the last USAGE_HISTORY_DAYS in two analytics
-queries (per model, per API key), which per-day partitions would turn into hundreds. Days with an exact
-(captured) row are left alone; a later capture of an aggregate day replaces its aggregates.
+queries per organisation (per model, per API key; each organisation with its own key, in turn), which
+per-day partitions would turn into hundreds. Days with an exact (captured) row of the organisation are left
+alone; a later capture of an aggregate day replaces its aggregates.
 """
 
 import datetime as dt
@@ -12,6 +13,7 @@ from dagster import (
     AssetSelection,
     Failure,
     MaterializeResult,
+    MetadataValue,
     ScheduleDefinition,
     asset,
     define_asset_job,
@@ -19,7 +21,7 @@ from dagster import (
 
 from usage_pipeline.defs.generations import OPENROUTER_POOL
 from usage_pipeline.defs.partitions import settings_checked
-from usage_pipeline.defs.resources import DailyUsageDatabase, OpenRouterResource
+from usage_pipeline.defs.resources import DailyUsageDatabase, OpenRouterResource, OrganisationsResource
 from usage_pipeline.duck.history import ensure_history_tables, exact_days, write_history
 from usage_pipeline.duck.publish import publish
 from usage_pipeline.openrouter.history import read_history
@@ -44,37 +46,51 @@ def history_window(span_days: int, today: dt.date | None = None) -> list[dt.date
                 "daily_totals rows with capture_status 'aggregate') for every day of the last USAGE_HISTORY_DAYS "
                 "without a captured row, and model_names from GET /models.",
 )
-def usage_history(context: AssetExecutionContext, openrouter: OpenRouterResource,
-                  usage_db: DailyUsageDatabase) -> MaterializeResult:
+def usage_history(context: AssetExecutionContext, openrouter: OpenRouterResource, usage_db: DailyUsageDatabase,
+                  organisations: OrganisationsResource) -> MaterializeResult:
     with settings_checked():
-        client, published_path, span = openrouter.client(), usage_db.published, usage_db.history_span_days()
+        configured = organisations.organisations()
+        clients = {org.name: openrouter.client(org) for org in configured.members}  # each with its own key
+        published_path, span = usage_db.published, usage_db.history_span_days()
     window = history_window(span)
-    with usage_db.store_connection() as conn:  # a short read: the store is not held while OpenRouter answers
-        ensure_history_tables(conn)
-        exact = exact_days(conn, window[0], window[-1]) if window else set()
-    try:
-        with client:
-            read = read_history(client, [day for day in window if day not in exact])
-            names = read_model_names(client)
-    except OpenRouterError as exc:  # its message names the query, row and field; no secret in it
-        raise Failure(description=str(exc)) from None
-    with usage_db.store_connection() as conn:
-        written = write_history(conn, read, names)
-        published = publish(conn, published_path)
-    if written.days_views_disagree:
-        context.log.warning(f"per-model and per-key request counts differ on {len(written.days_views_disagree)} "
-                            f"days (first {written.days_views_disagree[0]}); both are stored as received")
+    per_org: dict[str, dict[str, int | float]] = {}
+    written_days = queries = splits = disagree = 0
+    names_count = 0
+    for org, client in clients.items():
+        with usage_db.store_connection() as conn:  # a short read: the store is not held while OpenRouter answers
+            ensure_history_tables(conn)
+            exact = exact_days(conn, window[0], window[-1], org) if window else set()
+        try:
+            with client:
+                read = read_history(client, [day for day in window if day not in exact])
+                names = read_model_names(client)
+        except OpenRouterError as exc:  # its message names the query, row and field; no secret in it
+            raise Failure(description=f"{org}: {exc}") from None
+        with usage_db.store_connection() as conn:
+            written = write_history(conn, read, names, org)
+            published = publish(conn, published_path)
+        if written.days_views_disagree:
+            context.log.warning(f"{org}: per-model and per-key request counts differ on "
+                                f"{len(written.days_views_disagree)} days (first {written.days_views_disagree[0]}); "
+                                "both are stored as received")
+        per_org[org] = {"days_written": len(written.days_written), "requests": written.requests,
+                        "spend_usd": round(written.usage, 6)}
+        written_days += len(written.days_written)
+        queries, splits = queries + read.analytics_queries, splits + read.splits
+        disagree += len(written.days_views_disagree)
+        names_count = max(names_count, len(names))
     return MaterializeResult(metadata={
-        "days_written": len(written.days_written),
-        "days_skipped_exact": len(window) - len(written.days_written),
-        "analytics_queries": read.analytics_queries,
-        "splits": read.splits,
+        "organisations": MetadataValue.json(per_org),
+        "days_written": written_days,
+        "days_skipped_exact": len(window) * len(clients) - written_days,
+        "analytics_queries": queries,
+        "splits": splits,
         "first_day": window[0].isoformat() if window else "",
         "last_day": window[-1].isoformat() if window else "",
-        "requests": written.requests,
-        "spend_usd": round(written.usage, 6),
-        "models_named": len(names),
-        "days_views_disagree": len(written.days_views_disagree),
+        "requests": int(sum(o["requests"] for o in per_org.values())),
+        "spend_usd": round(float(sum(o["spend_usd"] for o in per_org.values())), 6),
+        "models_named": names_count,
+        "days_views_disagree": disagree,
         "duckdb_path": str(published_path),
         "publish_seconds": round(published.seconds, 3),
     })

@@ -1,4 +1,4 @@
-"""Retry, some hours later, a day whose run failed (capture check red, records missing), while
+"""Retry, some hours later, an organisation's day whose run failed (capture check red, records missing), while
 OpenRouter can still enumerate it: after 31 days its generation ids are gone for good.
 
 A retry reuses what the failed run stored (run tag usage_pipeline/refresh=false): it enumerates the day
@@ -19,9 +19,11 @@ from dagster import (
 )
 
 from usage_pipeline.defs.generations import REFRESH_TAG
+from usage_pipeline.defs.partitions import OrgDay
 from usage_pipeline.defs.summaries import daily_ledger_job
 from usage_pipeline.openrouter.day import DayOutOfRange, check_capturable
-from usage_pipeline.runs.tags import run_day
+from usage_pipeline.organisations import DEFAULT_NAME
+from usage_pipeline.runs.tags import run_day, run_org
 from usage_pipeline.settings import setting
 
 RETRY_AFTER = dt.timedelta(hours=6)  # defaults; the sensor reads USAGE_RECAPTURE_* when it evaluates
@@ -33,16 +35,18 @@ class Attempt:
     day: dt.date
     failed: bool
     ended_at: dt.datetime
+    org: str = DEFAULT_NAME
 
 
 def days_to_recapture(attempts: Iterable[Attempt], now: dt.datetime, *, retry_after: dt.timedelta = RETRY_AFTER,
-                      max_attempts: int = MAX_ATTEMPTS) -> list[tuple[dt.date, int]]:
-    """(day, attempt number) for every day whose latest run failed long enough ago and can still be captured."""
-    by_day: dict[dt.date, list[Attempt]] = {}
+                      max_attempts: int = MAX_ATTEMPTS) -> list[tuple[OrgDay, int]]:
+    """(organisation's day, attempt number) for every one whose latest run failed long enough ago and can
+    still be captured; each organisation's days are counted apart."""
+    by_day: dict[tuple[str, dt.date], list[Attempt]] = {}
     for attempt in attempts:
-        by_day.setdefault(attempt.day, []).append(attempt)
+        by_day.setdefault((attempt.org, attempt.day), []).append(attempt)
     due = []
-    for day, runs in sorted(by_day.items()):
+    for (org, day), runs in sorted(by_day.items()):
         latest = max(runs, key=lambda a: a.ended_at)
         if not latest.failed or now - latest.ended_at < retry_after or len(runs) >= max_attempts:
             continue
@@ -50,7 +54,7 @@ def days_to_recapture(attempts: Iterable[Attempt], now: dt.datetime, *, retry_af
             check_capturable(day, now)
         except DayOutOfRange:
             continue
-        due.append((day, len(runs) + 1))
+        due.append((OrgDay(org, day), len(runs) + 1))
     return due
 
 
@@ -59,11 +63,12 @@ def _attempts(context: SensorEvaluationContext, since: dt.datetime) -> Iterator[
         RunsFilter(job_name=daily_ledger_job.name, created_after=since,
                    statuses=[DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]))
     for record in records:
-        day = run_day(record.dagster_run.tags)
-        if day is None or record.end_time is None:
+        tags = record.dagster_run.tags
+        day, org = run_day(tags), run_org(tags)
+        if day is None or org is None or record.end_time is None:
             continue
         yield Attempt(day, record.dagster_run.status == DagsterRunStatus.FAILURE,
-                      dt.datetime.fromtimestamp(record.end_time, dt.UTC))
+                      dt.datetime.fromtimestamp(record.end_time, dt.UTC), org)
 
 
 @sensor(job=daily_ledger_job, minimum_interval_seconds=3600, default_status=DefaultSensorStatus.RUNNING,
@@ -75,6 +80,6 @@ def recapture_failed_days(context: SensorEvaluationContext) -> Iterator[RunReque
                             max_attempts=setting("USAGE_RECAPTURE_MAX_ATTEMPTS"))
     if not due:
         yield SkipReason("no failed day is due for a retry")
-    for day, attempt in due:
-        yield RunRequest(partition_key=day.isoformat(), run_key=f"recapture:{day}:{attempt}",
+    for partition, attempt in due:
+        yield RunRequest(partition_key=partition.key, run_key=f"recapture:{partition.org}:{partition.day}:{attempt}",
                          tags={"usage_pipeline/recapture_attempt": str(attempt), REFRESH_TAG: "false"})

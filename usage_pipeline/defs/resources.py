@@ -1,4 +1,4 @@
-"""The three resources. A field left unset is read from its environment variable when a run starts
+"""The resources. A field left unset is read from its environment variable when a run starts
 (`usage_pipeline.settings`: one place, a one-line error naming the variable); tests set fields directly.
 Secrets are never fields shown in the UI unless a caller sets them."""
 
@@ -17,6 +17,13 @@ from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.influx.store import InfluxStore
 from usage_pipeline.openrouter.client import OpenRouterClient
 from usage_pipeline.openrouter.settings import OpenRouterSettings
+from usage_pipeline.organisations import (
+    DEFAULT_KEY_VARIABLE,
+    Organisation,
+    Organisations,
+    journal_path_for,
+    load_organisations,
+)
 from usage_pipeline.settings import checked, setting
 
 
@@ -24,10 +31,22 @@ def _value(field_value: Any, variable: str) -> Any:
     return setting(variable) if field_value is None else checked(variable, field_value)
 
 
-class OpenRouterResource(ConfigurableResource):
-    """OpenRouter's management API: the live service, or the project's emulator at another base URL."""
+class OrganisationsResource(ConfigurableResource):
+    """The organisations of USAGE_ORGANISATIONS (or `default`, from OPENROUTER_API_KEY), read when a run starts."""
 
-    api_key: str | None = Field(default=None, description="a management key; unset: OPENROUTER_API_KEY")
+    path: str | None = Field(default=None, description="a YAML file of organisations; unset: USAGE_ORGANISATIONS "
+                                                       "(unset too: one organisation, default)")
+
+    def organisations(self) -> Organisations:
+        return load_organisations(None if self.path is None else {"USAGE_ORGANISATIONS": self.path})
+
+
+class OpenRouterResource(ConfigurableResource):
+    """OpenRouter's management API: the live service, or the project's emulator at another base URL. Each
+    organisation's requests carry that organisation's key and no other."""
+
+    api_key: str | None = Field(default=None, description="the key OPENROUTER_API_KEY would hold (the default "
+                                                          "organisation's); unset: OPENROUTER_API_KEY")
     base_url: str | None = Field(default=None, description="unset: OPENROUTER_BASE_URL")
     max_concurrency: int | None = Field(default=None, description="record fetches in flight at most; "
                                            "unset: OPENROUTER_MAX_CONCURRENCY (512)")
@@ -38,17 +57,22 @@ class OpenRouterResource(ConfigurableResource):
     give_up_after_s: float | None = Field(default=None, description="fail when every request has failed "
                                              "this long; unset: OPENROUTER_GIVE_UP_AFTER_S (20)")
 
-    def settings(self) -> OpenRouterSettings:
+    def settings(self, org: Organisation) -> OpenRouterSettings:
+        """The organisation's settings: its own key (from its key_variable) and base URL, the shared limits."""
+        if org.key_variable == DEFAULT_KEY_VARIABLE and self.api_key is not None:
+            api_key = checked(DEFAULT_KEY_VARIABLE, self.api_key)
+        else:
+            api_key = org.api_key()
         return OpenRouterSettings(
-            api_key=_value(self.api_key, "OPENROUTER_API_KEY"),
-            base_url=_value(self.base_url, "OPENROUTER_BASE_URL"),
+            api_key=api_key,
+            base_url=org.base_url or _value(self.base_url, "OPENROUTER_BASE_URL"),
             max_concurrency=_value(self.max_concurrency, "OPENROUTER_MAX_CONCURRENCY"),
             max_rps=_value(self.max_rps, "OPENROUTER_MAX_RPS"),
             record_timeout_s=_value(self.record_timeout_s, "OPENROUTER_RECORD_TIMEOUT_S"),
             give_up_after_s=_value(self.give_up_after_s, "OPENROUTER_GIVE_UP_AFTER_S"))
 
-    def client(self) -> OpenRouterClient:
-        return OpenRouterClient(self.settings())
+    def client(self, org: Organisation) -> OpenRouterClient:
+        return OpenRouterClient(self.settings(org))
 
 
 class InfluxDBResource(ConfigurableResource):
@@ -62,16 +86,19 @@ class InfluxDBResource(ConfigurableResource):
     retention_days: int | None = Field(default=None, description="unset: INFLUXDB_RETENTION_DAYS")
     timeout_s: float | None = Field(default=None, description="unset: INFLUXDB_TIMEOUT_S (30)")
 
-    def settings(self) -> InfluxSettings:
+    def settings(self, org: Organisation, organisations: Organisations) -> InfluxSettings:
+        """The settings of the organisation's own database (see `Organisation.database`); refused when two
+        organisations would share one."""
+        database = organisations.databases(_value(self.database, "INFLUXDB_DATABASE"))[org.name]
         return InfluxSettings.from_url(
-            url=_value(self.url, "INFLUXDB_URL"), database=_value(self.database, "INFLUXDB_DATABASE"),
+            url=_value(self.url, "INFLUXDB_URL"), database=database,
             token=_value(self.token, "INFLUXDB_TOKEN"), username=_value(self.username, "INFLUXDB_USERNAME"),
             password=_value(self.password, "INFLUXDB_PASSWORD"),
             retention_days=_value(self.retention_days, "INFLUXDB_RETENTION_DAYS"),
             timeout_s=_value(self.timeout_s, "INFLUXDB_TIMEOUT_S"))
 
-    def store(self) -> InfluxStore:
-        return InfluxStore(self.settings())
+    def store(self, org: Organisation, organisations: Organisations) -> InfluxStore:
+        return InfluxStore(self.settings(org, organisations))
 
 
 class DailyUsageDatabase(ConfigurableResource):
@@ -109,12 +136,14 @@ class BroadcastJournalResource(ConfigurableResource):
 
     path: str | None = Field(default=None, description="unset: BROADCAST_JOURNAL_PATH (data/broadcast.sqlite3)")
 
-    @property
-    def journal_path(self) -> Path:
-        return Path(_value(self.path, "BROADCAST_JOURNAL_PATH"))
+    def journal_path(self, org: Organisation) -> Path:
+        """The organisation's journal: BROADCAST_JOURNAL_PATH for `default` (no file), else beside it,
+        `broadcast.<org>.sqlite3`; each organisation's Broadcast destination has a receiver of its own."""
+        return journal_path_for(Path(_value(self.path, "BROADCAST_JOURNAL_PATH")), org)
+
 
 
 def resources_from_env() -> dict[str, ConfigurableResource]:
     """The resources as deployed: every field unset, so each is read from its variable when a run starts."""
     return {"openrouter": OpenRouterResource(), "influxdb": InfluxDBResource(), "usage_db": DailyUsageDatabase(),
-            "broadcast": BroadcastJournalResource()}
+            "broadcast": BroadcastJournalResource(), "organisations": OrganisationsResource()}

@@ -1,5 +1,5 @@
-"""The `duckdb/daily_usage` asset (the DuckDB summary tables), the `daily_ledger` job that runs a whole day
-(capture, checks, summary), and its schedule."""
+"""The `duckdb/daily_usage` asset (the DuckDB summary tables), the `daily_ledger` job that runs a whole
+organisation-day (capture, checks, summary), and its schedule (every organisation's completed day)."""
 
 from dataclasses import dataclass
 
@@ -7,7 +7,6 @@ import pandas
 from dagster import (
     AssetExecutionContext,
     AssetSelection,
-    BackfillPolicy,
     DagsterEventType,
     Failure,
     MaterializeResult,
@@ -18,8 +17,8 @@ from dagster import (
 )
 
 from usage_pipeline.defs.generations import FULL_CAPTURE, generations
-from usage_pipeline.defs.partitions import capturable_day, daily_partitions, settings_checked
-from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource
+from usage_pipeline.defs.partitions import capturable, ledger_partitions, settings_checked
+from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OrganisationsResource
 from usage_pipeline.duck.publish import publish, replace_day
 from usage_pipeline.duck.summaries import CaptureStatus, ModelLabels, summarize_day
 
@@ -82,34 +81,37 @@ def top_models_markdown(daily_usage_rows: pandas.DataFrame, limit: int = 5) -> s
 
 
 @asset(
-    partitions_def=daily_partitions,
+    partitions_def=ledger_partitions,
     deps=[generations],
-    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=1),
     pool="duckdb_writer",
     key_prefix=["duckdb"],
     group_name="ledger",
     kinds={"duckdb"},
-    description="Daily summaries in DuckDB (daily_usage, by provider, key, user; daily_totals), "
-                "rebuilt for the day from the deduplicated InfluxDB points once the day is proven whole.",
+    description="Daily summaries in DuckDB (daily_usage, by provider, key, user; daily_totals), each row with "
+                "its `org`, rebuilt for the organisation's day from its deduplicated InfluxDB points once the "
+                "day is proven whole.",
 )
-def daily_usage(context: AssetExecutionContext, influxdb: InfluxDBResource,
-                usage_db: DailyUsageDatabase) -> MaterializeResult:
-    day = capturable_day(context.partition_key)
+def daily_usage(context: AssetExecutionContext, influxdb: InfluxDBResource, usage_db: DailyUsageDatabase,
+                organisations: OrganisationsResource) -> MaterializeResult:
+    partition = capturable(context.partition_key)
+    day = partition.day
     proof = capture_proof(context)
     with settings_checked():
-        store, published_path = influxdb.store(), usage_db.published
+        configured = organisations.organisations()
+        store, published_path = influxdb.store(configured.get(partition.org), configured), usage_db.published
     with store:
         summary = summarize_day(day, store.iter_day_frames(day),
                                 CaptureStatus(api_requests=proof.api_requests, api_cost=proof.api_usage,
-                                              status="complete"), proof.model_names)
+                                              status="complete"), proof.model_names, org=partition.org)
     per_model, totals = summary.tables["daily_usage"], summary.tables["daily_totals"].iloc[0]
     if int(totals["requests"]) != proof.api_requests:  # the ledger changed since the check proved it
-        raise Failure(description=f"not summarizing {day}: the ledger now holds {int(totals['requests'])} "
+        raise Failure(description=f"not summarizing {partition}: the ledger now holds {int(totals['requests'])} "
                                   f"generations, OpenRouter counts {proof.api_requests}; rerun the day")
     with usage_db.store_connection() as conn:
         replace_day(conn, summary)
         published = publish(conn, published_path)
     return MaterializeResult(metadata={
+        "organisation": partition.org,
         "day": day.isoformat(),
         # numbers the asset page plots across partitions
         "requests": int(totals["requests"]),
@@ -130,10 +132,12 @@ def daily_usage(context: AssetExecutionContext, influxdb: InfluxDBResource,
 daily_ledger_job = define_asset_job(
     "daily_ledger",
     selection=AssetSelection.assets(generations, daily_usage),
-    description="One UTC day: capture into InfluxDB, prove it (checks), summarize into DuckDB.",
+    description="One organisation's UTC day: capture into its InfluxDB database, prove it (checks), summarize "
+                "into DuckDB.",
 )
 
 daily_ledger_schedule = build_schedule_from_partitioned_job(
     daily_ledger_job, hour_of_day=SETTLE_HOURS, minute_of_hour=0, name="daily_ledger_schedule",
-    description=f"Every day at {SETTLE_HOURS:02d}:00 UTC, run the day that just completed.",
+    description=f"Every day at {SETTLE_HOURS:02d}:00 UTC, run the day that just completed, one run per "
+                "organisation (at most one at a time each: the run queue's limit on dagster/partition/org).",
 )

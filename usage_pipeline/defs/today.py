@@ -2,6 +2,7 @@
 
 import datetime as dt
 
+import pandas
 from dagster import (
     AssetExecutionContext,
     DefaultScheduleStatus,
@@ -12,7 +13,7 @@ from dagster import (
 )
 
 from usage_pipeline.defs.partitions import settings_checked
-from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource
+from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OrganisationsResource
 from usage_pipeline.duck.publish import publish
 from usage_pipeline.duck.today import MAX_OPEN_DAYS, captured_days, hourly_rows, open_days, replace_open_days
 
@@ -28,20 +29,25 @@ REFRESH_MINUTES = 5
                 "yesterday before its nightly run), from what the Broadcast push drain has stored so far. "
                 "The day's nightly exact capture (duckdb/daily_usage) replaces its rows.",
 )
-def usage_today(context: AssetExecutionContext, influxdb: InfluxDBResource,
-                usage_db: DailyUsageDatabase) -> MaterializeResult:
+def usage_today(context: AssetExecutionContext, influxdb: InfluxDBResource, usage_db: DailyUsageDatabase,
+                organisations: OrganisationsResource) -> MaterializeResult:
     now = dt.datetime.now(dt.UTC)
     with settings_checked():
-        store = influxdb.store()
+        configured = organisations.organisations()
+        stores = {org.name: influxdb.store(org, configured) for org in configured.members}
+    frames, days_by_org = [], {}
     with usage_db.store_connection() as conn:
-        days = open_days(captured_days(conn, now.date() - dt.timedelta(days=MAX_OPEN_DAYS)), now.date())
-        with store:
-            rows = hourly_rows(days, store.iter_day_frames, now.replace(tzinfo=None))
+        for org, store in stores.items():  # each organisation's own open days, from its own database
+            days = open_days(captured_days(conn, now.date() - dt.timedelta(days=MAX_OPEN_DAYS), org), now.date())
+            with store:
+                frames.append(hourly_rows(days, store.iter_day_frames, now.replace(tzinfo=None), org))
+            days_by_org[org] = [day.isoformat() for day in days]
+        rows = pandas.concat(frames, ignore_index=True)
         replace_open_days(conn, rows)
         published = publish(conn, usage_db.published)
     requests = int(rows["requests"].sum()) if len(rows) else 0
     return MaterializeResult(metadata={
-        "days": [day.isoformat() for day in days],
+        "days": days_by_org,
         "requests": requests,
         "spend_usd": round(float(rows["usage"].sum()), 6) if len(rows) else 0.0,
         "rows": len(rows),

@@ -10,7 +10,6 @@ pipeline processes so their store writes and publishes never interleave.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import time
@@ -21,9 +20,10 @@ from pathlib import Path
 import duckdb
 from filelock import FileLock
 
-from usage_pipeline.duck.history import HISTORY_DAY_TABLES
-from usage_pipeline.duck.summaries import SUMMARY_TABLES, TABLE_SCHEMAS, DaySummary, column_definitions
-from usage_pipeline.duck.today import TODAY_TABLE
+from usage_pipeline.duck.history import HISTORY_DAY_TABLES, HISTORY_SCHEMAS
+from usage_pipeline.duck.summaries import SUMMARY_TABLES, TABLE_SCHEMAS, DaySummary
+from usage_pipeline.duck.tables import add_missing_columns, ensure_table
+from usage_pipeline.duck.today import TODAY_SCHEMA, TODAY_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -76,30 +76,34 @@ def publisher_lock(published: Path) -> FileLock:
 
 
 def replace_day(conn: duckdb.DuckDBPyConnection, summary: DaySummary) -> None:
-    """Make the store hold exactly `summary` for its day: a rebuild replaces, never adds to, a day.
+    """Make the store hold exactly `summary` for its organisation's day: a rebuild replaces, never adds to, a
+    day, and never touches another organisation's rows of it.
 
     An exact day is never also an aggregate one: the day's OpenRouter aggregates (`history_by_model`,
-    `history_by_api_key`, when the store has them) go in the same transaction.
+    `history_by_api_key`, when the store has them) and provisional rows go in the same transaction.
     """
     missing = [table for table in SUMMARY_TABLES if table not in summary.tables]
     if missing:
         raise ValueError(f"summary of {summary.day} lacks tables {missing}")
     for table in SUMMARY_TABLES:
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({column_definitions(table)})")
-        add_missing_columns(conn, table)
+        ensure_table(conn, table, TABLE_SCHEMAS[table])
     stored = {name for (name,) in conn.execute(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
         "AND schema_name = current_schema()").fetchall()}
+    others = {**{table: HISTORY_SCHEMAS[table] for table in HISTORY_DAY_TABLES}, TODAY_TABLE: TODAY_SCHEMA}
+    for table, schema in others.items():
+        if table in stored:
+            add_missing_columns(conn, table, schema)  # an older store's rows are the default organisation's
     conn.begin()
     try:
-        for table in (*HISTORY_DAY_TABLES, TODAY_TABLE):  # the exact day replaces aggregates, provisional rows
+        for table in others:  # the exact day replaces aggregates, provisional rows
             if table in stored:
-                conn.execute(f"DELETE FROM {table} WHERE day = ?", [summary.day])
+                conn.execute(f"DELETE FROM {table} WHERE day = ? AND org = ?", [summary.day, summary.org])
         for table in SUMMARY_TABLES:
-            conn.execute(f"DELETE FROM {table} WHERE day = ?", [summary.day])
+            conn.execute(f"DELETE FROM {table} WHERE day = ? AND org = ?", [summary.day, summary.org])
             conn.register("day_rows", summary.tables[table])
             try:
-                _check_rows_are_of_day(conn, table, summary.day)
+                _check_rows_are_of_day(conn, table, summary)
                 conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM day_rows")
             finally:
                 conn.unregister("day_rows")
@@ -107,27 +111,6 @@ def replace_day(conn: duckdb.DuckDBPyConnection, summary: DaySummary) -> None:
     except BaseException:
         conn.rollback()
         raise
-
-
-def add_missing_columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    """Bring a store made by an older version up to the table's schema: a column added since (nullable, such
-    as `model_slug`) is added, NULL in the rows already stored. A stored day keeps its rows; a rebuild of
-    the day fills the new column."""
-    present = {name for (name,) in conn.execute(
-        "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
-        "AND schema_name = current_schema() AND table_name = ?", [table]).fetchall()}
-    added = []
-    for name, sql_type in TABLE_SCHEMAS[table]:
-        if name in present:
-            continue
-        if "NOT NULL" in sql_type:
-            raise ValueError(f"the store's {table} lacks column {name} ({sql_type}), which cannot be added to "
-                             "stored rows; rebuild the store")
-        conn.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {sql_type}')
-        added.append(name)
-    if added:
-        log.info("%s: added column(s) %s to the stored table", table, ", ".join(added))
-    return added
 
 
 def publish(conn: duckdb.DuckDBPyConnection, published: Path) -> PublishReport:
@@ -151,13 +134,17 @@ def publish(conn: duckdb.DuckDBPyConnection, published: Path) -> PublishReport:
         )
 
 
-def _check_rows_are_of_day(conn: duckdb.DuckDBPyConnection, table: str, day: dt.date) -> None:
-    """Refuse rows of another day (in `day_rows`): only `day` is deleted, so they would pile up."""
-    (others,) = conn.execute(
-        "SELECT count(*) FROM day_rows WHERE day IS DISTINCT FROM CAST(? AS DATE)", [day]
+def _check_rows_are_of_day(conn: duckdb.DuckDBPyConnection, table: str, summary: DaySummary) -> None:
+    """Refuse rows of another day or organisation (in `day_rows`): only the summary's are deleted, so they
+    would pile up."""
+    (other_days, other_orgs) = conn.execute(
+        "SELECT count(*) FILTER (WHERE day IS DISTINCT FROM CAST(? AS DATE)), "
+        "count(*) FILTER (WHERE org IS DISTINCT FROM ?) FROM day_rows", [summary.day, summary.org]
     ).fetchall()[0]  # fetchall: DuckDB 2.0 keeps a fetchone() result open, blocking register()
-    if others:
-        raise ValueError(f"{table} of {day} holds {others} rows of other days")
+    if other_days:
+        raise ValueError(f"{table} of {summary.day} holds {other_days} rows of other days")
+    if other_orgs:
+        raise ValueError(f"{table} of {summary.org} {summary.day} holds {other_orgs} rows of other organisations")
 
 
 def _current_database(conn: duckdb.DuckDBPyConnection, published: Path) -> str:

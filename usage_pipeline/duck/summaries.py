@@ -15,6 +15,10 @@ from dataclasses import dataclass
 import duckdb
 import pandas
 
+from usage_pipeline.duck.tables import ORG_COLUMN
+from usage_pipeline.duck.tables import column_definitions as schema_columns
+from usage_pipeline.organisations import DEFAULT_NAME
+
 # Ledger columns the summaries read, with the type each chunk column is cast to. A chunk may lack
 # any of them (InfluxDB omits all-null fields), which loads as NULL.
 LEDGER_COLUMNS: dict[str, str] = {
@@ -39,10 +43,11 @@ LEDGER_COLUMNS: dict[str, str] = {
 _COUNT = "BIGINT NOT NULL"
 _MONEY = "DOUBLE NOT NULL"
 
-# Table name -> (column, DuckDB type) in stored order; `day` first everywhere.
+# Table name -> (column, DuckDB type) in stored order; `day` then `org` first everywhere.
 TABLE_SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {
     "daily_usage": (
         ("day", "DATE NOT NULL"),
+        ORG_COLUMN,
         ("model", "VARCHAR"),
         ("model_slug", "VARCHAR"),
         ("model_label", "VARCHAR"),
@@ -61,6 +66,7 @@ TABLE_SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "daily_usage_by_provider": (
         ("day", "DATE NOT NULL"),
+        ORG_COLUMN,
         ("model", "VARCHAR"),
         ("model_slug", "VARCHAR"),
         ("model_label", "VARCHAR"),
@@ -73,6 +79,7 @@ TABLE_SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "daily_usage_by_api_key": (
         ("day", "DATE NOT NULL"),
+        ORG_COLUMN,
         ("api_key", "VARCHAR"),
         ("model", "VARCHAR"),
         ("model_slug", "VARCHAR"),
@@ -84,6 +91,7 @@ TABLE_SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "daily_usage_by_user": (
         ("day", "DATE NOT NULL"),
+        ORG_COLUMN,
         ("external_user", "VARCHAR"),
         ("model", "VARCHAR"),
         ("model_slug", "VARCHAR"),
@@ -95,6 +103,7 @@ TABLE_SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "daily_totals": (
         ("day", "DATE NOT NULL"),
+        ORG_COLUMN,
         ("requests", _COUNT),
         ("total_cost", _MONEY),
         ("tokens_prompt", _COUNT),
@@ -116,7 +125,8 @@ SUMMARY_TABLES: tuple[str, ...] = tuple(TABLE_SCHEMAS)
 # fsum (compensated summation) keeps money totals stable and identical across rebuilds.
 _SUMMARY_QUERIES: dict[str, str] = {
     "daily_usage": """
-        SELECT $day AS day, model, any_value(model_slug) AS model_slug, any_value(model_label) AS model_label,
+        SELECT $day AS day, $org AS org, model, any_value(model_slug) AS model_slug,
+               any_value(model_label) AS model_label,
                count(*) AS requests,
                coalesce(fsum(total_cost), 0) AS total_cost, coalesce(fsum(usage), 0) AS usage,
                coalesce(sum(tokens_prompt), 0) AS tokens_prompt,
@@ -129,7 +139,8 @@ _SUMMARY_QUERIES: dict[str, str] = {
                avg(generation_time) AS avg_generation_time_ms
         FROM ledger LEFT JOIN names USING (model) GROUP BY model ORDER BY model NULLS LAST""",
     "daily_usage_by_provider": """
-        SELECT $day AS day, model, any_value(model_slug) AS model_slug, any_value(model_label) AS model_label,
+        SELECT $day AS day, $org AS org, model, any_value(model_slug) AS model_slug,
+               any_value(model_label) AS model_label,
                provider, count(*) AS requests,
                coalesce(fsum(total_cost), 0) AS total_cost,
                coalesce(sum(tokens_prompt), 0) AS tokens_prompt,
@@ -138,7 +149,7 @@ _SUMMARY_QUERIES: dict[str, str] = {
         FROM ledger LEFT JOIN names USING (model) GROUP BY model, provider
         ORDER BY model NULLS LAST, provider NULLS LAST""",
     "daily_usage_by_api_key": """
-        SELECT $day AS day, api_key, model, any_value(model_slug) AS model_slug,
+        SELECT $day AS day, $org AS org, api_key, model, any_value(model_slug) AS model_slug,
                any_value(model_label) AS model_label, count(*) AS requests,
                coalesce(fsum(total_cost), 0) AS total_cost,
                coalesce(sum(tokens_prompt), 0) AS tokens_prompt,
@@ -146,7 +157,7 @@ _SUMMARY_QUERIES: dict[str, str] = {
         FROM ledger LEFT JOIN names USING (model) GROUP BY api_key, model
         ORDER BY api_key NULLS LAST, model NULLS LAST""",
     "daily_usage_by_user": """
-        SELECT $day AS day, external_user, model, any_value(model_slug) AS model_slug,
+        SELECT $day AS day, $org AS org, external_user, model, any_value(model_slug) AS model_slug,
                any_value(model_label) AS model_label, count(*) AS requests,
                coalesce(fsum(total_cost), 0) AS total_cost,
                coalesce(sum(tokens_prompt), 0) AS tokens_prompt,
@@ -154,7 +165,7 @@ _SUMMARY_QUERIES: dict[str, str] = {
         FROM ledger LEFT JOIN names USING (model) GROUP BY external_user, model
         ORDER BY external_user NULLS LAST, model NULLS LAST""",
     "daily_totals": """
-        SELECT $day AS day, count(*) AS requests, coalesce(fsum(total_cost), 0) AS total_cost,
+        SELECT $day AS day, $org AS org, count(*) AS requests, coalesce(fsum(total_cost), 0) AS total_cost,
                coalesce(sum(tokens_prompt), 0) AS tokens_prompt,
                coalesce(sum(tokens_completion), 0) AS tokens_completion,
                count(DISTINCT model) AS models, count(DISTINCT api_key) AS api_keys,
@@ -177,15 +188,16 @@ class CaptureStatus:
 
 @dataclass(frozen=True)
 class DaySummary:
-    """Every summary table's rows for one day: the unit that replaces a day in the store."""
+    """Every summary table's rows for one organisation's day: the unit that replaces a day in the store."""
 
     day: dt.date
     tables: dict[str, pandas.DataFrame]  # table name -> that day's rows, columns as in TABLE_SCHEMAS
+    org: str = DEFAULT_NAME
 
 
 def column_definitions(table: str) -> str:
     """The `CREATE TABLE` column list of a summary table."""
-    return ", ".join(f'"{name}" {sql_type}' for name, sql_type in TABLE_SCHEMAS[table])
+    return schema_columns(TABLE_SCHEMAS[table])
 
 
 @dataclass(frozen=True)
@@ -199,10 +211,10 @@ class ModelLabels:
 
 def summarize_day(
     day: dt.date, chunks: Iterable[pandas.DataFrame], capture: CaptureStatus,
-    names: Mapping[str, ModelLabels] | None = None,
+    names: Mapping[str, ModelLabels] | None = None, *, org: str = DEFAULT_NAME,
 ) -> DaySummary:
-    """Summarize one UTC day's deduplicated ledger points; a day without points still gets totals.
-    `names` gives each stored model's slug and label (absent: NULL)."""
+    """Summarize one organisation's UTC day of deduplicated ledger points (read from its own database); a day
+    without points still gets totals. `names` gives each stored model's slug and label (absent: NULL)."""
     with duckdb.connect(":memory:") as conn:
         # A compressed in-memory database holds a 1M-row day in ~50 MiB instead of ~200 MiB.
         conn.execute("ATTACH ':memory:' AS day_ledger (COMPRESS)")
@@ -212,13 +224,14 @@ def summarize_day(
         built_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         params = {
             "day": day,
+            "org": org,
             "api_requests": capture.api_requests,
             "api_cost": capture.api_cost,
             "capture_status": capture.status,
             "built_at": built_at,
         }
         tables = {name: _materialize(conn, name, params) for name in SUMMARY_TABLES}
-    return DaySummary(day=day, tables=tables)
+    return DaySummary(day=day, tables=tables, org=org)
 
 
 def load_ledger(conn: duckdb.DuckDBPyConnection, day: dt.date, chunks: Iterable[pandas.DataFrame]) -> None:

@@ -15,11 +15,15 @@ from collections.abc import Callable, Iterable, Sequence
 import duckdb
 import pandas
 
-from usage_pipeline.duck.summaries import load_ledger
+from usage_pipeline.duck.summaries import TABLE_SCHEMAS, load_ledger
+from usage_pipeline.duck.tables import ORG_COLUMN, ensure_table
+from usage_pipeline.duck.tables import column_definitions as schema_columns
+from usage_pipeline.organisations import DEFAULT_NAME
 
 TODAY_TABLE = "usage_today"
 TODAY_SCHEMA: tuple[tuple[str, str], ...] = (
     ("day", "DATE NOT NULL"),
+    ORG_COLUMN,
     ("hour", "TIMESTAMP NOT NULL"),  # UTC, the hour's start
     ("model", "VARCHAR"),
     ("api_key", "VARCHAR"),
@@ -35,7 +39,8 @@ TODAY_SCHEMA: tuple[tuple[str, str], ...] = (
 MAX_OPEN_DAYS = 3  # days back from today that may still wait for their capture
 
 _HOURLY = """
-    SELECT $day AS day, date_trunc('hour', make_timestamp(time // 1000)) AS hour, model, api_key, external_user,
+    SELECT $day AS day, $org AS org, date_trunc('hour', make_timestamp(time // 1000)) AS hour, model, api_key,
+           external_user,
            count(*) AS requests, coalesce(fsum(total_cost), 0) AS total_cost, coalesce(fsum(usage), 0) AS usage,
            coalesce(sum(tokens_prompt), 0) AS tokens_prompt, coalesce(sum(tokens_completion), 0) AS tokens_completion,
            true AS provisional, $built_at AS built_at
@@ -43,7 +48,7 @@ _HOURLY = """
 
 
 def column_definitions() -> str:
-    return ", ".join(f'"{name}" {sql_type}' for name, sql_type in TODAY_SCHEMA)
+    return schema_columns(TODAY_SCHEMA)
 
 
 def open_days(captured: Sequence[dt.date], today: dt.date) -> list[dt.date]:
@@ -53,14 +58,15 @@ def open_days(captured: Sequence[dt.date], today: dt.date) -> list[dt.date]:
 
 
 def hourly_rows(days: Sequence[dt.date], chunks_of: Callable[[dt.date], Iterable[pandas.DataFrame]],
-                built_at: dt.datetime) -> pandas.DataFrame:
-    """Hourly rows per model, key and user of each day, from the day's ledger points (deduplicated)."""
+                built_at: dt.datetime, org: str = DEFAULT_NAME) -> pandas.DataFrame:
+    """Hourly rows per model, key and user of each of the organisation's days, from its ledger points
+    (deduplicated)."""
     frames = []
     for day in days:
         with duckdb.connect(":memory:") as conn:
             load_ledger(conn, day, chunks_of(day))
             conn.execute(f"CREATE TABLE hourly ({column_definitions()})")
-            conn.execute(f"INSERT INTO hourly BY NAME {_HOURLY}", {"day": day, "built_at": built_at})
+            conn.execute(f"INSERT INTO hourly BY NAME {_HOURLY}", {"day": day, "org": org, "built_at": built_at})
             frames.append(conn.execute("SELECT * FROM hourly").df())
     if not frames:
         with duckdb.connect(":memory:") as conn:
@@ -69,8 +75,8 @@ def hourly_rows(days: Sequence[dt.date], chunks_of: Callable[[dt.date], Iterable
 
 
 def replace_open_days(conn: duckdb.DuckDBPyConnection, rows: pandas.DataFrame) -> None:
-    """The table holds exactly `rows` (the open days): nothing of a day already captured (in daily_usage)."""
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {TODAY_TABLE} ({column_definitions()})")
+    """The table holds exactly `rows` (every organisation's open days): nothing of a day already captured."""
+    ensure_table(conn, TODAY_TABLE, TODAY_SCHEMA)
     conn.begin()
     try:
         conn.execute(f"DELETE FROM {TODAY_TABLE}")  # only open days live here; older ones were replaced
@@ -85,12 +91,13 @@ def replace_open_days(conn: duckdb.DuckDBPyConnection, rows: pandas.DataFrame) -
         raise
 
 
-def captured_days(conn: duckdb.DuckDBPyConnection, since: dt.date) -> list[dt.date]:
-    """Days since `since` whose exact summary is stored (daily_totals with capture_status complete)."""
+def captured_days(conn: duckdb.DuckDBPyConnection, since: dt.date, org: str = DEFAULT_NAME) -> list[dt.date]:
+    """The organisation's days since `since` whose exact summary is stored (daily_totals, complete)."""
     exists = conn.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'daily_totals' "
                           "AND database_name = current_database()").fetchall()[0][0]
     if not exists:
         return []
-    found = conn.execute("SELECT DISTINCT day FROM daily_totals WHERE day >= ? AND capture_status = 'complete'",
-                         [since]).fetchall()
+    ensure_table(conn, "daily_totals", TABLE_SCHEMAS["daily_totals"])  # an older store: org added as default
+    found = conn.execute("SELECT DISTINCT day FROM daily_totals WHERE day >= ? AND org = ? "
+                         "AND capture_status = 'complete'", [since, org]).fetchall()
     return [day for (day,) in found]

@@ -17,6 +17,7 @@ from usage_pipeline.report.charts import build_charts
 from usage_pipeline.report.figures import ReportData, read_report
 from usage_pipeline.report.page import render_page
 from usage_pipeline.report.period import last_completed_day
+from usage_pipeline.report.scope import OrganisationNotStored
 
 DEFAULT_DAYS = 365
 DEFAULT_OUT = Path("data/usage_report.html")
@@ -44,8 +45,10 @@ class WrittenReport:
 
 
 def write_report(out: Path = DEFAULT_OUT, *, duckdb_path: Path | None = None, days: int = DEFAULT_DAYS,
-                 until: dt.date | None = None, built_at: dt.datetime | None = None) -> WrittenReport:
-    """Write the report of the `days` days ending at `until` (default: yesterday, UTC) to `out`.
+                 until: dt.date | None = None, built_at: dt.datetime | None = None,
+                 org: str | None = None) -> WrittenReport:
+    """Write the report of the `days` days ending at `until` (default: yesterday, UTC) to `out`, of
+    organisation `org` (default: every organisation the file holds, summed).
 
     `duckdb_path` defaults to USAGE_DUCKDB_PATH (a bad value raises the settings' one-line SettingError).
     The file is written beside `out` and renamed over it, so a browser never opens half a report.
@@ -60,7 +63,9 @@ def write_report(out: Path = DEFAULT_OUT, *, duckdb_path: Path | None = None, da
         raise ReportError(f"no DuckDB file at {duckdb_path} (set USAGE_DUCKDB_PATH or --duckdb; "
                           f"the pipeline or `usage-pipeline demo` writes it)")
     try:
-        data = read_report(duckdb_path, days, until or last_completed_day())
+        data = read_report(duckdb_path, days, until or last_completed_day(), org)
+    except OrganisationNotStored as exc:
+        raise ReportError(str(exc)) from None
     except duckdb.Error as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ReportError(f"cannot read {duckdb_path}: {first_line}") from exc

@@ -17,6 +17,7 @@ import duckdb
 import pandas
 
 from usage_pipeline.report.period import Period, period_to_show
+from usage_pipeline.report.scope import MIXED, OrganisationNotStored, organisations_stored, scope_to
 
 TOP_MODELS = 8  # models drawn by name in the spend chart; the rest are summed as OTHER
 TOP_SPENDERS = 8  # API keys and external users drawn by name
@@ -72,17 +73,25 @@ class ReportData:
     # hour, model, usage (USD), requests, built_at: the provisional hours of the days not yet captured
     today: pandas.DataFrame = field(default_factory=lambda: pandas.DataFrame(
         {"hour": [], "model": [], "usage": [], "requests": [], "built_at": []}))
+    org: str | None = None  # the organisation shown; None: every organisation the file holds, summed
+    organisations: list[str] = field(default_factory=list)  # the organisations the file holds
 
 
-def read_report(path: Path, days: int, until: dt.date) -> ReportData:
-    """Read the `days` days ending at `until` from the published file, opened read-only (the pipeline
-    replaces it by atomic rename, so this connection keeps one consistent snapshot)."""
+def read_report(path: Path, days: int, until: dt.date, org: str | None = None) -> ReportData:
+    """Read the `days` days ending at `until` of organisation `org` (None: every organisation, summed) from
+    the published file, opened read-only (the pipeline replaces it by atomic rename, so this connection
+    keeps one consistent snapshot)."""
     with duckdb.connect(str(path), read_only=True) as conn:
         tables = {row[0] for row in conn.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()").fetchall()}
+        stored = organisations_stored(conn, tables)
+        if org is not None and org not in stored:
+            raise OrganisationNotStored(f"no rows of organisation {org!r} in {path} "
+                                        f"(it holds {', '.join(stored) or 'none'})")
+        scope_to(conn, tables, org)
         window, period = period_to_show(conn, tables, days, until)
         if period is None:
-            return _empty(path, window, _today(conn, tables))
+            return _empty(path, window, _today(conn, tables), org, stored)
         params = {"first": period.first, "last": period.last}
         status = _day_status(conn, tables, params)
         conn.register("report_days", status[["day", "kind"]])
@@ -103,7 +112,7 @@ def read_report(path: Path, days: int, until: dt.date) -> ReportData:
         spend_by_model=top_and_other(spend, "model", "usage", TOP_MODELS, ["day", "kind"]),
         spend_by_api_key=top_and_other(keys, "api_key", "total_cost", TOP_SPENDERS, ["day"]),
         spend_by_user=top_and_other(users, "external_user", "total_cost", TOP_SPENDERS, ["day"]),
-        provider_latency=latency, totals=totals, today=today)
+        provider_latency=latency, totals=totals, today=today, org=org, organisations=stored)
 
 
 def _today(conn: duckdb.DuckDBPyConnection, tables: set[str]) -> pandas.DataFrame:
@@ -161,7 +170,8 @@ def _day_status(conn: duckdb.DuckDBPyConnection, tables: set[str], params: Mappi
 
 def _flag_note(status: str, differs: bool, requests: int, api_requests: int | None) -> str:
     """Why a captured day is not exact, in the words of the capture proof."""
-    reasons = [] if status == "complete" else [f"capture_status {status!r}"]
+    reasons = ([] if status == "complete" else ["organisations differ in capture status"] if status == MIXED
+               else [f"capture_status {status!r}"])
     if differs and api_requests is not None:
         reasons.append(f"captured {int(requests):,} ≠ OpenRouter's {int(api_requests):,}")
     return "; ".join(reasons)
@@ -236,7 +246,8 @@ def _tokens(conn: duckdb.DuckDBPyConnection, tables: set[str], params: Mapping[s
     return prompt, completion
 
 
-def _empty(path: Path, window: Period, today: pandas.DataFrame) -> ReportData:
+def _empty(path: Path, window: Period, today: pandas.DataFrame, org: str | None,
+           organisations: list[str]) -> ReportData:
     status = pandas.DataFrame({c: [] for c in ("day", "requests", "api_requests", "capture_status", "kind", "note")})
     return ReportData(
         source=path, window=window, period=None, day_status=status,
@@ -244,4 +255,4 @@ def _empty(path: Path, window: Period, today: pandas.DataFrame) -> ReportData:
         spend_by_api_key=pandas.DataFrame({"day": [], "api_key": [], "total_cost": [], "requests": []}),
         spend_by_user=pandas.DataFrame({"day": [], "external_user": [], "total_cost": [], "requests": []}),
         provider_latency=pandas.DataFrame({"model": [], "provider": [], "requests": [], "avg_latency_ms": []}),
-        totals=Totals(0, 0.0, 0, 0, 0, 0, 0, 0), today=today)
+        totals=Totals(0, 0.0, 0, 0, 0, 0, 0, 0), today=today, org=org, organisations=organisations)

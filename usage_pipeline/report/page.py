@@ -68,12 +68,22 @@ def render_page(data: ReportData, charts: list[Chart], built_at: dt.datetime) ->
             f'<body data-charts="{state}"><main>{body}</main>{script}</body></html>\n')
 
 
+def organisations_shown(data: ReportData) -> str:
+    """Whose usage the page shows: one organisation (`--org`), or every one the file holds, summed."""
+    if data.org is not None:
+        return f"organisation {data.org}"
+    if len(data.organisations) == 1:
+        return f"organisation {data.organisations[0]}"
+    return f"all {len(data.organisations)} organisations, summed: {', '.join(data.organisations)}"
+
+
 def _header(data: ReportData, built_at: dt.datetime) -> str:
     shown = data.period or data.window
     trimmed = ""
     if data.period is not None and data.period.first > data.window.first:
         trimmed = f" (the file's history begins {data.period.first}; asked for {len(data.window.days)} days)"
     return (f"<h1>OpenRouter usage report</h1>"
+            f'<p class="meta" id="organisations">{html.escape(organisations_shown(data))}</p>'
             f'<p class="meta">{html.escape(str(shown))}: {len(shown.days)} UTC days{trimmed} · '
             f"from {html.escape(str(data.source))} · built {built_at:%Y-%m-%d %H:%M} UTC</p>")
 

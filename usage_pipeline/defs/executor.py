@@ -1,0 +1,26 @@
+"""Where a run's steps execute: Dagster's default (a process per step on the run's machine), or Celery
+workers on any machine when USAGE_CELERY_BROKER_URL is set when the code location loads.
+
+The broker URL itself is read when a run starts (an `env` config source, so it never appears in run config
+or the UI); workers read it from the same variable through `celery.yaml` (`dagster-celery worker start -A
+dagster_celery.app -y celery.yaml`). Runs stay one organisation-day each, queued by Dagster's run queue with
+its per-organisation tag limit, so the engine spreads steps, not organisations' budgets.
+"""
+
+from __future__ import annotations
+
+from dagster import ExecutorDefinition
+
+from usage_pipeline.settings import setting
+
+BROKER_VARIABLE = "USAGE_CELERY_BROKER_URL"
+
+
+def executor_from_env() -> ExecutorDefinition | None:
+    """The Celery executor when a broker is configured, else None (Dagster's default multiprocess executor)."""
+    if setting(BROKER_VARIABLE) is None:
+        return None
+    from dagster_celery import celery_executor
+
+    return celery_executor.configured(
+        {"broker": {"env": BROKER_VARIABLE}, "backend": {"env": BROKER_VARIABLE}}, name="celery")
