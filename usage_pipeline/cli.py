@@ -44,7 +44,7 @@ def _influx_setup(_: argparse.Namespace) -> int:
 
     organisations = load_organisations()
     for org in organisations.members:
-        with InfluxDBResource().store(org, organisations) as store:
+        with InfluxDBResource().store(organisations, org.name) as store:
             version = store.ping()
             store.ensure_database()
         days = store.settings.retention_days

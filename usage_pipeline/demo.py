@@ -93,7 +93,7 @@ def run_demo(days: int = 3, generations_per_day: int = 2000, data_dir: Path = Pa
             influxdb = InfluxDBResource(url=influx.url)
             print(f"InfluxDB: a private influxd at {influx.url} (data in {data_dir / 'influxd'})")
         else:
-            print(f"InfluxDB: {influxdb.settings(organisations.members[0], organisations).url}")
+            print(f"InfluxDB: {influxdb.settings(organisations, organisations.names[0]).url}")
         published = Path(os.environ.get("USAGE_DUCKDB_PATH", "").strip() or data_dir / "usage.duckdb")
         home = _dagster_home(data_dir)
 

@@ -48,7 +48,7 @@ def push_today(emulator: Any, openrouter: OpenRouterResource, influxdb: InfluxDB
     drained = fetched = 0
     started = time.monotonic()
     org = organisations.members[0]  # the emulator is one organisation, the implicit one
-    with openrouter.client(org) as client, influxdb.store(org, organisations) as store:
+    with openrouter.client(org) as client, influxdb.store(organisations, org.name) as store:
         store.ensure_database()
         while (report := drain_once(client, store, connection, now=time.time() + 60)).due:
             drained, fetched = drained + report.due, fetched + report.fetched

@@ -118,32 +118,27 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
 
 def setting(name: str, environ: Mapping[str, str] | None = None) -> Any:
     """The variable's parsed value, its default when unset or empty, or a SettingError."""
-    variable = VARIABLES[name]
-    raw = (os.environ if environ is None else environ).get(name)
-    text = None if raw is None else raw.strip()
-    if not text:
-        if variable.required:
-            raise SettingError(f"{name} is not set: it must be {variable.form}")
-        return variable.default
-    try:
-        return variable.parse(text)
-    except (ValueError, TypeError, OverflowError):
-        shown = "" if variable.secret else f", got {text[:80]!r}"
-        raise SettingError(f"{name} must be {variable.form}{shown}") from None
+    return _read(VARIABLES[name], environ)
 
 
 def secret_setting(name: str, form: str, environ: Mapping[str, str] | None = None) -> str:
     """A required secret in a variable the configuration names (an organisation's `key_variable`), checked
     like OPENROUTER_API_KEY; the error names the variable, never the value."""
-    variable = Variable(name, form, _token, secret=True, required=True)
-    raw = (os.environ if environ is None else environ).get(name)
+    return str(_read(Variable(name, form, _token, secret=True, required=True), environ))
+
+
+def _read(variable: Variable, environ: Mapping[str, str] | None) -> Any:
+    raw = (os.environ if environ is None else environ).get(variable.name)
     text = None if raw is None else raw.strip()
     if not text:
-        raise SettingError(f"{name} is not set: it must be {form}")
+        if variable.required:
+            raise SettingError(f"{variable.name} is not set: it must be {variable.form}")
+        return variable.default
     try:
-        return str(variable.parse(text))
-    except ValueError:
-        raise SettingError(f"{name} must be {form}") from None
+        return variable.parse(text)
+    except (ValueError, TypeError, OverflowError):
+        shown = "" if variable.secret else f", got {text[:80]!r}"
+        raise SettingError(f"{variable.name} must be {variable.form}{shown}") from None
 
 
 def checked(name: str, value: Any) -> Any:

@@ -30,7 +30,7 @@ def test_no_file_is_one_organisation_with_the_old_key_and_database(monkeypatch: 
     (org,) = organisations.members
     assert org.name == "default" and org.implicit
     assert OpenRouterResource().settings(org).api_key == "sk-or-v1-old"
-    assert InfluxDBResource(url="http://h:1").settings(org, organisations).database == "openrouter"  # as before
+    assert InfluxDBResource(url="http://h:1").settings(organisations, org.name).database == "openrouter"  # as before
     assert BroadcastJournalResource(path="data/broadcast.sqlite3").journal_path(org) == Path("data/broadcast.sqlite3")
 
 
@@ -51,7 +51,7 @@ def test_each_organisation_gets_its_own_key_database_and_journal(monkeypatch: py
     assert openrouter.settings(acme).base_url == "https://openrouter.ai/api/v1"
     assert openrouter.settings(globex).base_url == "http://127.0.0.1:9/api/v1"
     influx = InfluxDBResource(url="http://h:1", database="openrouter")
-    assert [influx.settings(org, organisations).database for org in (acme, globex)] == ["openrouter_acme",
+    assert [influx.settings(organisations, org.name).database for org in (acme, globex)] == ["openrouter_acme",
                                                                                        "globex_ledger"]
     journals = BroadcastJournalResource(path="data/broadcast.sqlite3")
     assert journals.journal_path(acme) == Path("data/broadcast.acme.sqlite3")

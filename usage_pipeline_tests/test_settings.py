@@ -89,7 +89,7 @@ def test_credentials_in_the_influxdb_url_never_stay_in_it() -> None:
     assert settings.username == "ledger" and settings.password == "pw-MARKED"
     assert "MARKED" not in repr(settings)
     implicit = implicit_organisations()
-    assert InfluxDBResource(url="http://u:pw-MARKED@h:1").settings(DEFAULT_ORG, implicit).url == "http://h:1"
+    assert InfluxDBResource(url="http://u:pw-MARKED@h:1").settings(implicit, "default").url == "http://h:1"
 
 
 def test_a_run_with_a_bad_setting_fails_with_that_line_before_any_query(monkeypatch: pytest.MonkeyPatch,

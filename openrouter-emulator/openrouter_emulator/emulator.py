@@ -146,13 +146,17 @@ class Emulator:
             self.stats.rate_limited += 1
             return hostility.rate_limited(refusal, self._user_id(authorization))
         delay_s = hostility.latency_s()
-        fault = self.faults.next_fault(request.path, next(iter(request.params.get("id") or []), None))
+        generation_id = next(iter(request.params.get("id") or []), None)
+        fault = self.faults.next_fault(request.path, generation_id)
         if fault is not None:
             await _sleep(fault.delay_ms / 1000)
             if fault.status is not None:
                 self.stats.random_faults += fault.drawn
                 await _sleep(delay_s)
-                return hostility.error_page_or(error_response(ApiError(fault.status, retry_after=fault.retry_after)))
+                # a scripted missing record says what the origin's own 404 says (real-payloads/errors/01)
+                message = (f"Generation {generation_id} not found"
+                           if fault.status == 404 and request.path == "/generation" and generation_id else None)
+                return hostility.error_page_or(error_response(ApiError(fault.status, message, fault.retry_after)))
         if hostility.throttles(request):  # refused in front of the origin, like the limiter
             await _sleep(delay_s / 10)
             return hostility.throttled(self._user_id(authorization))

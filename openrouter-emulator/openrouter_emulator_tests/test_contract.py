@@ -414,6 +414,7 @@ def test_a_fault_rule_with_an_id_answers_only_that_record(emu: EmulatorProcess, 
             gone = call(emu, "GET", "/generation", params={"id": missing})
             assert gone.status_code == 404
             spec.check("/generation", "get", gone, fallback=True)
+            assert gone.json() == {"error": {"message": f"Generation {missing} not found", "code": 404}}  # live
         assert call(emu, "GET", "/generation", params={"id": present}).status_code == 200
         assert control(emu, "GET", "/faults")["rules"][0]["count"] == 997
         refused = requests.post(f"{emu.control_url}/faults", json={"rules": [{"path": "*", "id": missing,

@@ -68,7 +68,7 @@ def serve_drain(interval_s: float = 1.0, org_name: str | None = None) -> int:
     from usage_pipeline.defs.resources import InfluxDBResource, OpenRouterResource
 
     org, journal_path = journal_of(org_name)
-    client, store = OpenRouterResource().client(org), InfluxDBResource().store(org, load_organisations())
+    client, store = OpenRouterResource().client(org), InfluxDBResource().store(load_organisations(), org.name)
     connection = journal.connect(journal_path)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -67,7 +67,7 @@ def generations(context: AssetExecutionContext, openrouter: OpenRouterResource, 
     with settings_checked():  # every setting, before any query
         configured = organisations.organisations()
         org = configured.get(partition.org)
-        store, client = influxdb.store(org, configured), openrouter.client(org)
+        store, client = influxdb.store(configured, org.name), openrouter.client(org)
         journal_path = broadcast.journal_path(org)
     try:
         with store, client:
@@ -105,7 +105,7 @@ def zero_duplicates(context: AssetCheckExecutionContext, influxdb: InfluxDBResou
     partition = _partition(context)
     with settings_checked():
         configured = organisations.organisations()
-        store = influxdb.store(configured.get(partition.org), configured)
+        store = influxdb.store(configured, partition.org)
     with store:
         return _result(partition, no_duplicates(store, partition.day))
 
@@ -138,7 +138,7 @@ def checks_against_openrouter(context: AssetCheckExecutionContext, influxdb: Inf
     with settings_checked():
         configured = organisations.organisations()
         org = configured.get(partition.org)
-        client, store = openrouter.client(org), influxdb.store(org, configured)
+        client, store = openrouter.client(org), influxdb.store(configured, org.name)
     with client:  # the organisation's own key: its counts, never another's
         counts = api_day_counts(client, partition.day)
     with store:

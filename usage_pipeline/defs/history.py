@@ -25,7 +25,7 @@ from usage_pipeline.defs.resources import DailyUsageDatabase, OpenRouterResource
 from usage_pipeline.duck.history import ensure_history_tables, exact_days, write_history
 from usage_pipeline.duck.publish import publish
 from usage_pipeline.openrouter.history import read_history
-from usage_pipeline.openrouter.model_names import read_model_names
+from usage_pipeline.openrouter.model_names import ModelName, read_model_names
 from usage_pipeline.openrouter.transport import OpenRouterError
 
 HISTORY_HOUR = 3  # after the daily_ledger schedule (02:00 UTC), so yesterday is usually exact already
@@ -55,7 +55,7 @@ def usage_history(context: AssetExecutionContext, openrouter: OpenRouterResource
     window = history_window(span)
     per_org: dict[str, dict[str, int | float]] = {}
     written_days = queries = splits = disagree = 0
-    names_count = 0
+    names: list[ModelName] | None = None  # GET /models is one catalogue for everyone: read once
     for org, client in clients.items():
         with usage_db.store_connection() as conn:  # a short read: the store is not held while OpenRouter answers
             ensure_history_tables(conn)
@@ -63,12 +63,13 @@ def usage_history(context: AssetExecutionContext, openrouter: OpenRouterResource
         try:
             with client:
                 read = read_history(client, [day for day in window if day not in exact])
-                names = read_model_names(client)
+                first = names is None
+                if names is None:
+                    names = read_model_names(client)
         except OpenRouterError as exc:  # its message names the query, row and field; no secret in it
             raise Failure(description=f"{org}: {exc}") from None
         with usage_db.store_connection() as conn:
-            written = write_history(conn, read, names, org)
-            published = publish(conn, published_path)
+            written = write_history(conn, read, names if first else None, org)
         if written.days_views_disagree:
             context.log.warning(f"{org}: per-model and per-key request counts differ on "
                                 f"{len(written.days_views_disagree)} days (first {written.days_views_disagree[0]}); "
@@ -78,7 +79,8 @@ def usage_history(context: AssetExecutionContext, openrouter: OpenRouterResource
         written_days += len(written.days_written)
         queries, splits = queries + read.analytics_queries, splits + read.splits
         disagree += len(written.days_views_disagree)
-        names_count = max(names_count, len(names))
+    with usage_db.store_connection() as conn:  # one snapshot for every organisation's days
+        published = publish(conn, published_path)
     return MaterializeResult(metadata={
         "organisations": MetadataValue.json(per_org),
         "days_written": written_days,
@@ -89,7 +91,7 @@ def usage_history(context: AssetExecutionContext, openrouter: OpenRouterResource
         "last_day": window[-1].isoformat() if window else "",
         "requests": int(sum(o["requests"] for o in per_org.values())),
         "spend_usd": round(float(sum(o["spend_usd"] for o in per_org.values())), 6),
-        "models_named": names_count,
+        "models_named": len(names or []),
         "days_views_disagree": disagree,
         "duckdb_path": str(published_path),
         "publish_seconds": round(published.seconds, 3),

@@ -86,10 +86,11 @@ class InfluxDBResource(ConfigurableResource):
     retention_days: int | None = Field(default=None, description="unset: INFLUXDB_RETENTION_DAYS")
     timeout_s: float | None = Field(default=None, description="unset: INFLUXDB_TIMEOUT_S (30)")
 
-    def settings(self, org: Organisation, organisations: Organisations) -> InfluxSettings:
-        """The settings of the organisation's own database (see `Organisation.database`); refused when two
+    def settings(self, organisations: Organisations, org: str) -> InfluxSettings:
+        """The settings of organisation `org`'s own database (see `Organisation.database`); refused when two
         organisations would share one."""
-        database = organisations.databases(_value(self.database, "INFLUXDB_DATABASE"))[org.name]
+        organisations.get(org)  # a name the file does not list: its one-line error
+        database = organisations.databases(_value(self.database, "INFLUXDB_DATABASE"))[org]
         return InfluxSettings.from_url(
             url=_value(self.url, "INFLUXDB_URL"), database=database,
             token=_value(self.token, "INFLUXDB_TOKEN"), username=_value(self.username, "INFLUXDB_USERNAME"),
@@ -97,8 +98,8 @@ class InfluxDBResource(ConfigurableResource):
             retention_days=_value(self.retention_days, "INFLUXDB_RETENTION_DAYS"),
             timeout_s=_value(self.timeout_s, "INFLUXDB_TIMEOUT_S"))
 
-    def store(self, org: Organisation, organisations: Organisations) -> InfluxStore:
-        return InfluxStore(self.settings(org, organisations))
+    def store(self, organisations: Organisations, org: str) -> InfluxStore:
+        return InfluxStore(self.settings(organisations, org))
 
 
 class DailyUsageDatabase(ConfigurableResource):

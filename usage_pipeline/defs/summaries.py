@@ -98,7 +98,7 @@ def daily_usage(context: AssetExecutionContext, influxdb: InfluxDBResource, usag
     proof = capture_proof(context)
     with settings_checked():
         configured = organisations.organisations()
-        store, published_path = influxdb.store(configured.get(partition.org), configured), usage_db.published
+        store, published_path = influxdb.store(configured, partition.org), usage_db.published
     with store:
         summary = summarize_day(day, store.iter_day_frames(day),
                                 CaptureStatus(api_requests=proof.api_requests, api_cost=proof.api_usage,

@@ -34,7 +34,7 @@ def usage_today(context: AssetExecutionContext, influxdb: InfluxDBResource, usag
     now = dt.datetime.now(dt.UTC)
     with settings_checked():
         configured = organisations.organisations()
-        stores = {org.name: influxdb.store(org, configured) for org in configured.members}
+        stores = {name: influxdb.store(configured, name) for name in configured.names}
     frames, days_by_org = [], {}
     with usage_db.store_connection() as conn:
         for org, store in stores.items():  # each organisation's own open days, from its own database
