@@ -98,7 +98,8 @@ def test_a_receiver_killed_mid_load_lost_no_id_it_answered_2xx(
         receiver.executor.kill(sig=signal.SIGKILL)
         pushing.join()
     delivered = set(found["delivered_ids"])
-    assert 300 <= len(delivered) < len(found["sent_ids"]) and found["connection_errors"] > 0
+    # 300 ids were journaled at the kill; the answers of up to 32 in flight may have been cut (CI saw 299)
+    assert 300 - 32 <= len(delivered) < len(found["sent_ids"]) and found["connection_errors"] > 0
     with run_receiver(journal_path, tmp_path / "receiver-restarted.log") as restarted:
         assert restarted.health()["deliveries"] == 0  # a new process: what it holds came through the fsync
     assert delivered <= set(journal.day_ids(journal.connect(journal_path), day))
