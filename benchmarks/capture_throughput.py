@@ -1,17 +1,16 @@
-"""How fast a day is captured against the emulator, by added latency, account rate limit and fault mix.
+"""How fast a day is captured through `record_day` (into a private influxd), by limiter, latency and faults.
 
-Each cell starts its own emulator and captures one day in a fresh process (so its peak RSS is the
-capture's alone), consuming the batches without writing them, or with `--ledger` through the real daily
-path (`record_day` into a private influxd). Prints one row per cell: records/s (records fetched /
-fetch_seconds, the span from the first record request to the last answer), its share of the limit, the
-GET /generation requests per record (retries spend the account's budget too), 429s and how many paused
-everything, p50/p99 fetch time, peak in flight, peak RSS. No assertions: figures for the notes.
+Each run starts its own emulator and influxd and captures one day in a fresh process (so its peak RSS is the
+capture's alone). Prints one row per run: records/s (records fetched / fetch_seconds, the span from the first
+record request to the last answer), its share of the limit, GET /generation requests per record (retries
+spend the account's budget too), 429s, pauses, p50/p99 fetch time, peak in flight, peak RSS, and whether
+the day is exact (complete, and points == distinct ids == the emulator's count). No assertions: figures
+for the notes.
 
-    python -m benchmarks.capture_throughput                      # the 2 x 2 matrix, 20,000 generations
-    python -m benchmarks.capture_throughput --fault-mix          # 200 ms, hangs, 500/s: each fault, then all
-    python -m benchmarks.capture_throughput --fault-mix --mixes all --ledger   # the full mix via record_day
-    python -m benchmarks.capture_throughput --fault-mix --mixes all --ledger --repeat 8   # runs vary: its spread
-    python -m benchmarks.capture_throughput --latency-ms 200 --limit 1000 --generations 1000000
+    python -m benchmarks.capture_throughput --fault-mix                       # each mix on each limiter
+    python -m benchmarks.capture_throughput --repeat 5                        # issue 21's mix, each limiter
+    python -m benchmarks.capture_throughput --mixes all --limiters token-bucket --sigma 1.2   # a heavier tail
+    python -m benchmarks.capture_throughput --mixes none --limit 1000 --generations 1000000   # a big day
 """
 
 from __future__ import annotations
@@ -19,22 +18,27 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from benchmarks.influx_write import peak_rss_mb
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+LIMITERS = ("fixed", "token-bucket", "sliding")
 HANG_SHARE = 0.0005  # with latency: 0.05% of record fetches hang 20 s, as real ones sometimes do
 HANG_SECONDS = 20
-# The fault mixes of --fault-mix (emulator flags), each on top of 200 ms latency, hangs and the 500/s limit.
+# The fault mixes (emulator flags), each on top of the latency, the hangs and the limit. "issue 21" is the mix
+# its done-when names: 1% lone 429s and 5% first-fetch 404s (with the latency and hangs); "all" adds 0.5% 503s.
 FAULT_MIXES: dict[str, list[str]] = {
     "none": [],
+    "issue 21": ["--throttle-share", "0.01", "--first-404-share", "0.05"],
     "lone 429s 1%": ["--throttle-share", "0.01"],
     "503s 0.5%": ["--fault-rate", "0.005", "--fault-statuses", "503"],
     "first 404s 5%": ["--first-404-share", "0.05"],
@@ -43,131 +47,102 @@ FAULT_MIXES: dict[str, list[str]] = {
 }
 
 
-def emulator_args(latency_ms: float, limit: int, html_share: float, faults: list[str] | None = None) -> list[str]:
+def emulator_args(latency_ms: float, limit: float, html_share: float, faults: list[str] | None = None, *,
+                  limiter: str = "fixed", sigma: float = 0.6) -> list[str]:
+    """The emulator's flags for a world: latency (with the hangs), the account limit and its limiter, faults."""
     args = ["--analytics-rpm", "0"]  # the client paces analytics itself; the server need not refuse
     if latency_ms:
-        args += ["--latency-ms", str(latency_ms), "--hang-share", str(HANG_SHARE),
-                 "--hang-seconds", str(HANG_SECONDS)]
+        args += ["--latency-ms", str(latency_ms), "--latency-sigma", str(sigma),
+                 "--hang-share", str(HANG_SHARE), "--hang-seconds", str(HANG_SECONDS)]
     if limit:
-        args += ["--rate-limit", str(limit), "--html-error-share", str(html_share)]
+        args += ["--rate-limit", str(limit), "--rate-limiter", limiter, "--html-error-share", str(html_share)]
     return args + list(faults or [])
 
 
 def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
     """One capture, in this process (called through a subprocess by `main`)."""
     from openrouter_emulator.process import run_emulator
-    from usage_pipeline.openrouter.client import OpenRouterClient
-    from usage_pipeline.openrouter.settings import OpenRouterSettings
-
-    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
-    flags = emulator_args(cell["latency_ms"], cell["limit"], cell["html_share"], cell["faults"])
-    with tempfile.TemporaryDirectory() as tmp, run_emulator(
-            seed=5, generations_per_day=cell["generations"], days=1, log_path=Path(tmp) / "emulator.log",
-            extra_args=flags) as emulator:
-        emulator.truth(day)  # build the day before the clock starts
-        emulator.reset_stats()
-        settings = OpenRouterSettings(api_key=emulator.management_key, base_url=emulator.base_url)
-        with OpenRouterClient(settings) as client:
-            if cell["ledger"]:
-                report, records, extra = _through_ledger(client, day, Path(tmp))
-            else:
-                report, records, extra = _batches_only(client, day)
-        stats = emulator.stats()
-    gets = int(stats["by_path"].get("/generation", 0))
-    return {"records": records, "complete": report.complete, "records_per_s": report.records_per_second,
-            "fetch_seconds": report.fetch_seconds, "requests": report.fetch_requests, "gets": gets,
-            "throttled": report.throttled, "lone": report.throttled_lone, "pauses": report.account_pauses,
-            "paused_s": report.paused_s, "learned_rps": report.learned_rps, "hedged": report.hedged,
-            "p50_ms": report.fetch_p50_ms, "p99_ms": report.fetch_p99_ms, "peak_in_flight": report.peak_in_flight,
-            "elapsed_s": report.elapsed_s, "missing": len(report.missing),
-            "emulator_ok_per_s": stats["ok_per_second"], "peak_rss_mb": peak_rss_mb(), **extra}
-
-
-def _batches_only(client: Any, day: dt.date) -> tuple[Any, int, dict[str, Any]]:
-    from usage_pipeline.openrouter.capture import DayCapture
-
-    capture = DayCapture(client, day)
-    records = sum(len(batch) for batch in capture.batches())
-    return capture.report, records, {}
-
-
-def _through_ledger(client: Any, day: dt.date, root: Path) -> tuple[Any, int, dict[str, Any]]:
     from usage_pipeline.influx.local_server import run_influxd
     from usage_pipeline.influx.settings import InfluxSettings
     from usage_pipeline.influx.store import InfluxStore
     from usage_pipeline.ledger import record_day
+    from usage_pipeline.openrouter.settings import OpenRouterSettings
 
-    with run_influxd(root / "influxd", log_path=root / "influxd.log") as influxd, \
-            InfluxStore(InfluxSettings(url=influxd.url, database="bench")) as store:
-        store.ensure_database()
-        recording = record_day(client, store, day)
-        counts = store.day_counts(day)
-    summary = recording.summary()
-    return recording.capture, recording.written, {
-        "ledger_complete": recording.complete, "points": counts.points, "distinct_ids": counts.distinct_ids,
-        "write_s": summary["influx_write_seconds"], "read_s": summary["influx_read_seconds"]}
-
-
-def _cells(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
-    base = {"generations": args.generations, "html_share": args.html_error_share, "ledger": args.ledger}
-    if args.fault_mix:
-        return [(name, {**base, "latency_ms": 200.0, "limit": 500, "faults": FAULT_MIXES[name]})
-                for name in args.mixes]
-    return [("none", {**base, "latency_ms": latency, "limit": limit, "faults": []})
-            for latency in args.latency_ms for limit in args.limit]
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    with tempfile.TemporaryDirectory() as tmp, run_emulator(
+            seed=cell["seed"], generations_per_day=cell["generations"], days=1, log_path=Path(tmp) / "emulator.log",
+            extra_args=emulator_args(cell["latency_ms"], cell["limit"], cell["html_share"], FAULT_MIXES[cell["mix"]],
+                                     limiter=cell["limiter"], sigma=cell["sigma"])) as emulator, \
+            run_influxd(Path(tmp) / "influxd", log_path=Path(tmp) / "influxd.log") as influxd:
+        expected = emulator.truth(day)["count"]
+        emulator.reset_stats()
+        influx = InfluxSettings(url=influxd.url, database="bench")
+        with InfluxStore(influx) as store:
+            store.ensure_database()
+        settings = OpenRouterSettings(api_key=emulator.management_key, base_url=emulator.base_url)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        recording = record_day(settings, influx, day)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        with InfluxStore(influx) as store:
+            counts = store.day_counts(day)
+        stats = emulator.stats()
+        emulator_cpu = sum(psutil.Process(emulator.pid).cpu_times()[:2])
+    s = recording.summary()
+    exact = recording.complete and counts.points == counts.distinct_ids == expected
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {**s, "exact": exact, "expected": expected, "gets": int(stats["by_path"].get("/generation", 0)),
+            "peak_rss_mb": peak_rss_mb(), "cpu_s": round(cpu, 1), "emulator_cpu_s": round(emulator_cpu, 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generations", type=int, default=20_000)
-    parser.add_argument("--latency-ms", type=float, nargs="*", default=[0, 200])
-    parser.add_argument("--limit", type=int, nargs="*", default=[0, 500], help="account requests/s; 0: none")
-    parser.add_argument("--html-error-share", type=float, default=0.1, help="429s sent as a CDN's HTML page")
-    parser.add_argument("--fault-mix", action="store_true", help="rows of FAULT_MIXES at 200 ms, hangs, 500/s")
-    parser.add_argument("--mixes", nargs="*", default=list(FAULT_MIXES), choices=list(FAULT_MIXES))
-    parser.add_argument("--ledger", action="store_true", help="through record_day into a private influxd")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per cell; then a line with their median and range")
+    parser.add_argument("--latency-ms", type=float, default=200.0, help="lognormal median of an answer")
+    parser.add_argument("--sigma", type=float, default=0.6, help="lognormal sigma of the latency")
+    parser.add_argument("--limit", type=int, default=500, help="account requests/s; 0: none")
+    parser.add_argument("--limiters", nargs="*", default=list(LIMITERS), choices=LIMITERS)
+    parser.add_argument("--html-error-share", type=float, default=0.1, help="limit 429s sent as a CDN's HTML page")
+    parser.add_argument("--fault-mix", action="store_true", help="every mix of FAULT_MIXES (else: --mixes)")
+    parser.add_argument("--mixes", nargs="*", default=["issue 21"], choices=list(FAULT_MIXES))
+    parser.add_argument("--repeat", type=int, default=1, help="runs per cell (seeds 5, 6, ...); then their median")
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cell:
         print(json.dumps(run_cell(json.loads(args.cell))))
         return
-    print(f"{args.generations:,} generations/day; latency = lognormal median (sigma 0.6) plus {HANG_SHARE:.2%} of "
-          f"fetches hanging {HANG_SECONDS} s; limit = account-wide requests/s, fixed 1 s windows, "
-          f"{args.html_error_share:.0%} of limit 429s as HTML pages; client defaults (ceiling 512); "
-          f"{'record_day into influxd' if args.ledger else 'batches consumed, not written'}")
-    header = ("faults", "latency", "limit", "records/s", "of limit", "GETs/record", "429s", "lone", "pauses",
-              "paused s", "learned/s", "hedged", "p50 ms", "p99 ms", "in flight", "fetch s", "peak RSS")
-    print(" | ".join(header))
-    for name, cell in _cells(args):
-        shares = [_run_and_print(name, cell, args.generations) for _ in range(args.repeat)]
-        if args.repeat > 1 and cell["limit"]:
-            ordered = sorted(shares)
-            print(f"  {name}: {args.repeat} runs, median {statistics.median(ordered):.1%} of the limit, "
-                  f"range {ordered[0]:.1%}-{ordered[-1]:.1%}, {sum(s >= 0.9 for s in ordered)} at 90% or more")
+    mixes = list(FAULT_MIXES) if args.fault_mix else args.mixes
+    print(f"{args.generations:,} generations/day through record_day into influxd; latency lognormal median "
+          f"{args.latency_ms:g} ms sigma {args.sigma:g}, {HANG_SHARE:.2%} of fetches hanging {HANG_SECONDS} s; limit "
+          f"{args.limit}/s, {args.html_error_share:.0%} of its 429s as HTML pages; client defaults")
+    print(" | ".join(("limiter", "faults", "records/s", "of limit", "GETs/record", "429s", "lone", "pauses",
+                      "decreases", "p50 ms", "p99 ms", "in flight", "fetch s", "CPU s", "emulator CPU s", "peak RSS",
+                      "exact")))
+    for limiter in args.limiters:
+        for mix in mixes:
+            cell = {"generations": args.generations, "latency_ms": args.latency_ms, "sigma": args.sigma,
+                    "limit": args.limit, "limiter": limiter, "html_share": args.html_error_share, "mix": mix}
+            shares = [_run_and_print(limiter, mix, {**cell, "seed": 5 + n}) for n in range(args.repeat)]
+            if args.repeat > 1 and args.limit:
+                ordered = sorted(shares)
+                print(f"  {limiter}, {mix}: {args.repeat} runs, median {statistics.median(ordered):.1%} of the limit, "
+                      f"range {ordered[0]:.1%}-{ordered[-1]:.1%}", flush=True)
 
 
-def _run_and_print(name: str, cell: dict[str, Any], generations: int) -> float:
-    """One run of a cell in its own process, printed as a row; its share of the limit (0 with no limit)."""
-    started = time.monotonic()
+def _run_and_print(limiter: str, mix: str, cell: dict[str, Any]) -> float:
+    """One run in its own process, printed as a row; its share of the limit (0 with no limit)."""
     done = subprocess.run([sys.executable, "-m", "benchmarks.capture_throughput", "--cell", json.dumps(cell)],
                           cwd=REPO_ROOT, check=True, capture_output=True, text=True)
     r = json.loads(done.stdout.strip().splitlines()[-1])
     limit = cell["limit"]
-    share = f"{r['records_per_s'] / limit:.1%}" if limit else "-"
+    share = r["records_per_second"] / limit if limit else 0.0
     print(" | ".join(str(v) for v in (
-        name, f"{cell['latency_ms']:g} ms", limit or "none", f"{r['records_per_s']:,.1f}", share,
-        f"{r['gets'] / max(1, r['records']):.3f}", r["throttled"], r["lone"], r["pauses"], r["paused_s"],
-        r["learned_rps"], r["hedged"], r["p50_ms"], r["p99_ms"], r["peak_in_flight"], r["fetch_seconds"],
-        f"{r['peak_rss_mb']:.0f} MiB")), flush=True)
-    if cell["ledger"]:
-        print(f"  record_day: complete={r['ledger_complete']} written={r['records']} points={r['points']} "
-              f"distinct ids={r['distinct_ids']} influx write {r['write_s']} s, read {r['read_s']} s, "
-              f"elapsed {r['elapsed_s']} s")
-    if not r["complete"] or r["records"] != generations:
-        print(f"  INCOMPLETE: {r['records']} records of {generations}, {r['missing']} missing "
-              f"({time.monotonic() - started:.0f} s)")
-    return r["records_per_s"] / limit if limit else 0.0
+        limiter, mix, f"{r['records_per_second']:,.1f}", f"{share:.1%}" if limit else "-",
+        f"{r['gets'] / max(1, r['fetched']):.3f}", r["throttled_429"], r["throttled_429_lone"], r["account_pauses"],
+        r["rate_decreases"], r["fetch_p50_ms"], r["fetch_p99_ms"], r["peak_in_flight"], r["fetch_seconds"],
+        r["cpu_s"], r["emulator_cpu_s"], f"{r['peak_rss_mb']:.0f} MiB",
+        "yes" if r["exact"] else f"NO ({r['fetched']} of {r['expected']})")),
+        flush=True)
+    return share
 
 
 if __name__ == "__main__":

@@ -34,9 +34,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="account-wide requests/s; 0: none")
     parser.add_argument("--html-error-share", type=float, default=0.1)
     parser.add_argument("--faults", default="none", choices=list(FAULT_MIXES),
-                        help="a fault mix of capture_throughput --fault-mix (lone 429s, 503s, first-fetch 404s)")
+                        help="a fault mix of capture_throughput (lone 429s, 503s, first-fetch 404s)")
+    parser.add_argument("--limiter", default="fixed", choices=["fixed", "token-bucket", "sliding"])
     args = parser.parse_args()
-    hostile = emulator_args(args.latency_ms, args.limit, args.html_error_share, FAULT_MIXES[args.faults])
+    hostile = emulator_args(args.latency_ms, args.limit, args.html_error_share, FAULT_MIXES[args.faults],
+                            limiter=args.limiter)
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -66,9 +68,8 @@ def main() -> None:
         print(f"  step {key}: {event.step_success_data.duration_ms / 1000:.2f} s")
     print("capture:", {k: meta[k] for k in ("enumerated", "fetched", "written", "duplicates_skipped", "missing",
                                             "windows", "windows_split", "analytics_queries", "retries",
-                                            "throttled_429", "hedged_requests", "records_per_second",
-                                            "peak_in_flight", "fetch_p50_ms", "fetch_p99_ms", "seconds",
-                                            "influx_write_seconds")})
+                                            "throttled_429", "timed_out_attempts", "records_per_second",
+                                            "peak_in_flight", "fetch_p50_ms", "fetch_p99_ms", "seconds")})
     if args.limit:
         print(f"capture at {meta['records_per_second'] / args.limit:.1%} of the {args.limit}/s limit")
     print("emulator:", {k: stats[k] for k in ("served_per_second", "ok_per_second", "rate_limited", "html_errors",

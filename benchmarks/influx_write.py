@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from usage_pipeline.influx.local_server import run_influxd
-from usage_pipeline.influx.points import to_lines
+from usage_pipeline.influx.points import encode
+from usage_pipeline.influx.ranks import place
 from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.influx.store import InfluxStore
-from usage_pipeline.influx.writes import WRITE_BATCH_SIZE
+from usage_pipeline.influx.upserts import WRITE_BATCH_SIZE
 from usage_pipeline.openrouter.generation import Generation
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -169,12 +170,12 @@ def measure_writes(url: str, count: int, day: dt.date, window: int, batch_size: 
 
     def end_to_end(store: InfluxStore) -> None:
         for generations in windows:
-            store.write_generations(generations, batch_size=batch_size)
+            store.write_generations(generations)
 
     build, server, e2e, ratios = [], [], [], []
     for round_no in range(rounds):
         started = time.perf_counter()
-        prebuilt = [to_lines(generations) for generations in windows]
+        prebuilt = [encode(generations, place(generations, []).ranks).lines for generations in windows]
         build.append(count / (time.perf_counter() - started))
         order = [("server", server_alone), ("e2e", end_to_end)]
         rates = {name: count / timed_write(url, day, count, write) for name, write in order[:: 1 - 2 * (round_no % 2)]}
@@ -199,7 +200,7 @@ def run(url: str, points: int, window: int, batch_size: int, rounds: int, chunk_
         database = store.settings.database
         for day, count, seed in ((big_day, points, 1), (small_day, points // 4, 2)):
             for generations in day_windows(make_generations(count, day, seed), window, seed):
-                store.write_generations(generations, batch_size=batch_size)
+                store.write_generations(generations)
         for day in (small_day, big_day):
             r = stream_in_subprocess(url, database, day, chunk_size)
             growth = r["peak_rss_mb"] - r["rss_before_mb"]

@@ -2,11 +2,10 @@
 
 Starts --orgs emulators, one per organisation (its own --management-key, --seed and account --rate-limit), and
 captures the same completed UTC day (yesterday) from each at the same time, each capture in its own OS process as
-Dagster runs one run worker per organisation-day. With --ledger (the default) each goes through `record_day` into
-one shared private influxd, a database `bench_<org>` per organisation, as in production; --no-ledger consumes the
-batches without writing them. Then it captures the first organisation alone under the same settings (a fresh
-emulator and database). The capture processes import and connect first and start together on one signal, so the
-wall time is the captures' alone.
+Dagster runs one run worker per organisation-day. Each goes through `record_day` into one shared private influxd, a
+database `bench_<org>` per organisation, as in production. Then it captures the first organisation alone under the
+same settings (a fresh emulator and database). The capture processes import and connect first and start together
+on one signal, so the wall time is the captures' alone.
 
 Per organisation: records/s (records fetched / fetch_seconds, the span from the first record request to the last
 answer), its share of the limit, 429s met, account-wide pauses, the capture's wall and CPU seconds, peak RSS.
@@ -17,7 +16,7 @@ the notes; a markdown table at the end for the docs.
 
     python -m benchmarks.organisations                                   # 10 x 50,000 at 200/s, 200 ms
     python -m benchmarks.organisations --orgs 2 --generations 2000       # a quick look
-    python -m benchmarks.organisations --limit 500 --latency-ms 0 --no-ledger
+    python -m benchmarks.organisations --limit 500 --latency-ms 0
 """
 
 from __future__ import annotations
@@ -54,29 +53,20 @@ def run_capture(job: dict[str, Any]) -> dict[str, Any]:
     from usage_pipeline.influx.settings import InfluxSettings
     from usage_pipeline.influx.store import InfluxStore
     from usage_pipeline.ledger import record_day
-    from usage_pipeline.openrouter.capture import DayCapture
-    from usage_pipeline.openrouter.client import OpenRouterClient
     from usage_pipeline.openrouter.settings import OpenRouterSettings
 
     day = dt.date.fromisoformat(job["day"])
-    with ExitStack() as stack:
-        client = stack.enter_context(OpenRouterClient(OpenRouterSettings(api_key=job["key"], base_url=job["url"])))
-        store = None
-        if job["influx_url"]:
-            store = stack.enter_context(InfluxStore(InfluxSettings(url=job["influx_url"], database=job["database"])))
-            store.ensure_database()
-        print("ready", flush=True)
-        sys.stdin.readline()
-        cpu_before, started = _own_cpu_s(), time.monotonic()
-        if store is not None:
-            recording = record_day(client, store, day)
-            report, records, complete = recording.capture, recording.written, recording.complete
-        else:
-            capture = DayCapture(client, day)
-            records = sum(len(batch) for batch in capture.batches())
-            report, complete = capture.report, capture.report.complete
-    return {"records": records, "complete": complete, "records_per_s": report.records_per_second,
-            "throttled": report.throttled, "pauses": report.account_pauses, "fetch_s": report.fetch_seconds,
+    influx = InfluxSettings(url=job["influx_url"], database=job["database"])
+    with InfluxStore(influx) as store:
+        store.ensure_database()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    cpu_before, started = _own_cpu_s(), time.monotonic()
+    recording = record_day(OpenRouterSettings(api_key=job["key"], base_url=job["url"]), influx, day)
+    summary = recording.summary()
+    return {"records": recording.recorded.written, "complete": recording.complete,
+            "records_per_s": recording.records_per_second, "throttled": summary["throttled_429"],
+            "pauses": summary["account_pauses"], "fetch_s": recording.fetch_seconds,
             "wall_s": time.monotonic() - started, "cpu_s": _own_cpu_s() - cpu_before,
             "startup_cpu_s": cpu_before, "peak_rss_mb": peak_rss_mb()}
 
@@ -152,14 +142,14 @@ def _row(r: dict[str, Any], limit: int) -> list[str]:
             f"{r['wall_s']:.1f}", f"{r['cpu_s']:.1f}", f"{r['peak_rss_mb']:.0f}"]
 
 
-def _totals(phase: dict[str, Any], ledger: bool) -> list[str]:
+def _totals(phase: dict[str, Any]) -> list[str]:
     results = phase["results"]
     rss = [r["peak_rss_mb"] for r in results]
     records = sum(r["records"] for r in results)
     load_before, load_after = phase["load"]
     return [f"{phase['wall_s']:.1f} s", f"{records / phase['wall_s']:,.0f}",
             f"{sum(r['cpu_s'] for r in results):.1f} s (+{sum(r['startup_cpu_s'] for r in results):.1f} s startup)",
-            f"{phase['emulator_cpu_s']:.1f} s", f"{phase['influx_cpu_s']:.1f} s" if ledger else "-",
+            f"{phase['emulator_cpu_s']:.1f} s", f"{phase['influx_cpu_s']:.1f} s",
             f"{max(rss):.0f} MiB", f"{sum(rss):.0f} MiB", f"{phase['emulator_rss_mb']:.0f} MiB",
             f"{load_before[0]:.2f} -> {load_after[0]:.2f}"]
 
@@ -187,8 +177,6 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=200, help="each organisation's account requests/s; 0: none")
     parser.add_argument("--latency-ms", type=float, default=200.0, help="median answer latency (lognormal)")
     parser.add_argument("--html-error-share", type=float, default=0.1, help="429s sent as a CDN's HTML page")
-    parser.add_argument("--ledger", action=argparse.BooleanOptionalAction, default=True,
-                        help="record_day into one influxd, a database per organisation (default)")
     parser.add_argument("--capture", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.capture:
@@ -198,23 +186,21 @@ def main() -> None:
     orgs = [f"org{i:02d}" for i in range(1, args.orgs + 1)]
     print(f"{args.orgs} organisations x {args.generations:,} generations of {day}, each from its own emulator "
           f"(limit {args.limit or 'none'} requests/s per account, latency {args.latency_ms:g} ms median) in its own "
-          f"process; {'record_day into one influxd, a database each' if args.ledger else 'batches not written'}; "
+          "process; record_day into one influxd, a database each; "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}", flush=True)
     from usage_pipeline.influx.local_server import run_influxd
 
     with tempfile.TemporaryDirectory(prefix="bench-orgs-") as scratch, ExitStack() as stack:
         tmp = Path(scratch)
-        influxd, influx_url = None, ""
-        if args.ledger:
-            server = stack.enter_context(run_influxd(tmp / "influxd", log_path=tmp / "influxd.log"))
-            influxd = psutil.Process(server.process.pid) if server.process else None
-            influx_url = server.url
+        server = stack.enter_context(run_influxd(tmp / "influxd", log_path=tmp / "influxd.log"))
+        influxd = psutil.Process(server.process.pid) if server.process else None
+        influx_url = server.url
         together = _phase(orgs, args, day, influxd, influx_url, tmp)
         print(f"{len(orgs)} at once: {together['wall_s']:.1f} s", flush=True)
         alone = _phase(orgs[:1], args, day, influxd, influx_url, tmp, suffix="_alone")
         print(f"{orgs[0]} alone: {alone['wall_s']:.1f} s", flush=True)
     rows = [_row(r, args.limit) for r in together["results"] + alone["results"]]
-    totals = [[f"{len(orgs)} at once", *_totals(together, args.ledger)], ["1 alone", *_totals(alone, args.ledger)]]
+    totals = [[f"{len(orgs)} at once", *_totals(together)], ["1 alone", *_totals(alone)]]
     for markdown in (False, True):
         print()
         _print_table(COLUMNS, rows, markdown)

@@ -34,7 +34,6 @@ from usage_pipeline.influx.local_server import LocalInfluxd, run_influxd
 from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.influx.store import InfluxStore
 from usage_pipeline.ledger import record_day
-from usage_pipeline.openrouter.client import OpenRouterClient
 from usage_pipeline.openrouter.settings import OpenRouterSettings
 from usage_pipeline_tests.push import HAIKU, TOKEN, delivery, run_receiver
 
@@ -120,20 +119,19 @@ def pushed_day(server: EmulatorProcess, influx: LocalInfluxd, root: Path) -> Non
     settings = OpenRouterSettings(api_key=server.management_key, base_url=server.base_url)
     connection = journal.connect(journal_path)
     started = time.monotonic()
-    with OpenRouterClient(settings) as client:
-        while drain_once(client, store, connection, now=time.time() + 3600).due:
-            pass
-        drain_s = time.monotonic() - started
-        gets = server.stats()["by_path"].get("/generation", 0)
-        started = time.monotonic()
-        nightly = record_day(client, store, day)
-        nightly_s = time.monotonic() - started
+    while drain_once(settings, store.settings, connection, now=time.time() + 3600).due:
+        pass
+    drain_s = time.monotonic() - started
+    gets = server.stats()["by_path"].get("/generation", 0)
+    started = time.monotonic()
+    nightly = record_day(settings, store.settings, day)
+    nightly_s = time.monotonic() - started
     nightly_gets = server.stats()["by_path"].get("/generation", 0) - gets
     count = server.truth(day)["count"]
     print(f"drained into InfluxDB in {drain_s:.1f} s; nightly: complete={nightly.complete}, "
-          f"reused {nightly.capture.records_reused:,}, fetched {nightly.capture.records_fetched:,}, "
+          f"reused {nightly.recorded.reused:,}, fetched {nightly.recorded.fetched:,}, "
           f"{nightly_gets:,} GET /generation = {nightly_gets / count:.2%} of the day's {count:,} ids, "
-          f"{nightly.capture.analytics_queries} analytics queries, {nightly_s:.1f} s", flush=True)
+          f"{nightly.analytics_queries} analytics queries, {nightly_s:.1f} s", flush=True)
     connection.close()
     store.close()
 

@@ -22,7 +22,6 @@ from usage_pipeline.influx.local_server import run_influxd
 from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.influx.store import InfluxStore
 from usage_pipeline.ledger import DayRecording, record_day
-from usage_pipeline.openrouter.client import OpenRouterClient
 from usage_pipeline.openrouter.settings import OpenRouterSettings
 from usage_pipeline.reconcile import no_duplicates
 
@@ -55,25 +54,24 @@ def main() -> None:
         store.ensure_database()
         count = emulator.truth(day)["count"]
         settings = OpenRouterSettings(api_key=emulator.management_key, base_url=emulator.base_url)
-        with OpenRouterClient(settings) as client:
 
-            def run(name: str, **kwargs: Any) -> DayRecording:
-                emulator.reset_stats()
-                started = time.monotonic()
-                recording = record_day(client, store, day, **kwargs)
-                gets = int(emulator.stats()["by_path"].get("/generation", 0))
-                counts = store.day_counts(day)
-                exact = (recording.complete and counts.points == counts.distinct_ids == count
-                         and no_duplicates(store, day).passed)
-                rows.append((name, recording.summary(), gets, time.monotonic() - started, "exact" if exact else
-                             f"NOT EXACT: {counts}"))
-                return recording
+        def run(name: str, **kwargs: Any) -> DayRecording:
+            emulator.reset_stats()
+            started = time.monotonic()
+            recording = record_day(settings, store.settings, day, **kwargs)
+            gets = int(emulator.stats()["by_path"].get("/generation", 0))
+            counts = store.day_counts(day)
+            exact = (recording.complete and counts.points == counts.distinct_ids == count
+                     and no_duplicates(store, day).passed)
+            rows.append((name, recording.summary(), gets, time.monotonic() - started, "exact" if exact else
+                         f"NOT EXACT: {counts}"))
+            return recording
 
-            run("first capture")
-            run("rerun, day exact")
-            lost = lose_points(store, day, args.lose)
-            run(f"rerun, {lost} points lost")
-            run("refresh", refresh=True)
+        run("first capture")
+        run("rerun, day exact")
+        lost = lose_points(store, day, args.lose)
+        run(f"rerun, {lost} points lost")
+        run("refresh", refresh=True)
     flags = " ".join(emulator_args(args.latency_ms, args.limit, 0.1))
     print(f"day {day}: {count:,} generations; emulator flags: {flags}")
     print(" | ".join(("run", "GET /generation", "of the day", "reused", "fetched", "written", "ranks kept",

@@ -48,10 +48,11 @@ def push_today(emulator: Any, openrouter: OpenRouterResource, influxdb: InfluxDB
     drained = fetched = 0
     started = time.monotonic()
     org = organisations.members[0]  # the emulator is one organisation, the implicit one
-    with openrouter.client(org) as client, influxdb.store(organisations, org.name) as store:
+    source, influx = openrouter.settings(org), influxdb.settings(organisations, org.name)
+    with influxdb.store(organisations, org.name) as store:
         store.ensure_database()
-        while (report := drain_once(client, store, connection, now=time.time() + 60)).due:
-            drained, fetched = drained + report.due, fetched + report.fetched
+    while (report := drain_once(source, influx, connection, now=time.time() + 60)).due:
+        drained, fetched = drained + report.due, fetched + report.fetched
     connection.close()
     print(f"today {today}: {counts['delivered']} deliveries pushed to the receiver, {fetched} records drained "
           f"into InfluxDB in {time.monotonic() - started:.1f} s")

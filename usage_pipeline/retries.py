@@ -1,5 +1,5 @@
-"""The one urllib3 retry policy behind the project's `requests` sessions (OpenRouter's analytics and
-activity endpoints, InfluxDB's 1.x API).
+"""The urllib3 retry policy behind the plain `requests` session of InfluxDB's 1.x API (the capture's own
+calls, on its event loop, retry with tenacity and their own small policies).
 
 Each caller passes its own statuses, methods, budget and backoff. The policy adds what urllib3 lacks:
 
@@ -7,8 +7,7 @@ Each caller passes its own statuses, methods, budget and backoff. The policy add
   URL's path (never its query string or credentials), the status or error type, the attempt and the wait;
   never a header, a body or an exception's text, which can carry a key or a token;
 - an optional give-up deadline: once a request has kept failing for `give_up_after_s`, a dead or broken
-  server fails the caller in bounded time instead of after every backoff of every retry;
-- an optional fallback wait for an answer without `Retry-After` (OpenRouter's `X-RateLimit-Reset`).
+  server fails the caller in bounded time instead of after every backoff of every retry.
 
 urllib3's own warning for a retry after a connection error is dropped for these policies: it repeats
 the line logged here, with the request's query string in it.
@@ -19,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,8 +26,6 @@ from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 log = logging.getLogger(__name__)
-
-RetryAfterFallback = Callable[[BaseHTTPResponse], float | None]
 
 
 class _RepeatedRetryWarning(logging.Filter):
@@ -40,22 +37,20 @@ class _RepeatedRetryWarning(logging.Filter):
 
 
 class LoggedRetry(Retry):
-    """urllib3's `Retry`, plus a warning per retry, a give-up deadline and a fallback `Retry-After`."""
+    """urllib3's `Retry`, plus a warning per retry and a give-up deadline."""
 
     def __init__(self, *args: Any, service: str = "HTTP", give_up_after_s: float | None = None,
-                 deadline: float | None = None, retry_after_fallback: RetryAfterFallback | None = None,
+                 deadline: float | None = None,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.service = service
         self.give_up_after_s = give_up_after_s
         self.deadline = deadline  # set at the first failure of a request, when give_up_after_s is
-        self.retry_after_fallback = retry_after_fallback
 
     def new(self, **kw: Any) -> LoggedRetry:
         """The next state of one request's retries (urllib3 copies the policy at every attempt)."""
         kw.setdefault("service", self.service)
         kw.setdefault("give_up_after_s", self.give_up_after_s)
-        kw.setdefault("retry_after_fallback", self.retry_after_fallback)
         if self.deadline is None and self.give_up_after_s is not None:
             kw.setdefault("deadline", time.monotonic() + self.give_up_after_s)
         else:
@@ -70,12 +65,6 @@ class LoggedRetry(Retry):
 
     def get_backoff_time(self) -> float:
         return max(0.0, min(super().get_backoff_time(), self._remaining()))
-
-    def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
-        seconds = super().get_retry_after(response)
-        if seconds is None and self.retry_after_fallback is not None:
-            seconds = self.retry_after_fallback(response)
-        return None if seconds is None else min(seconds, self.retry_after_max)
 
     def sleep(self, response: BaseHTTPResponse | None = None) -> None:
         """Wait as urllib3 would (the server's `Retry-After` if honoured and non-zero, else the backoff),
@@ -114,8 +103,7 @@ def retry_policy(*, service: str, statuses: Collection[int], methods: Collection
                  read: int | None = None, backoff_factor: float, backoff_jitter: float = 0.0,
                  backoff_max: float = Retry.DEFAULT_BACKOFF_MAX,
                  retry_after_max: float = Retry.DEFAULT_RETRY_AFTER_MAX,
-                 give_up_after_s: float | None = None,
-                 retry_after_fallback: RetryAfterFallback | None = None) -> LoggedRetry:
+                 give_up_after_s: float | None = None) -> LoggedRetry:
     """A policy retrying connection errors, read errors (at most `read`, default `total`) and `statuses`
     for `methods`, at most `total` times, with exponential backoff honouring `Retry-After`.
 
@@ -137,5 +125,4 @@ def retry_policy(*, service: str, statuses: Collection[int], methods: Collection
         raise_on_status=False,
         service=service,
         give_up_after_s=give_up_after_s,
-        retry_after_fallback=retry_after_fallback,
     )

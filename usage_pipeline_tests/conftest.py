@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import pytest
 
@@ -12,8 +14,9 @@ from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.influx.local_server import LocalInfluxd, run_influxd
 from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.influx.store import InfluxStore
-from usage_pipeline.openrouter.client import OpenRouterClient
+from usage_pipeline.ledger import DayRecording, capture_day
 from usage_pipeline.openrouter.settings import OpenRouterSettings
+from usage_pipeline.openrouter.source import OpenRouterClient
 
 
 def yesterday() -> dt.date:
@@ -50,7 +53,19 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProce
         yield server
 
 
+def settings_for(server: EmulatorProcess, *, key: str | None = None, **kwargs: Any) -> OpenRouterSettings:
+    """OpenRouter settings for `server`; `kwargs` are OpenRouterSettings' own (max_concurrency, ...)."""
+    return OpenRouterSettings(api_key=key or server.management_key, base_url=server.base_url, **kwargs)
+
+
 def client_for(server: EmulatorProcess, *, key: str | None = None, **kwargs: int) -> OpenRouterClient:
-    """A client for `server`; `kwargs` are OpenRouterClient's own (analytics_rpm, not_found_retries)."""
-    settings = OpenRouterSettings(api_key=key or server.management_key, base_url=server.base_url)
-    return OpenRouterClient(settings, **kwargs)
+    """The plain client for `server`; `kwargs` are OpenRouterClient's own (analytics_rpm)."""
+    return OpenRouterClient(settings_for(server, key=key), **kwargs)
+
+
+def capture(server: EmulatorProcess, store: InfluxStore, day: dt.date | None = None, *, key: str | None = None,
+            settings: Mapping[str, Any] | None = None, **kwargs: Any) -> DayRecording:
+    """`capture_day` of `server`'s day into `store`'s database; `kwargs` are capture_day's own (refresh,
+    retries, analytics_rpm), `settings` OpenRouterSettings' fields."""
+    openrouter = settings_for(server, key=key, **(settings or {}))
+    return asyncio.run(capture_day(openrouter, store.settings, day or yesterday(), **kwargs))

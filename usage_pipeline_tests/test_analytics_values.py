@@ -10,6 +10,8 @@ import pytest
 
 from usage_pipeline.openrouter import analytics_values
 
+pytestmark = pytest.mark.pure
+
 
 def test_counts_money_and_buckets_as_sent_are_read_exactly() -> None:
     assert analytics_values.count("1523") == 1523 and analytics_values.count(7) == 7

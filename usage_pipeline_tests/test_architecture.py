@@ -77,3 +77,31 @@ def test_no_module_of_the_dagster_layer_is_over_150_lines() -> None:
     assert sizes, "no module found under usage_pipeline/defs"
     over = {path: lines for path, lines in sizes.items() if lines > DEFS_MAX_LINES}
     assert not over, f"over {DEFS_MAX_LINES} lines (move the logic to a plain module outside defs/): {over}"
+
+
+# One event loop: a day's records cross no thread between OpenRouter and InfluxDB (docs/capture.md).
+THREAD_HAND_OFFS = ("threading.Thread", "import queue", "from queue", "call_soon_threadsafe",
+                    "run_coroutine_threadsafe", "to_thread", "run_in_executor", "ThreadPoolExecutor")
+SOURCE_AND_STORE = ("usage_pipeline/openrouter", "usage_pipeline/influx")
+
+
+def _lines(folder: str) -> dict[str, list[str]]:
+    return {path.relative_to(REPO).as_posix(): path.read_text().splitlines()
+            for path in sorted((REPO / folder).rglob("*.py"))}
+
+
+@pytest.mark.pure
+def test_the_source_and_the_store_hand_nothing_across_threads_and_nothing_runs_code_from_a_string() -> None:
+    found = [f"{path}:{n}: {line.strip()}" for folder in SOURCE_AND_STORE for path, lines in _lines(folder).items()
+             for n, line in enumerate(lines, 1) if any(word in line for word in THREAD_HAND_OFFS)]
+    found += [f"{path}:{n}: {line.strip()}" for path, lines in _lines("usage_pipeline").items()
+              for n, line in enumerate(lines, 1) if "exec(" in line or "eval(" in line]
+    assert _lines(SOURCE_AND_STORE[0]) and _lines(SOURCE_AND_STORE[1]), "the folders moved: the test proves nothing"
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.pure
+def test_no_product_module_is_over_300_lines() -> None:
+    sizes = {path: len(lines) for path, lines in _lines("usage_pipeline").items()}
+    assert len(sizes) > 50
+    assert not {path: n for path, n in sizes.items() if n > 300}

@@ -10,6 +10,8 @@ import pytest
 from usage_pipeline.broadcast.spans import DeliveryError, read_delivery
 from usage_pipeline_tests.push import CODEX, CONNECTION_TEST, ERROR_SPAN, HAIKU, delivery, real
 
+pytestmark = pytest.mark.pure
+
 
 def test_the_real_deliveries_announce_one_generation_each_with_its_figures() -> None:
     codex = read_delivery(real(CODEX))

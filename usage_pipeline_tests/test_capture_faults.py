@@ -1,107 +1,79 @@
-"""The capture against the emulator's fault knobs over real HTTP: records stream out while their window is
-still open, lone 429s and lone 5xx cost their own request a retry and pause nothing, first-fetch 404s are
-waited out; every day ends exact."""
+"""The capture against the emulator's fault knobs over real HTTP, into a real influxd: a window is fetched whole
+then written, lone 429s and lone 5xx cost their own request a retry and pause nothing, first-fetch 404s are
+waited out, and every limiter of the account is met at its pace; every day ends exact."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from openrouter_emulator.process import EmulatorProcess, run_emulator
-from usage_pipeline.openrouter import fetching
-from usage_pipeline.openrouter.capture import DayCapture
-from usage_pipeline.openrouter.windows import Window
-from usage_pipeline_tests.conftest import client_for, yesterday
+from openrouter_emulator.limiters import LIMITER_KINDS
+from openrouter_emulator.process import run_emulator
+from usage_pipeline.influx.store import InfluxStore
+from usage_pipeline.influx.upserts import LedgerDatabase
+from usage_pipeline_tests.conftest import capture, yesterday
 
 
-class Spy:
-    """A `StoredRecords` that holds nothing and notes what the capture tells it, in order."""
+def test_a_window_is_fetched_whole_then_written_once(
+        tmp_path: Path, store: InfluxStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One window of 400 ids, a fifth of them 404 on their first fetch: the window is written once, with all
+    400 records, after the last of them arrived; one slot is never exceeded."""
+    writes: list[int] = []
+    upsert = LedgerDatabase.upsert
 
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Any]] = []
+    async def spied(self: LedgerDatabase, records, stored, bodies=None):
+        writes.append(len(records))
+        return await upsert(self, records, stored, bodies)
 
-    def window_opened(self, window: Window, ids: Mapping[str, Any]) -> Collection[str]:
-        self.events.append(("opened", window))
-        return ()
-
-    def window_closed(self, window: Window) -> None:
-        self.events.append(("closed", window))
-
-
-def capture_day(server: EmulatorProcess, spy: Spy | None = None) -> tuple[set[str], DayCapture]:
-    day = yesterday()
-    with client_for(server) as client:
-        run = DayCapture(client, day, stored=spy)
-        ids: set[str] = set()
-        for batch in run.batches():
-            assert not ids & {r.id for r in batch}
-            ids.update(r.id for r in batch)
-            if spy is not None:
-                spy.events.append(("batch", len(batch)))
-    return ids, run
-
-
-def test_records_stream_out_in_batches_while_their_window_waits_for_its_404s(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """One window of 400 ids, a fifth of them 404 on their first fetch: records leave in batches of 25 as
-    they arrive (a whole-window hand-over would be one batch, after the slowest 404), and the window closes
-    once, after its last batch was written."""
-    monkeypatch.setattr(fetching, "BATCH_RECORDS", 25)
+    monkeypatch.setattr(LedgerDatabase, "upsert", spied)
     with run_emulator(seed=51, generations_per_day=400, days=1, log_path=tmp_path / "emu.log",
                       extra_args=["--analytics-rpm", "0", "--first-404-share", "0.2"]) as server:
-        spy = Spy()
-        ids, run = capture_day(server, spy)
+        recording = capture(server, store, settings={"max_concurrency": 1})
         truth, stats = server.truth(yesterday()), server.stats()
-    assert ids == set(truth["ids"]) and run.report.complete
-    assert stats["first_404s"] >= 40 and run.report.retries >= stats["first_404s"]
-    kinds = [kind for kind, _ in spy.events]
-    assert kinds.count("opened") == kinds.count("closed") == run.report.windows_queried == 1
-    assert kinds.count("batch") >= 400 // 25 and kinds[-1] == "closed" and kinds[0] == "opened"
-    assert run.report.peak_open_windows == 1
+    assert store.day_ids(yesterday()) == set(truth["ids"]) and recording.complete
+    assert writes == [400] and recording.listing.windows_queried == 1
+    assert stats["first_404s"] >= 40 and recording.fetcher.figures.retries == stats["first_404s"]
+    assert stats["max_in_flight"] == 1
 
 
-def test_lone_429s_delay_only_their_own_request(tmp_path: Path) -> None:
+def test_lone_429s_delay_only_their_own_request(tmp_path: Path, store: InfluxStore) -> None:
     """2% of record fetches answer 429 with Retry-After: 1 and no rate-limit header: each is retried after
-    its own second; nothing pauses every request, and none costs a record."""
+    its own second; nothing pauses every request or cuts the rate, and none costs a record."""
     with run_emulator(seed=52, generations_per_day=1500, days=1, log_path=tmp_path / "emu.log",
                       extra_args=["--analytics-rpm", "0", "--throttle-share", "0.02"]) as server:
-        ids, run = capture_day(server)
+        recording = capture(server, store)
         truth, stats = server.truth(yesterday()), server.stats()
-    report = run.report
-    assert ids == set(truth["ids"]) and report.complete, report.as_dict()
-    assert stats["throttled"] > 10 and report.throttled == report.throttled_lone
-    # every 429 sent was met, but for those to a raced request cancelled once its twin brought the record
-    assert stats["throttled"] - report.hedged <= report.throttled <= stats["throttled"]
-    assert report.account_pauses == 0 and report.paused_s == 0
-    assert not report.missing_reasons
+    pace = recording.fetcher.source.pace.figures
+    assert store.day_ids(yesterday()) == set(truth["ids"]) and recording.complete, recording.summary()
+    assert stats["throttled"] > 10 and pace.throttled == pace.throttled_lone == stats["throttled"]
+    assert pace.account_pauses == 0 and pace.paused_s == 0 and pace.decreases == 0
+    assert not recording.recorded.missing
 
 
-def test_lone_5xx_are_retried_and_the_day_is_exact(tmp_path: Path) -> None:
+def test_lone_5xx_are_retried_and_the_day_is_exact(tmp_path: Path, store: InfluxStore) -> None:
     with run_emulator(seed=53, generations_per_day=1500, days=1, log_path=tmp_path / "emu.log",
                       extra_args=["--analytics-rpm", "0", "--fault-rate", "0.01", "--fault-statuses", "503"]) as server:
-        ids, run = capture_day(server)
+        recording = capture(server, store)
         truth, stats = server.truth(yesterday()), server.stats()
-    assert ids == set(truth["ids"]) and run.report.complete
-    assert stats["random_faults"] > 5 and run.report.retries >= stats["random_faults"]
-    assert run.report.account_pauses == 0
+    assert store.day_ids(yesterday()) == set(truth["ids"]) and recording.complete
+    assert stats["random_faults"] > 5 and recording.fetcher.figures.retries >= stats["random_faults"]
+    assert recording.fetcher.source.pace.figures.account_pauses == 0
 
 
-@pytest.mark.slow
-def test_the_days_last_requests_spend_the_windows_budget_at_once_in_raced_pairs(tmp_path: Path) -> None:
-    """A 300/s account budget stated in X-RateLimit-* headers, and 2% lone 429s: once what is left fits in
-    the window's rest, the last requests go unpaced, and twice each while it fits twice (a lone 429 on one
-    twin then costs nothing). Each id is still written once (`capture_day` asserts it batch by batch), the
-    day is exact, and the pairs stay within TWIN_SHARE of the run's requests."""
-    with run_emulator(seed=54, generations_per_day=3000, days=1, log_path=tmp_path / "emu.log",
-                      extra_args=["--analytics-rpm", "0", "--rate-limit", "300", "--html-error-share", "0",
-                                  "--throttle-share", "0.02"]) as server:
-        ids, run = capture_day(server)
-        truth = server.truth(yesterday())
-    report = run.report
-    assert ids == set(truth["ids"]) and report.complete, report.as_dict()
-    assert report.learned_rps == pytest.approx(300)  # the budget and its window were learned ...
-    assert 0 < report.twinned <= fetching.TWIN_SHARE * report.fetch_requests + 1  # ... and the last went in pairs
-    assert report.hedged >= report.twinned and not report.missing_reasons
+@pytest.mark.parametrize("limiter", LIMITER_KINDS)
+def test_every_kind_of_account_limiter_is_met_at_its_pace_and_the_day_is_exact(
+        tmp_path: Path, store: InfluxStore, limiter: str) -> None:
+    """A 300/s account budget behind fixed windows, a token bucket or a sliding log, with 2% lone 429s: the
+    pace learns none of them by name, yet every 429 is honoured (the account's pause, a lone one's own wait),
+    the day is exact, and refusals stay a small share of the requests."""
+    with run_emulator(seed=54, generations_per_day=1500, days=1, log_path=tmp_path / "emu.log",
+                      extra_args=["--analytics-rpm", "0", "--rate-limit", "300", "--rate-limiter", limiter,
+                                  "--html-error-share", "0", "--throttle-share", "0.02"]) as server:
+        recording = capture(server, store)
+        truth, stats = server.truth(yesterday()), server.stats()
+    pace = recording.fetcher.source.pace
+    assert store.day_ids(yesterday()) == set(truth["ids"]) and recording.complete, recording.summary()
+    assert stats["rate_limited"] > 0 and pace.figures.account_pauses > 0 and pace.figures.decreases > 0
+    assert stats["rate_limited"] < 0.25 * recording.fetcher.figures.requests
+    assert not recording.recorded.missing

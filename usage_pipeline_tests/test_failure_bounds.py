@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from openrouter_emulator.process import EmulatorProcess, run_emulator
-from usage_pipeline.openrouter.capture import DayCapture
-from usage_pipeline.openrouter.client import OpenRouterClient
+from usage_pipeline.influx.store import InfluxStore
+from usage_pipeline.ledger import record_day
+from usage_pipeline.openrouter.errors import OpenRouterError
 from usage_pipeline.openrouter.settings import OpenRouterSettings
-from usage_pipeline.openrouter.transport import OpenRouterError
 from usage_pipeline_tests.conftest import yesterday
 
 GIVE_UP_S = 2.0
@@ -26,21 +26,14 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])  # closed again when the block ends: nothing listens
 
 
-def capture_all(settings: OpenRouterSettings) -> DayCapture:
-    with OpenRouterClient(settings) as client:
-        run = DayCapture(client, yesterday())
-        for _ in run.batches():
-            pass
-    return run
-
-
-def test_an_unreachable_openrouter_fails_saying_what_was_tried() -> None:
+def test_an_unreachable_openrouter_fails_saying_what_was_tried(store: InfluxStore) -> None:
     url = f"http://127.0.0.1:{closed_port()}/api/v1"
     with pytest.raises(OpenRouterError) as failed:
-        capture_all(OpenRouterSettings(api_key="sk-or-v1-x", base_url=url, give_up_after_s=GIVE_UP_S))
+        record_day(OpenRouterSettings(api_key="sk-or-v1-x", base_url=url, give_up_after_s=GIVE_UP_S),
+                   store.settings, yesterday())
     message = str(failed.value)
     assert "POST /analytics/query: no answer from OpenRouter at " + url in message
-    assert "tried for" in message and ("ConnectionError" in message or "NewConnectionError" in message)
+    assert "tried for" in message and "ClientConnectorError" in message
     assert failed.value.__cause__ is None and failed.value.__suppress_context__
 
 
@@ -50,25 +43,26 @@ def failing(tmp_path: Path):  # noqa: ANN201
         yield server
 
 
-def test_a_persistently_failing_record_endpoint_trips_the_breaker(failing: EmulatorProcess) -> None:
+def test_a_persistently_failing_record_endpoint_trips_the_breaker(failing: EmulatorProcess,
+                                                                  store: InfluxStore) -> None:
     failing.set_faults([{"path": "/generation", "status": 503, "count": 1_000_000, "retry_after": 1}])
     settings = OpenRouterSettings(api_key=failing.management_key, base_url=failing.base_url,
                                   give_up_after_s=GIVE_UP_S)
     with pytest.raises(OpenRouterError, match="no request has succeeded for") as failed:
-        capture_all(settings)
+        record_day(settings, store.settings, yesterday())
     assert "OPENROUTER_GIVE_UP_AFTER_S=2" in str(failed.value) and "503" in str(failed.value)
     answered = failing.stats()["by_path_status"]["/generation"]["503"]
     assert answered < 300 * 3  # most records never paid their own 8 retries
 
 
-def test_a_persistently_failing_analytics_endpoint_gives_up(failing: EmulatorProcess,
+def test_a_persistently_failing_analytics_endpoint_gives_up(failing: EmulatorProcess, store: InfluxStore,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     failing.set_faults([{"path": "/analytics/query", "status": 503, "count": 1_000_000}])
     settings = OpenRouterSettings(api_key=failing.management_key, base_url=failing.base_url,
                                   give_up_after_s=GIVE_UP_S)
     with caplog.at_level(logging.WARNING, logger="usage_pipeline.retries"), \
             pytest.raises(OpenRouterError, match="POST /analytics/query: still 503"):
-        capture_all(settings)
+        record_day(settings, store.settings, yesterday())
     answered = failing.stats()["by_path_status"]["/analytics/query"]["503"]
     assert answered <= 6
     retries = [r.getMessage() for r in caplog.records if r.name == "usage_pipeline.retries"]

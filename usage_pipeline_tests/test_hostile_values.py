@@ -184,9 +184,7 @@ def test_a_day_with_hostile_records_writes_the_rest_and_fails_naming_each(influx
     token, and a model no tag can carry; the day writes everything else and fails naming those four."""
     from openrouter_emulator.process import run_emulator
     from usage_pipeline.ledger import record_day
-    from usage_pipeline.openrouter.client import OpenRouterClient
-    from usage_pipeline.openrouter.settings import OpenRouterSettings
-    from usage_pipeline_tests.conftest import yesterday
+    from usage_pipeline_tests.conftest import settings_for, yesterday
 
     day = yesterday()
     with run_emulator(seed=61, generations_per_day=200, days=1, log_path=tmp_path / "emu.log") as server:
@@ -195,17 +193,15 @@ def test_a_day_with_hostile_records_writes_the_rest_and_fails_naming_each(influx
             ids[0]: {"streamed": "false"}, ids[1]: {"latency": math.nan}, ids[2]: {"tokens_prompt": 1.9},
             ids[3]: {"model": "acme\\"}, ids[4]: {"external_user": "line\nbreak \"quoted\" \\ ,="}}
         server.override_records(hostile)
-        settings = OpenRouterSettings(api_key=server.management_key, base_url=server.base_url)
-        with InfluxStore(InfluxSettings(url=influxd.url, database=f"hostile_{uuid.uuid4().hex[:8]}")) as store, \
-                OpenRouterClient(settings) as client:
+        with InfluxStore(InfluxSettings(url=influxd.url, database=f"hostile_{uuid.uuid4().hex[:8]}")) as store:
             store.ensure_database()
-            recording = record_day(client, store, day)
+            recording = record_day(settings_for(server), store.settings, day)
             counts = store.day_counts(day)
             back = {row["generation_id"]: row for frame in store.iter_day_frames(day)
                     for row in frame.to_dict("records")}
     assert not recording.complete
-    assert recording.written == counts.distinct_ids == len(ids) - 4
-    invalid = " | ".join(recording.capture.invalid)
+    assert recording.recorded.written == counts.distinct_ids == len(ids) - 4
+    invalid = " | ".join(recording.recorded.invalid.values())
     assert f"generation {ids[0]}: field 'streamed'" in invalid and "'false'" in invalid
     assert f"generation {ids[1]}: field 'latency' must be a finite number, got nan" in invalid
     assert f"generation {ids[2]}: field 'tokens_prompt' must be an integer or null, got 1.9" in invalid

@@ -17,7 +17,8 @@ import pytest
 from usage_pipeline.influx.errors import InfluxQueryError, InfluxSetupError, InfluxWriteError
 from usage_pipeline.influx.influxql import time_literals
 from usage_pipeline.influx.local_server import LocalInfluxd, render_config, run_influxd
-from usage_pipeline.influx.points import FIELD_TYPES, MEASUREMENT, RankOverflowError, point_time_ns, to_lines
+from usage_pipeline.influx.points import FIELD_TYPES, MEASUREMENT, point_time_ns, to_line
+from usage_pipeline.influx.ranks import place
 from usage_pipeline.influx.reads import DayCounts
 from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.influx.store import InfluxStore
@@ -113,7 +114,7 @@ def test_point_time_is_microsecond_plus_rank_and_stays_inside_the_day() -> None:
 
 def test_points_carry_only_model_and_provider_tags_and_stable_field_types() -> None:
     g = gen("gen-1", at(DAY), total_cost=2, latency=None, app_id=7, external_user='a "b"\nc')
-    (line,) = to_lines([g])
+    line = to_line(g, 0)
     head, _, rest = line.partition(" ")
     assert head == "generations,model=openai/gpt-4o,provider=OpenAI"
     assert ',total_cost=2,' in rest and "total_cost=2i" not in rest  # an int cost is still written as float
@@ -121,27 +122,23 @@ def test_points_carry_only_model_and_provider_tags_and_stable_field_types() -> N
     assert 'generation_id="gen-1"' in rest and 'api_key="key-1"' in rest
     assert "latency=" not in rest and "moderation_latency=" not in rest  # None fields are omitted
     assert rest.endswith(f" {point_time_ns(g.created_at, 0)}")
-    (none,) = to_lines([gen("gen-2", at(DAY), provider=None)])
+    none = to_line(gen("gen-2", at(DAY), provider=None), 0)
     assert none.startswith("generations,model=openai/gpt-4o ")
-    with pytest.raises(ValueError, match="gen-3: provider_name is an empty string"):  # it would read back null
-        to_lines([gen("gen-3", at(DAY), provider="")])
+    with pytest.raises(ValueError, match="provider_name is an empty string"):  # it would read back null
+        to_line(gen("gen-3", at(DAY), provider=""), 0)
 
 
-def test_ranks_follow_id_order_and_repeated_ids_collapse() -> None:
+def test_new_ranks_follow_id_order_and_repeated_ids_collapse() -> None:
     t = at(DAY, micro=5)
-    written = to_lines([gen("c", t), gen("a", t), gen("b", t), gen("a", t), gen("z", t, provider="Other")])
-    lines = {line.split('generation_id="')[1].split('"')[0]: line for line in written}
-    assert len(written) == 4
-    base = point_time_ns(t, 0)
-    assert {gid: int(line.rsplit(" ", 1)[1]) - base for gid, line in lines.items()} == {"a": 0, "b": 1, "c": 2, "z": 0}
+    placement = place([gen("c", t), gen("a", t), gen("b", t), gen("a", t), gen("z", t, provider="Other")], [])
+    assert placement.ranks == {"a": 0, "b": 1, "c": 2, "z": 0}
 
 
-def test_more_than_1000_in_one_microsecond_is_a_clear_error() -> None:
+def test_more_than_1000_in_one_microsecond_is_refused_by_id() -> None:
     t = at(DAY, micro=1)
-    expected = r"1001 generations share model='openai/gpt-4o' provider='OpenAI' created_at=2025-03-10T12:00:00.000001"
-    with pytest.raises(RankOverflowError, match=expected):
-        to_lines([gen(f"g{i:04d}", t) for i in range(1001)])
-    assert len(to_lines([gen(f"g{i:04d}", t) for i in range(1000)])) == 1000
+    placement = place([gen(f"g{i:04d}", t) for i in range(1001)], [])
+    assert len(placement.ranks) == 1000 and list(placement.refused) == ["g1000"]
+    assert "more than 1000 generations share model='openai/gpt-4o' provider='OpenAI'" in placement.refused["g1000"]
 
 
 def test_config_keeps_everything_on_loopback_and_in_the_data_dir(tmp_path: Path) -> None:
@@ -194,16 +191,15 @@ def test_same_microsecond_generations_are_kept_with_stable_ranks_and_no_stale_po
     assert times_to_ids(store, DAY) == {base: "gen-b", base + 1: "gen-d", base + 2: "gen-f"}
     store.write_generations(list(reversed(first)))
     assert times_to_ids(store, DAY) == {base: "gen-b", base + 1: "gen-d", base + 2: "gen-f"}
-    # A later fetch finds one more generation in the same µs, sorting first: every rank shifts.
+    # A later fetch finds one more generation in the same µs, sorting first: it takes a new rank, none moves.
     store.write_generations([*first, gen("gen-a", t)])
-    assert times_to_ids(store, DAY) == {base: "gen-a", base + 1: "gen-b", base + 2: "gen-d", base + 3: "gen-f"}
+    assert times_to_ids(store, DAY) == {base: "gen-b", base + 1: "gen-d", base + 2: "gen-f", base + 3: "gen-a"}
     assert store.day_counts(DAY) == DayCounts(points=4, distinct_ids=4)
 
 
 def test_a_duplicate_generation_id_shows_up_in_day_counts(store: InfluxStore) -> None:
     store.write_generations([gen("gen-1", at(DAY, 1)), gen("gen-2", at(DAY, 2))])
-    (stray,) = to_lines([gen("gen-1", at(DAY, 3), provider="Azure")])
-    store.write_lines([stray])
+    store.write_lines([to_line(gen("gen-1", at(DAY, 3), provider="Azure"), 0)])
     assert store.day_counts(DAY) == DayCounts(points=3, distinct_ids=2)
 
 
@@ -235,17 +231,15 @@ def test_writes_to_a_missing_database_fail_without_leaking_credentials(influxd: 
     for creds in ({"token": SECRET_TOKEN}, {"username": "ledger", "password": SECRET_PASSWORD}):
         store = _new_store(influxd, database="no_such_db", **creds)
         with pytest.raises(InfluxWriteError) as caught:
-            store.write_generations([gen("gen-1", at(DAY)), gen("gen-2", at(DAY, 1))])
+            store.write_lines([to_line(gen("gen-1", at(DAY)), 0), to_line(gen("gen-2", at(DAY, 1)), 0)])
         err = caught.value
         text = f"{err} {err!r} {err.server_text} {store.settings!r}"
         assert err.status == 404 and err.batch_size == 2
         assert 'database not found: "no_such_db"' in str(err)
         assert SECRET_TOKEN not in text and SECRET_PASSWORD not in text
-        with pytest.raises(InfluxWriteError, match="database not found") as in_thread:  # POSTed by the writer thread
-            store.write_generations([gen(f"gen-{i}", at(DAY, i)) for i in range(5)], batch_size=2)
-        assert in_thread.value.status == 404 and in_thread.value.batch_size == 2
-        assert SECRET_TOKEN not in f"{in_thread.value} {in_thread.value.server_text}"
-        assert SECRET_PASSWORD not in f"{in_thread.value} {in_thread.value.server_text}"
+        with pytest.raises(InfluxQueryError, match="database not found: no_such_db") as upserting:
+            store.write_generations([gen(f"gen-{i}", at(DAY, i)) for i in range(5)])  # its ranks read it first
+        assert SECRET_TOKEN not in str(upserting.value) and SECRET_PASSWORD not in str(upserting.value)
         with pytest.raises(InfluxQueryError) as query_err:
             store.query("SELECT FROM")
         assert "error parsing query" in str(query_err.value)
@@ -312,19 +306,18 @@ def test_series_cardinality_is_model_provider_combinations(store: InfluxStore) -
     assert store.day_counts(DAY) == DayCounts(points=90, distinct_ids=90)
 
 
-def test_delete_point_removes_exactly_one_point(store: InfluxStore) -> None:
+def test_a_generation_whose_tags_changed_moves_leaving_no_stale_point_even_from_an_absent_tag(
+        store: InfluxStore) -> None:
+    """The stale point is deleted by its whole identity; an absent provider tag is matched as `provider = ''`
+    (and a point of another id in the same µs and model is left alone)."""
     t = at(DAY, 8, 0, 0, 42)
-    store.write_generations([gen("a", t), gen("b", t), gen("c", t, provider=None), gen("d", at(DAY, 9))])
-    base = point_time_ns(t, 0)
-    # Same time as "a"; the absent provider tag decides. Passed as a frame hands it over: <NA>, not None.
+    store.write_generations([gen("a", t), gen("c", t, provider=None), gen("d", at(DAY, 9))])
+    result = store.write_generations([gen("c", t, provider="Azure")])
+    assert result.stale_deleted == 1 and result.written == 1
     frame = pd.concat(list(store.iter_day_frames(DAY)))
-    missing = frame.loc[frame["generation_id"] == "c", "provider"].iloc[0]
-    assert missing is pd.NA
-    store.delete_point("openai/gpt-4o", missing, base)
-    assert sorted(times_to_ids(store, DAY).values()) == ["a", "b", "d"]
-    store.delete_point("openai/gpt-4o", "OpenAI", base + 1)
-    assert times_to_ids(store, DAY) == {base: "a", point_time_ns(at(DAY, 9), 0): "d"}
-    assert store.day_counts(DAY) == DayCounts(points=2, distinct_ids=2)
+    assert sorted(frame["generation_id"]) == ["a", "c", "d"]
+    assert frame.loc[frame["generation_id"] == "c", "provider"].iloc[0] == "Azure"
+    assert store.day_counts(DAY) == DayCounts(points=3, distinct_ids=3)
 
 
 # ---- retry policy and 2.x/3.x setup (a scripted HTTP server) ------------------------------------
@@ -377,7 +370,7 @@ def test_5xx_is_retried_but_400_is_not_and_echoed_secrets_are_redacted(
         store.write_lines(["m f=1 1"])
     assert [method for method, _, _ in handler.seen] == ["POST"] * 3
     assert [r.getMessage() for r in caplog.records if r.name == "usage_pipeline.retries"] == [
-        "InfluxDB POST /write: HTTP 503; retry 1 in 0.00 s",  # no query string (db=...), no host
+        "InfluxDB POST /write: HTTP 503; retry 1 in 0.50 s",  # no query string (db=...), no host
         "InfluxDB POST /write: HTTP 500; retry 2 in 1.00 s",
     ]
     assert SECRET_TOKEN not in caplog.text

@@ -7,8 +7,10 @@ import datetime as dt
 import pytest
 
 from usage_pipeline.openrouter.counts import activity_date
+from usage_pipeline.openrouter.errors import OpenRouterError
 from usage_pipeline.openrouter.model_names import ModelCatalogue, ModelName, ModelNamesError, parse_model_names
-from usage_pipeline.openrouter.transport import OpenRouterError
+
+pytestmark = pytest.mark.pure
 
 HAIKU = ModelName("anthropic/claude-haiku-4.5", "anthropic/claude-4.5-haiku-20251001", "Anthropic: Claude Haiku 4.5")
 GPT = ModelName("openai/gpt-4.1", "openai/gpt-4.1-2025-04-14", "OpenAI: GPT-4.1")

@@ -22,7 +22,7 @@ from usage_pipeline.influx.reads import DayCounts
 from usage_pipeline.influx.store import InfluxStore
 from usage_pipeline.ledger import record_day
 from usage_pipeline.reconcile import no_duplicates
-from usage_pipeline_tests.conftest import client_for, yesterday
+from usage_pipeline_tests.conftest import settings_for, yesterday
 from usage_pipeline_tests.push import TOKEN, run_receiver
 from usage_pipeline_tests.test_ledger_rerun import generation_gets, points
 
@@ -43,10 +43,9 @@ def drain_all(server: EmulatorProcess, store: InfluxStore, journal_path: Path) -
     connection = journal.connect(journal_path)
     reports = []
     try:
-        with client_for(server) as client:
-            while (report := drain_once(client, store, connection, now=time.time() + 3600)).due:
-                reports.append(report)
-                assert not report.postponed, report.postponed
+        while (report := drain_once(settings_for(server), store.settings, connection, now=time.time() + 3600)).due:
+            reports.append(report)
+            assert not report.postponed, report.postponed
     finally:
         connection.close()
     return reports
@@ -68,10 +67,9 @@ def test_pushed_records_are_the_points_the_nightly_keeps_and_it_fetches_only_wha
     pushed_points = points(store, day)
 
     gets_before = generation_gets(server)
-    with client_for(server) as client:
-        nightly = record_day(client, store, day)
-    assert nightly.complete and nightly.capture.records_reused == len(delivered)
-    assert nightly.capture.records_fetched == len(dropped) == generation_gets(server) - gets_before
+    nightly = record_day(settings_for(server), store.settings, day)
+    assert nightly.complete and nightly.recorded.reused == len(delivered)
+    assert nightly.recorded.fetched == len(dropped) == generation_gets(server) - gets_before
     after = points(store, day)
     assert {t: p for t, p in after.items() if p[0] in delivered} == pushed_points  # same times, same tags
     assert store.day_counts(day) == DayCounts(truth["count"], truth["count"]) and no_duplicates(store, day).passed

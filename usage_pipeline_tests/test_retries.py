@@ -4,6 +4,7 @@ ever reaches the log."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import Iterator
@@ -14,7 +15,8 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from usage_pipeline.openrouter.transport import Transport
+from usage_pipeline.openrouter.settings import OpenRouterSettings
+from usage_pipeline.openrouter.source import OpenRouterSource
 from usage_pipeline.retries import LoggedRetry, request_path, retry_policy
 from usage_pipeline_tests.scripted_http import scripted_server
 
@@ -105,20 +107,17 @@ def test_a_connection_error_is_logged_by_its_type_until_the_budget_is_spent(capl
     assert_no_secret(caplog)
 
 
-def test_retry_after_is_honoured_up_to_its_cap_and_a_fallback_serves_when_it_is_absent(
+def test_retry_after_is_honoured_up_to_its_cap(
     scripted: tuple[str, type[_Scripted]], caplog: pytest.LogCaptureFixture,
 ) -> None:
     host, handler = scripted
-    handler.replies[:] = [(429, {"Retry-After": "3600"}), (429, {"X-RateLimit-Reset": "later"}), (404, {})]
-    retry = retry_policy(service="OpenRouter", statuses=(429,), methods=("GET",), total=5, backoff_factor=1.0,
-                         retry_after_max=0.05, retry_after_fallback=lambda response: 0.03)
+    handler.replies[:] = [(503, {"Retry-After": "3600"}), (404, {})]
+    retry = retry_policy(service="InfluxDB", statuses=(503,), methods=("GET",), total=5, backoff_factor=1.0,
+                         retry_after_max=0.05)
     with session_with(retry) as session, caplog.at_level(logging.WARNING, logger="usage_pipeline.retries"):
-        response = session.get(f"http://{host}/generation?id=gen-1", timeout=10)
+        response = session.get(f"http://{host}/query?q=1", timeout=10)
     assert response.status_code == 404  # not a retried status: handed back as it came
-    assert retry_lines(caplog) == [
-        "OpenRouter GET /generation: HTTP 429; retry 1 in 0.05 s",  # Retry-After, capped
-        "OpenRouter GET /generation: HTTP 429; retry 2 in 0.03 s",  # the fallback, not the 2 s backoff
-    ]
+    assert retry_lines(caplog) == ["InfluxDB GET /query: HTTP 503; retry 1 in 0.05 s"]  # Retry-After, capped
 
 
 def test_the_deadline_gives_up_on_a_server_that_keeps_failing(
@@ -135,17 +134,21 @@ def test_the_deadline_gives_up_on_a_server_that_keeps_failing(
     assert len(retry_lines(caplog)) == len(handler.seen) - 1
 
 
-def test_openrouter_transport_sends_params_through_requests_and_logs_its_retries(
+def test_openrouter_calls_send_params_and_log_each_retry_without_the_query_or_key(
     scripted: tuple[str, type[_Scripted]], caplog: pytest.LogCaptureFixture,
 ) -> None:
     host, handler = scripted
-    handler.replies[:] = [(503, {})]
-    transport = Transport(f"http://{host}/api/v1", API_KEY, timeout_s=10)
+    handler.replies[:] = [(503, {"Retry-After": "0"})]
+
+    async def call() -> dict[str, Any]:
+        async with OpenRouterSource(OpenRouterSettings(api_key=API_KEY, base_url=f"http://{host}/api/v1")) as source:
+            answer = await source.call("GET", "/activity", params={"date": "2025-03-10", "note": "a b&c"})
+            assert source.retries == 1
+            return answer
+
     with caplog.at_level(logging.WARNING, logger="usage_pipeline.retries"):
-        assert transport.request("GET", "/activity", params={"date": "2025-03-10", "note": "a b&c"}) == {}
-    transport.close()
+        assert asyncio.run(call()) == {}
     assert handler.seen == ["/api/v1/activity?date=2025-03-10&note=a+b%26c"] * 2
-    assert transport.retries == 1
     assert retry_lines(caplog) == ["OpenRouter GET /api/v1/activity: HTTP 503; retry 1 in 0.00 s"]
     assert_no_secret(caplog)
 

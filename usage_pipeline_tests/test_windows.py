@@ -7,16 +7,18 @@ import math
 
 import pytest
 
-from usage_pipeline.openrouter.windows import (
+from usage_pipeline.openrouter.enumeration import (
     MIN_WIDTH,
     Bucket,
     Window,
-    WindowQueue,
+    WindowPlan,
     WindowTooDense,
     expected_between,
     plan,
     split,
 )
+
+pytestmark = pytest.mark.pure
 
 DAY = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
@@ -61,7 +63,7 @@ def test_a_window_too_narrow_to_cut_stays_whole() -> None:
     assert len(split(hourly([1000] * 24), start, start + MIN_WIDTH, parts=3)) == 1
 
 
-def drain(queue: WindowQueue) -> list[Window]:
+def drain(queue: WindowPlan) -> list[Window]:
     out = []
     while (window := queue.next()) is not None:
         out.append(window)
@@ -75,14 +77,14 @@ def covers(windows: list[Window], start: dt.datetime, end: dt.datetime) -> bool:
 
 def test_the_window_queue_hands_out_the_plan_in_time_order() -> None:
     buckets = hourly([3000] * 24)
-    queue = WindowQueue(buckets, DAY, DAY + 24 * HOUR, 10_000)
+    queue = WindowPlan(buckets, DAY, DAY + 24 * HOUR, 10_000)
     assert len(queue) == math.ceil(72_000 / 9_000)
     assert covers(drain(queue), DAY, DAY + 24 * HOUR) and queue.next() is None
 
 
 def test_a_cut_window_is_split_first_and_the_rest_replanned_against_the_learned_cap() -> None:
     buckets = hourly([3000] * 24)
-    queue = WindowQueue(buckets, DAY, DAY + 24 * HOUR, 10_000)
+    queue = WindowPlan(buckets, DAY, DAY + 24 * HOUR, 10_000)
     first = queue.next()
     assert first is not None
     queue.truncated(first, 2_000)  # the server caps at 2,000 rows, below the 10,000 asked for
@@ -94,7 +96,7 @@ def test_a_cut_window_is_split_first_and_the_rest_replanned_against_the_learned_
 
 
 def test_a_cut_at_the_asked_limit_keeps_the_limit() -> None:
-    queue = WindowQueue(hourly([5000] * 24), DAY, DAY + 24 * HOUR, 10_000)
+    queue = WindowPlan(hourly([5000] * 24), DAY, DAY + 24 * HOUR, 10_000)
     window = queue.next()
     assert window is not None
     queue.truncated(window, 10_000)
@@ -103,7 +105,7 @@ def test_a_cut_at_the_asked_limit_keeps_the_limit() -> None:
 
 
 def test_a_cut_window_of_one_millisecond_cannot_be_enumerated() -> None:
-    queue = WindowQueue(hourly([100] * 24), DAY, DAY + MIN_WIDTH, 10_000)
+    queue = WindowPlan(hourly([100] * 24), DAY, DAY + MIN_WIDTH, 10_000)
     window = queue.next()
     assert window is not None
     with pytest.raises(WindowTooDense, match="cannot be enumerated exactly"):

@@ -12,7 +12,8 @@ spec's examples); `analytics_catalogue`, `analytics_query` and `analytics` the a
 request validation and engine,
 `analytics_rows` what the engine groups; `account` the activity, key and credits endpoints; `models`
 `GET /models`; `protocol` the request, response and error shapes they share; `faults` scripted faults,
-limiters and CDN error pages; `isotime` the clock's units and the ISO 8601 parser; `loadtest` a
+the per-key analytics limiter and CDN error pages; `limiters` the account-wide limiters (fixed windows, token
+bucket, sliding log); `isotime` the clock's units and the ISO 8601 parser; `loadtest` a
 throughput probe. Broadcast: `broadcast_spans` builds one OTLP/HTTP JSON delivery per generation,
 `broadcast_settings` checks where and how hostile to push, `broadcast` POSTs and counts (a day on demand),
 `broadcast_live` pushes today as it completes. Nothing here imports the `usage_pipeline` project.

@@ -16,6 +16,7 @@ from openrouter_emulator.analytics import MAX_ANALYTICS_ROWS
 from openrouter_emulator.broadcast_settings import TOKEN_ENV, BroadcastSettings, check_setting, parse_header_line
 from openrouter_emulator.faults import RANDOM_FAULT_STATUSES
 from openrouter_emulator.history import MAX_HISTORY_DAYS
+from openrouter_emulator.limiters import FIXED, LIMITER_KINDS
 from openrouter_emulator.live_shapes import LIVE, SHAPES
 from openrouter_emulator.runtime_config import parse_statuses
 
@@ -170,11 +171,20 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     h.add_argument("--hang-seconds", dest="hang_seconds", metavar="S", type=_number(float), default=60.0,
                    help="how long a hanging answer waits (a disconnecting client is dropped) [hang_seconds]")
     h.add_argument("--rate-limit", dest="rate_limit_rps", metavar="RPS", type=_number(float), default=0.0,
-                   help="account-wide requests/s over all /api/v1 paths and keys, fixed windows; over it 429 "
-                        "with X-RateLimit-* headers; 0: off [rate_limit_rps]")
+                   help="account-wide requests/s over all /api/v1 paths and keys (see --rate-limiter); over it "
+                        "429 with X-RateLimit-Limit (the budget), X-RateLimit-Remaining: 0, X-RateLimit-Reset "
+                        "(epoch ms when a request fits again) and, for --retry-after-share of them, Retry-After; "
+                        "0: off [rate_limit_rps]")
     h.add_argument("--rate-limit-window", dest="rate_limit_window_s", metavar="S", type=_number(float, positive=True),
-                   default=1.0, help="window of that limit, s, aligned to the epoch; budget = "
-                                     "round(rate x window), at least 1 [rate_limit_window_s]")
+                   default=1.0, help="window of that limit, s; budget = round(rate x window), at least 1 "
+                                     "[rate_limit_window_s]")
+    h.add_argument("--rate-limiter", dest="rate_limiter", choices=LIMITER_KINDS, default=FIXED,
+                   help="how the account limit spends its budget; refused requests never count. fixed "
+                        "(default): budget per window, windows aligned to the epoch, reset at the window's end; "
+                        "token-bucket: a bucket of budget tokens, full at first, refilled at the rate, reset "
+                        "when one whole token is back; sliding: at most budget accepted in any trailing window, "
+                        "reset when the oldest of them leaves it. Setting it at runtime starts it afresh "
+                        "[rate_limiter]")
     h.add_argument("--retry-after-share", dest="retry_after_share", metavar="SHARE", type=_number(float, share=True),
                    default=0.5,
                    help="share of rate-limit 429s (and CDN pages) that carry Retry-After [retry_after_share]")
@@ -198,6 +208,7 @@ CONTROL_HELP = """control API (tests switch behaviour at runtime, no restart):
   POST|DELETE /_emulator/records      answer other values for a record {"overrides": {id: {field: value}}}
   GET|DELETE /_emulator/stats         answers per path/status, rates, peak, 429s (limiter, lone), random faults,
                                       first-GET 404s, HTML pages, hangs, in flight
+  GET /_emulator/delays               the delay each of the last 10,000 /api/v1 answers was held (delay_ms)
   POST /_emulator/broadcast           push a day's deliveries {"day", "url", "headers"?, "limit"?, settings...};
                                       answers the counts when done
   GET /_emulator/broadcast            the live pusher's counts ({"live": false} without --broadcast-url)

@@ -1,8 +1,9 @@
 """The `/_emulator` control API: what tests ask of the emulator that OpenRouter would never tell them.
 
-The ground truth of a day, scripted faults, late generations, hostile records, the counters and the
-runtime settings, switched while the server runs so one process serves a whole test module; and Broadcast:
-a day's deliveries pushed on demand (`POST /broadcast`, answered when done) and the live pusher's counts.
+The ground truth of a day, scripted faults, late generations, hostile records, the counters (and the delay
+each answer was held) and the runtime settings, switched while the server runs so one process serves a whole
+test module; and Broadcast: a day's deliveries pushed on demand (`POST /broadcast`, answered when done) and
+the live pusher's counts.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class ControlApi:
             ("DELETE", "/faults"): (False, lambda r, now: self._clear_faults()),
             ("GET", "/stats"): (False, lambda r, now: emulator.stats.snapshot()),
             ("DELETE", "/stats"): (False, lambda r, now: self._reset_stats()),
+            ("GET", "/delays"): (False, lambda r, now: emulator.stats.delays()),
             ("POST", "/generations"): (True, self._add_generations),
             ("POST", "/records"): (False, generations.override_records),
             ("DELETE", "/records"): (False, lambda r, now: generations.clear_overrides()),

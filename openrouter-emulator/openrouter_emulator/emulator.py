@@ -24,10 +24,11 @@ from openrouter_emulator.analytics_query import parse_query
 from openrouter_emulator.broadcast_live import LiveBroadcast, live_settings
 from openrouter_emulator.control import ControlApi
 from openrouter_emulator.dataset import UsageDataset
-from openrouter_emulator.faults import AccountLimiter, FaultPlan, SlidingWindowLimiter, error_body
+from openrouter_emulator.faults import FaultPlan, SlidingWindowLimiter, error_body
 from openrouter_emulator.generation import GenerationEndpoint
 from openrouter_emulator.history import History
 from openrouter_emulator.hostility import Hostility
+from openrouter_emulator.limiters import RequestLimiter, make_limiter
 from openrouter_emulator.live_shapes import forbidden_message, missing_key_message
 from openrouter_emulator.models import models_list
 from openrouter_emulator.organisation import ACCOUNT_OWNER
@@ -55,7 +56,8 @@ class Emulator:
         self.faults = FaultPlan(seed=args.seed, fault_rate=self.config.fault_rate,
                                 fault_statuses=self.config.fault_statuses)
         self.limiter = SlidingWindowLimiter(self.config.analytics_rpm)
-        self.account_limiter = AccountLimiter(self.config.rate_limit_rps, self.config.rate_limit_window_s)
+        self.account_limiter: RequestLimiter = make_limiter(self.config.rate_limiter, self.config.rate_limit_rps,
+                                                            self.config.rate_limit_window_s)
         self.stats = Stats()
         self.hostility = Hostility(args.seed, self.config, self.stats)
         self.generations = GenerationEndpoint(self.dataset, self.config, seed=args.seed, stats=self.stats)
@@ -95,7 +97,10 @@ class Emulator:
         self.limiter.per_minute = self.config.analytics_rpm
         self.faults.fault_rate = self.config.fault_rate
         self.faults.fault_statuses = self.config.fault_statuses
-        self.account_limiter.rps = self.config.rate_limit_rps
+        if "rate_limiter" in checked:  # named (even unchanged, as DELETE /config does): a fresh limiter, no history
+            self.account_limiter = make_limiter(self.config.rate_limiter, self.config.rate_limit_rps,
+                                                self.config.rate_limit_window_s)
+        self.account_limiter.rps = self.config.rate_limit_rps  # the running limiter keeps what it has spent
         self.account_limiter.window_s = self.config.rate_limit_window_s
 
     # -- dispatch --
@@ -109,8 +114,9 @@ class Emulator:
             sub = path[len(API_PREFIX):] or "/"
             self.stats.enter()
             try:
-                response = await self._api(Request(method, sub, params, body), authorization)
-                self.stats.answered(sub, response.status)
+                held = _Held()
+                response = await self._api(Request(method, sub, params, body), authorization, held)
+                self.stats.answered(sub, response.status, held.seconds)
                 return response
             finally:
                 self.stats.leave()
@@ -136,39 +142,39 @@ class Emulator:
         except ApiError as error:
             return error_response(error)
 
-    async def _api(self, request: Request, authorization: str | None) -> Response:
+    async def _api(self, request: Request, authorization: str | None, held: _Held) -> Response:
         """Account limiter, latency, faults, lone 429s, hangs, then the origin: auth, routes, per-key analytics
-        limit."""
+        limit. Every deliberate wait goes through `held`, which counts it for the stats' delay log."""
         hostility = self.hostility
         refusal = self.account_limiter.acquire()
         if refusal is not None:  # answered before the origin: a tenth of a latency sample
-            await _sleep(hostility.latency_s() / 10)
+            await held.sleep(hostility.latency_s() / 10)
             self.stats.rate_limited += 1
             return hostility.rate_limited(refusal, self._user_id(authorization))
         delay_s = hostility.latency_s()
         generation_id = next(iter(request.params.get("id") or []), None)
         fault = self.faults.next_fault(request.path, generation_id)
         if fault is not None:
-            await _sleep(fault.delay_ms / 1000)
+            await held.sleep(fault.delay_ms / 1000)
             if fault.status is not None:
                 self.stats.random_faults += fault.drawn
-                await _sleep(delay_s)
+                await held.sleep(delay_s)
                 # a scripted missing record says what the origin's own 404 says (real-payloads/errors/01)
                 message = (f"Generation {generation_id} not found"
                            if fault.status == 404 and request.path == "/generation" and generation_id else None)
                 return hostility.error_page_or(error_response(ApiError(fault.status, message, fault.retry_after)))
         if hostility.throttles(request):  # refused in front of the origin, like the limiter
-            await _sleep(delay_s / 10)
+            await held.sleep(delay_s / 10)
             return hostility.throttled(self._user_id(authorization))
         config = self.config
         if hostility.hangs(request):
             self.stats.hangs += 1
-            await asyncio.sleep(config.hang_seconds)  # a client that gave up has been dropped by now
+            await held.sleep(config.hang_seconds)  # a client that gave up has been dropped by now
         response = await self._origin(request, authorization)
         if request.path == "/analytics/query" and response.status == 200 and config.analytics_ms_per_1k_rows > 0:
             rows = response.payload["data"]["metadata"]["row_count"]
             delay_s += config.analytics_ms_per_1k_rows * rows / 1000 / 1000
-        await _sleep(delay_s)
+        await held.sleep(delay_s)
         return response
 
     async def _origin(self, request: Request, authorization: str | None) -> Response:
@@ -219,6 +225,16 @@ class Emulator:
                          history=self.history, history_days=config.history_days)
 
 
-async def _sleep(seconds: float) -> None:
-    if seconds > 0:
-        await asyncio.sleep(seconds)
+class _Held:
+    """The seconds one `/api/v1` answer was deliberately held: every wait of `_api` sleeps through here, so the
+    delay the stats record is the one slept."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self.seconds += seconds
+            await asyncio.sleep(seconds)

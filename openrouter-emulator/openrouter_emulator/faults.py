@@ -1,4 +1,4 @@
-"""Switchable misbehaviour of the emulated API: scripted fault rules, random 5xx, analytics rate limits.
+"""Switchable misbehaviour of the emulated API: scripted fault rules, random 5xx, the per-key analytics limit.
 
 A client is only trustworthy if it survives what OpenRouter really does under load, so every failure
 the spec lists can be produced on demand, deterministically (seeded), and counted.
@@ -14,6 +14,10 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+# The account-wide limiters live in `limiters`; importable from here as before.
+from openrouter_emulator.limiters import AccountLimiter as AccountLimiter
+from openrouter_emulator.limiters import Refusal as Refusal
 
 # The spec's example message for each error status it documents.
 ERROR_MESSAGES: dict[int, str] = {
@@ -156,48 +160,6 @@ class SlidingWindowLimiter:
                 return max(1, math.ceil(times[0] + self.window_s - now))
             times.append(now)
             return None
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """A request the account-wide limiter refused: its budget and when its window ends."""
-
-    budget: int
-    reset_epoch_ms: int
-    retry_after_s: int
-
-
-class AccountLimiter:
-    """An account-wide request budget over fixed windows aligned to multiples of `window_s` since the epoch.
-
-    Every key draws on the same budget (extra keys add no capacity, as on OpenRouter); refused requests
-    do not consume it. `rps` 0 switches it off. Only the event loop calls it, so it needs no lock.
-    """
-
-    def __init__(self, rps: float, window_s: float) -> None:
-        self.rps = rps
-        self.window_s = window_s
-        self._window = -1
-        self._used = 0
-
-    @property
-    def budget(self) -> int:
-        return max(1, round(self.rps * self.window_s))
-
-    def acquire(self, now: float | None = None) -> Refusal | None:
-        """None when the request fits the current window's budget, else the refusal to answer."""
-        if self.rps <= 0 or self.window_s <= 0:
-            return None
-        now = time.time() if now is None else now
-        window = math.floor(now / self.window_s)
-        if window != self._window:
-            self._window, self._used = window, 0
-        budget = self.budget
-        if self._used < budget:
-            self._used += 1
-            return None
-        reset = (window + 1) * self.window_s
-        return Refusal(budget, int(math.ceil(reset * 1000)), max(1, math.ceil(reset - now)))
 
 
 # What a CDN in front of the API answers instead of the origin's JSON, per status (Cloudflare-like).

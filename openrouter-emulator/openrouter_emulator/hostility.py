@@ -2,7 +2,8 @@
 
 Every draw comes from the seed, one stream per kind of chance, so the same requests in the same order
 meet the same misbehaviour, and switching one knob never shifts another's draws. The scripted faults
-and the limiters that decide *when* to refuse are `faults`; this decides how the answer looks and when.
+and the limiters that decide *when* to refuse are `faults` and `limiters`; this decides how the answer
+looks and when.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import math
 import random
 
-from openrouter_emulator.faults import Refusal, cdn_error_page, error_body, rate_limit_body
+from openrouter_emulator.faults import cdn_error_page, error_body, rate_limit_body
+from openrouter_emulator.limiters import Refusal
 from openrouter_emulator.protocol import Request, Response
 from openrouter_emulator.runtime_config import RuntimeConfig
 from openrouter_emulator.stats import Stats
@@ -56,8 +58,8 @@ class Hostility:
         return Response(429, body, {"Retry-After": "1"})
 
     def rate_limited(self, refusal: Refusal, user_id: str | None) -> Response:
-        """The account limiter's 429: JSON with `X-RateLimit-*` headers (and, live, the same values in the
-        body's `metadata.headers`, beside the account's `user_id`), or a CDN's page."""
+        """The account limiter's 429, whichever kind refused: JSON with `X-RateLimit-*` headers (and, live, the
+        same values in the body's `metadata.headers`, beside the account's `user_id`), or a CDN's page."""
         if self._chance("html", self._config.html_error_share):
             return self._cdn_page(429, refusal.retry_after_s)
         headers = {"X-RateLimit-Limit": str(refusal.budget), "X-RateLimit-Remaining": "0",

@@ -119,6 +119,11 @@ class EmulatorProcess:
     def reset_stats(self) -> dict[str, Any]:
         return self.control("DELETE", "/stats")
 
+    def delays(self) -> list[dict[str, Any]]:
+        """`{"path", "status", "delay_ms"}` of each of the last 10,000 `/api/v1` answers since the last stats reset,
+        in the order answered: how long the emulator deliberately held each (latency, fault delays, hangs)."""
+        return self.control("GET", "/delays")["delays"]
+
     def truth(self, day: dt.date) -> dict[str, Any]:
         """The day's ground truth: count, sorted ids, per model (slug) and per key (label), the catalogue."""
         return self.control("GET", "/truth", params={"date": day.isoformat()})

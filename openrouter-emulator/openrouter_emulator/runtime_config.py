@@ -15,6 +15,7 @@ from typing import Any
 from openrouter_emulator.analytics import MAX_ANALYTICS_ROWS
 from openrouter_emulator.faults import RANDOM_FAULT_STATUSES
 from openrouter_emulator.history import MAX_HISTORY_DAYS
+from openrouter_emulator.limiters import FIXED, LIMITER_KINDS
 from openrouter_emulator.live_shapes import LIVE, SHAPES
 
 SHARE_SETTINGS = frozenset({"fault_rate", "hang_share", "retry_after_share", "html_error_share", "throttle_share",
@@ -22,7 +23,7 @@ SHARE_SETTINGS = frozenset({"fault_rate", "hang_share", "retry_after_share", "ht
 POSITIVE_SETTINGS = frozenset({"rate_limit_window_s"})
 MAXIMUM_SETTINGS = {"history_days": MAX_HISTORY_DAYS}
 # Settings that take one of a few words.
-CHOICE_SETTINGS: dict[str, tuple[str, ...]] = {"shapes": SHAPES}
+CHOICE_SETTINGS: dict[str, tuple[str, ...]] = {"shapes": SHAPES, "rate_limiter": LIMITER_KINDS}
 
 
 @dataclass(slots=True)
@@ -30,9 +31,9 @@ class RuntimeConfig:
     """The knobs tests may turn while the emulator runs (`GET`/`POST`/`DELETE /_emulator/config`).
 
     Every field is also a CLI flag (see `add_cli_arguments`); booleans take JSON true/false, `shapes` "live"
-    or "spec", `fault_statuses` a list of HTTP error statuses (or the flag's "500,503"), the rest non-negative
-    numbers (shares at most 1). One instance lives as long as the emulator and is changed in place, so the
-    parts that hold it always read the current values.
+    or "spec", `rate_limiter` "fixed", "token-bucket" or "sliding", `fault_statuses` a list of HTTP error
+    statuses (or the flag's "500,503"), the rest non-negative numbers (shares at most 1). One instance lives
+    as long as the emulator and is changed in place, so the parts that hold it always read the current values.
     """
 
     analytics_max_rows: int = MAX_ANALYTICS_ROWS
@@ -47,6 +48,7 @@ class RuntimeConfig:
     hang_seconds: float = 60.0
     rate_limit_rps: float = 0.0
     rate_limit_window_s: float = 1.0
+    rate_limiter: str = FIXED  # fixed windows, token-bucket or sliding (log); posting it starts the limiter afresh
     retry_after_share: float = 0.5
     html_error_share: float = 0.0
     analytics_labels: bool = True

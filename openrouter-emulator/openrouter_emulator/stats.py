@@ -1,24 +1,33 @@
 """The counters behind `GET|DELETE /_emulator/stats`: what the `/api/v1` side answered, how fast, how hostile.
 
 Load tests and hostile-behaviour tests read them to prove what the server did (peak rate, 429s, CDN
-pages, hangs, connections in flight) rather than infer it from what a client saw.
+pages, hangs, connections in flight, how long each answer was held back: `GET /_emulator/delays`) rather
+than infer it from what a client saw or how long it waited.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
+
+DELAY_LOG_SIZE = 10_000  # answers whose delay `delays()` keeps, the latest
 
 
 class Stats:
-    """Counters of the `/api/v1` answers since start or the last reset; only the event loop touches them."""
+    """Counters of the `/api/v1` answers since start or the last reset; only the event loop touches them.
 
-    def __init__(self) -> None:
+    `clock` (monotonic seconds) is injectable so the rates and the peak can be tested without waiting."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self.in_flight = 0
         self.reset()
 
     def reset(self) -> None:
-        self.started = time.monotonic()
+        self.started = self._clock()
+        self._delays: deque[tuple[str, int, float]] = deque(maxlen=DELAY_LOG_SIZE)
         self.by_path: dict[str, dict[str, int]] = {}
         self.rate_limited = self.html_errors = self.hangs = 0
         self.throttled = 0  # lone 429s (`throttle_share`), apart from the account limiter's `rate_limited`
@@ -37,18 +46,25 @@ class Stats:
     def leave(self) -> None:
         self.in_flight -= 1
 
-    def answered(self, path: str, status: int) -> None:
+    def answered(self, path: str, status: int, delay_s: float = 0.0) -> None:
+        """One answer, and the seconds the emulator deliberately held it (latency, faults' delays, hangs)."""
         by_status = self.by_path.setdefault(path, {})
         key = str(status)
         by_status[key] = by_status.get(key, 0) + 1
-        bucket = int(time.monotonic() - self.started)
+        self._delays.append((path, status, delay_s))
+        bucket = int(self._clock() - self.started)
         if bucket != self._bucket:
             self._peak = max(self._peak, self._bucket_count)
             self._bucket, self._bucket_count = bucket, 0
         self._bucket_count += 1
 
+    def delays(self) -> dict[str, Any]:
+        """The delay of each of the latest DELAY_LOG_SIZE answers, in the order they were answered."""
+        return {"delays": [{"path": path, "status": status, "delay_ms": round(delay_s * 1000, 3)}
+                           for path, status, delay_s in self._delays]}
+
     def snapshot(self) -> dict[str, Any]:
-        elapsed = time.monotonic() - self.started
+        elapsed = self._clock() - self.started
         peak = self._peak
         if self._bucket < int(elapsed):  # the bucket last counted into has ended: it is whole
             peak = max(peak, self._bucket_count)

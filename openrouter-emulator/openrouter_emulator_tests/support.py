@@ -4,10 +4,11 @@ usage_pipeline)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from openapi_schema_validator import OAS31Validator
@@ -81,6 +82,18 @@ class SpecValidator:
 
 
 _session = requests.Session()
+T = TypeVar("T")
+
+
+def wait_until(probe: Callable[[], T], done: Callable[[T], bool], timeout_s: float = 30.0) -> T:
+    """Poll `probe()` until `done` holds for its value or `timeout_s` passes; the last value either way, for the
+    caller to assert on. A wait on state, never on time: a slow machine only makes it poll longer."""
+    deadline = time.monotonic() + timeout_s
+    value = probe()
+    while not done(value) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        value = probe()
+    return value
 
 
 def today() -> dt.date:

@@ -34,14 +34,19 @@ from openrouter_emulator_tests.support import (
     iso,
     query,
     rows_of,
+    wait_until,
     yesterday,
 )
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 ALL_SETTINGS = {"analytics_max_rows", "analytics_rpm", "fresh_404_seconds", "generation_404_first", "fault_rate",
                 "latency_median_ms", "latency_sigma", "analytics_ms_per_1k_rows", "hang_share", "hang_seconds",
-                "rate_limit_rps", "rate_limit_window_s", "retry_after_share", "html_error_share", "analytics_labels",
-                "inclusive_end", "history_days", "throttle_share", "fault_statuses", "first_404_share", "shapes"}
+                "rate_limit_rps", "rate_limit_window_s", "rate_limiter", "retry_after_share", "html_error_share",
+                "analytics_labels", "inclusive_end", "history_days", "throttle_share", "fault_statuses",
+                "first_404_share", "shapes"}
+# A limiter window of 31.7 years: its epoch-aligned windows end in 2001, 2033, 2065..., so no test run ever
+# straddles a boundary and none needs to wait for one (the limiters' timing is unit-tested in test_limiters).
+LONG_WINDOW_S = 1e9
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +75,6 @@ def gen(server: EmulatorProcess, gen_id: str, *, key: str | None = "management",
     return call(server, "GET", "/generation", key=key, params={"id": gen_id}, session=session, timeout=timeout)
 
 
-def wait_for_window_start(window_s: float, margin: float = 0.02) -> None:
-    """Sleep to just after the next multiple of `window_s` since the epoch (the limiter's windows)."""
-    time.sleep(window_s - time.time() % window_s + margin)
-
-
 def is_html(response: requests.Response) -> bool:
     return response.headers.get("Content-Type", "").startswith("text/html")
 
@@ -84,34 +84,27 @@ def is_html(response: requests.Response) -> bool:
 
 def test_account_limiter_budget_headers_and_one_budget_for_all_keys(emu: EmulatorProcess, spec: SpecValidator,
                                                                      some_ids: list[str]) -> None:
-    window, budget = 2.0, 40
-    emu.configure(rate_limit_rps=20, rate_limit_window_s=window, retry_after_share=0.5)
+    # One long fixed window (no sleeping to a boundary, no "the burst fits one window" check on the clock):
+    # that refused requests take nothing, so the next window has the whole budget again, is shown with an
+    # explicit clock in test_limiters (test_fixed_windows_are_aligned_to_the_epoch_and_refusals_take_nothing).
+    # Checked to fail with a budget of 41 in the limiter and with X-RateLimit-Limit off by one.
+    window, budget = LONG_WINDOW_S, 40
+    emu.configure(rate_limit_rps=budget / window, rate_limit_window_s=window, retry_after_share=0.5)
     emu.reset_stats()
     keys = ("management", "inference", "sk-or-v1-not-a-key")  # unknown keys count too: it runs before auth
     sent_ms: list[float] = []
-
-    def burst(n: int, session: requests.Session) -> list[requests.Response]:
+    with requests.Session() as session:
         answers = []
-        for i in range(n):
+        for i in range(60):
             sent_ms.append(time.time() * 1000)
             answers.append(gen(emu, some_ids[i % 50], key=keys[i % 3], session=session))
-        return answers
-
-    with requests.Session() as session:
-        wait_for_window_start(window)
-        first = burst(60, session)
-        assert time.time() % window < window - 0.3, "the burst must fit one window"
-        wait_for_window_start(window)
-        second = burst(budget + 1, session)
-    for answers in (first, second):
-        statuses = [r.status_code for r in answers]
-        assert all(s != 429 for s in statuses[:budget]) and all(s == 429 for s in statuses[budget:]), statuses
-    assert {r.status_code for r in first[:budget]} == {200, 401}  # accepted requests reached the origin
+    statuses = [r.status_code for r in answers]
+    assert all(s != 429 for s in statuses[:budget]) and all(s == 429 for s in statuses[budget:]), statuses
+    assert {r.status_code for r in answers[:budget]} == {200, 401}  # accepted requests reached the origin
     # One account-wide budget: every key was refused once it was spent, whoever spent it.
-    assert {keys.index(k) for k in keys for i, r in enumerate(first) if r.status_code == 429 and keys[i % 3] == k} \
+    assert {keys.index(k) for k in keys for i, r in enumerate(answers) if r.status_code == 429 and keys[i % 3] == k} \
         == {0, 1, 2}
-    # Refused requests consumed nothing: the next window accepted exactly the budget again.
-    refused = first[budget:] + second[budget:]
+    refused = answers[budget:]
     for response in refused:
         body = spec.check("/generation", "get", response)
         assert body["error"]["code"] == 429 and body["error"]["message"] == "Rate limit exceeded"
@@ -122,7 +115,7 @@ def test_account_limiter_budget_headers_and_one_budget_for_all_keys(emu: Emulato
         assert body["error"]["metadata"] == {"headers": {
             "X-RateLimit-Limit": str(budget), "X-RateLimit-Remaining": "0",
             "X-RateLimit-Reset": response.headers["X-RateLimit-Reset"]}, "provider_name": None}
-    for response, sent in zip(first[budget:], sent_ms[budget:60], strict=False):
+    for response, sent in zip(refused, sent_ms[budget:], strict=True):
         reset = int(response.headers["X-RateLimit-Reset"])
         assert reset % int(window * 1000) == 0  # windows are aligned to the epoch
         assert sent < reset <= sent + window * 1000  # in the future, at most one window ahead
@@ -135,17 +128,17 @@ def test_account_limiter_budget_headers_and_one_budget_for_all_keys(emu: Emulato
 
 
 def test_a_limiter_429_skips_the_origin_latency(emu: EmulatorProcess, some_ids: list[str]) -> None:
-    if time.time() % 30 > 27:  # the three requests must share one window
-        wait_for_window_start(30)
-    emu.configure(latency_median_ms=600, latency_sigma=0, rate_limit_rps=1 / 30, rate_limit_window_s=30)
-    timings = []
+    """Refused in front of the origin: a 429 is held a tenth of a latency sample, as the server records what
+    it slept for each answer (no client stopwatch: `GET /_emulator/delays`). Checked to fail when a 429 waits a
+    whole sample and when the recorded delay is not the one slept."""
+    emu.configure(latency_median_ms=600, latency_sigma=0, rate_limit_rps=1 / LONG_WINDOW_S,
+                  rate_limit_window_s=LONG_WINDOW_S)
+    emu.reset_stats()
     with requests.Session() as session:
-        for i in range(3):
-            started = time.perf_counter()
-            timings.append((gen(emu, some_ids[i], session=session).status_code, time.perf_counter() - started))
-    assert [status for status, _ in timings] == [200, 429, 429]
-    assert timings[0][1] >= 0.59
-    assert all(0.055 <= seconds < 0.3 for _, seconds in timings[1:]), timings  # a tenth of the 600 ms sample
+        statuses = [gen(emu, some_ids[i], session=session).status_code for i in range(3)]
+    assert statuses == [200, 429, 429]
+    assert emu.delays() == [{"path": "/generation", "status": status, "delay_ms": delay_ms}
+                            for status, delay_ms in ((200, 600.0), (429, 60.0), (429, 60.0))]
 
 
 def test_account_limiter_off_by_default_and_independent_of_analytics_rpm(emu: EmulatorProcess,
@@ -165,13 +158,14 @@ def test_account_limiter_off_by_default_and_independent_of_analytics_rpm(emu: Em
 
 def test_a_share_of_429_and_5xx_are_html_pages(emu: EmulatorProcess, spec: SpecValidator,
                                                some_ids: list[str]) -> None:
-    emu.configure(rate_limit_rps=5, rate_limit_window_s=1.0, html_error_share=0.5)
+    emu.configure(rate_limit_rps=5 / LONG_WINDOW_S, rate_limit_window_s=LONG_WINDOW_S, html_error_share=0.5)
     emu.reset_stats()
-    with requests.Session() as session:
-        wait_for_window_start(1.0)
+    # Checked to fail when the limiter's 429s never become CDN pages.
+    with requests.Session() as session:  # a budget of 5 in a window no run straddles: exactly 40 refused
         limited = [gen(emu, some_ids[i], session=session) for i in range(45)]
+    assert [r.status_code for r in limited[:5]] == [200] * 5
     limited = [r for r in limited if r.status_code == 429]
-    assert len(limited) >= 30
+    assert len(limited) == 40
     emu.configure(rate_limit_rps=0)
     emu.set_faults([{"path": "/generation", "status": 502, "count": 20},
                     {"path": "/generation", "status": 503, "count": 20}])
@@ -201,62 +195,65 @@ def test_a_share_of_429_and_5xx_are_html_pages(emu: EmulatorProcess, spec: SpecV
 # --- Latency, hangs ---------------------------------------------------------------------------------------
 
 
-async def _timed_gets(emu: EmulatorProcess, ids: list[str], n: int, concurrency: int) -> list[float]:
-    durations: list[float] = []
+async def _concurrent_gets(emu: EmulatorProcess, ids: list[str], n: int, concurrency: int) -> None:
     async with aiohttp.ClientSession(headers=auth(emu)) as session:
         async def worker(k: int) -> None:
             for i in range(k, n, concurrency):
-                started = time.perf_counter()
                 async with session.get(f"{emu.base_url}/generation", params={"id": ids[i % len(ids)]}) as response:
                     await response.read()
                     assert response.status == 200
-                durations.append(time.perf_counter() - started)
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
-    return durations
+
+
+def held_ms(emu: EmulatorProcess, path: str = "/generation") -> list[float]:
+    """What the server slept before each answer on `path` since the last stats reset (`GET /_emulator/delays`)."""
+    return [d["delay_ms"] for d in emu.delays() if d["path"] == path]
 
 
 def test_latency_is_lognormal_with_a_tail(emu: EmulatorProcess, some_ids: list[str]) -> None:
+    """The delays the server slept, as it records them: draws from --seed, so the same for every run (no
+    client stopwatch, no transport time). The bounds are 4 standard errors of 200 draws wide. Checked to fail
+    with sigma halved, with the median 1.5x, and with the recorded delay not the one slept."""
     emu.configure(latency_median_ms=50, latency_sigma=0.6)
-    durations = sorted(asyncio.run(_timed_gets(emu, some_ids, 200, 25)))
-    median, p95, p05 = statistics.median(durations), durations[189], durations[10]
-    assert 0.035 < median < 0.085, median  # the median asked for, plus transport
+    emu.reset_stats()
+    asyncio.run(_concurrent_gets(emu, some_ids, 200, 25))
+    delays = sorted(held_ms(emu))
+    assert len(delays) == 200
+    median, p95, p05 = statistics.median(delays), delays[189], delays[10]
+    assert 40 < median < 62.5, median  # the median asked for
+    assert 0.48 < statistics.stdev(math.log(d / 50) for d in delays) < 0.72  # sigma 0.6 in log space
     assert p95 > 1.6 * median, (median, p95)  # lognormal sigma 0.6: p95 ~2.7x the median
     assert p05 < 0.75 * median, (median, p05)
     emu.configure(latency_sigma=0)  # sigma 0: a constant delay
-    constant = sorted(asyncio.run(_timed_gets(emu, some_ids, 40, 20)))
-    assert constant[0] >= 0.049 and statistics.median(constant) < 0.08
+    emu.reset_stats()
+    asyncio.run(_concurrent_gets(emu, some_ids, 40, 20))
+    assert held_ms(emu) == [50.0] * 40
 
 
 def test_analytics_latency_grows_with_rows(emu: EmulatorProcess, spec: SpecValidator) -> None:
     emu.configure(analytics_ms_per_1k_rows=400)
-
-    def timed(limit: int) -> tuple[float, int]:
-        started = time.perf_counter()
-        response = query(emu, {"metrics": ["request_count"], "dimensions": ["generation_id"], "limit": limit,
-                               "time_range": day_range(yesterday())})
-        rows = spec.check("/analytics/query", "post", response)["data"]["metadata"]["row_count"]
-        return time.perf_counter() - started, rows
-
-    small, small_rows = timed(10)
-    big, big_rows = timed(2000)
-    assert (small_rows, big_rows) == (10, 2000)
-    assert small < 0.3 and big - small > 0.6, (small, big)  # 2,000 rows: +0.8 s
+    emu.reset_stats()
+    rows = [spec.check("/analytics/query", "post", query(emu, {
+        "metrics": ["request_count"], "dimensions": ["generation_id"], "limit": limit,
+        "time_range": day_range(yesterday())}))["data"]["metadata"]["row_count"] for limit in (10, 2000)]
+    assert rows == [10, 2000]
+    assert held_ms(emu, "/analytics/query") == [4.0, 800.0]  # 400 ms per 1,000 rows (latency is off)
+    # (checked to fail when the per-row delay is left out)
 
 
 def test_a_hang_outlasts_the_client_timeout_then_answers_again(emu: EmulatorProcess, some_ids: list[str]) -> None:
-    emu.configure(hang_share=1.0, hang_seconds=3)
+    # Checked to fail when a hang does not wait, and when a disconnected client's request stays in flight
+    # (aiohttp's handler_cancellation off: the wait below ends at its deadline with in_flight 1).
+    emu.configure(hang_share=1.0, hang_seconds=60)  # far past the client's timeout
     emu.reset_stats()
-    started = time.monotonic()
-    with pytest.raises(requests.exceptions.ReadTimeout):
-        gen(emu, some_ids[0], session=requests.Session(), timeout=1)
-    assert time.monotonic() - started < 2
+    with requests.Session() as session, pytest.raises(requests.exceptions.ReadTimeout):
+        gen(emu, some_ids[0], session=session, timeout=1)
     assert emu.stats()["hangs"] == 1
     emu.configure(hang_share=0)
-    started = time.monotonic()
-    assert gen(emu, some_ids[0]).status_code == 200 and time.monotonic() - started < 1
-    deadline = time.monotonic() + 5  # the dropped request does not stay in flight
-    while (stats := emu.stats())["in_flight"] and time.monotonic() < deadline:
-        time.sleep(0.1)
+    assert gen(emu, some_ids[0]).status_code == 200
+    assert emu.delays() == [{"path": "/generation", "status": 200, "delay_ms": 0.0}]  # answered, not held
+    # The client that gave up was dropped: its request leaves the in-flight count at once, not after 60 s.
+    stats = wait_until(emu.stats, lambda s: s["in_flight"] == 0)
     assert stats["in_flight"] == 0 and stats["by_path_status"]["/generation"] == {"200": 1}
 
 
@@ -356,10 +353,12 @@ def test_config_lists_every_setting_and_validates_values(emu: EmulatorProcess) -
     assert set(config) == ALL_SETTINGS
     assert config["analytics_labels"] is True and config["inclusive_end"] is False
     assert config["shapes"] == "live" and config["fault_statuses"] == [500, 502, 503, 524, 529]
+    assert config["rate_limiter"] == "fixed"
     assert emu.configure(inclusive_end=True, analytics_labels=False)["inclusive_end"] is True
     for bad in ({"inclusive_end": 1}, {"inclusive_end": "on"}, {"hang_share": True}, {"latency_median_ms": -1},
                 {"html_error_share": 1.5}, {"rate_limit_window_s": 0}, {"no_such_setting": 1},
-                {"latency_median_ms": "50"}, {"shapes": "json"}, {"shapes": True}, {"fault_statuses": [200]}):
+                {"latency_median_ms": "50"}, {"shapes": "json"}, {"shapes": True}, {"fault_statuses": [200]},
+                {"rate_limiter": "leaky-bucket"}, {"rate_limiter": None}):
         with pytest.raises(EmulatorControlError) as refused:
             emu.configure(**bad)
         assert refused.value.status == 400
@@ -375,14 +374,15 @@ def test_stats_counters(emu: EmulatorProcess, some_ids: list[str]) -> None:
         for i in range(30):
             gen(emu, some_ids[i], session=session)
         call(emu, "GET", "/generation", params={"id": "gen-1-nope"}, session=session)
-        time.sleep(1.1)  # let a whole one-second bucket end
-        stats = emu.stats()
+    # The peak counts whole one-second buckets: wait for the server to report one (the rates' arithmetic over
+    # the clock is unit-tested with an injected clock in test_stats). Checked to fail when the peak is never
+    # reported, when it counts an unfinished bucket, and when the rates divide by the wrong time.
+    stats = wait_until(emu.stats, lambda s: s["peak_served_per_second"] > 0)
     assert stats["total"] == 31 and stats["by_path"] == {"/generation": 31}
     assert stats["by_status"] == {"200": 30, "404": 1}
     assert stats["by_path_status"] == {"/generation": {"200": 30, "404": 1}}
-    assert 1.1 <= stats["elapsed_s"] < 10
-    assert stats["served_per_second"] == pytest.approx(31 / stats["elapsed_s"], rel=0.2)
-    assert stats["ok_per_second"] == pytest.approx(30 / stats["elapsed_s"], rel=0.2)
+    assert stats["served_per_second"] == pytest.approx(31 / stats["elapsed_s"], rel=0.01)
+    assert stats["ok_per_second"] == pytest.approx(30 / stats["elapsed_s"], rel=0.01)
     assert 1 <= stats["peak_served_per_second"] <= 31
     assert stats["rate_limited"] == stats["html_errors"] == stats["hangs"] == stats["in_flight"] == 0
     assert stats["max_in_flight"] == 1
@@ -394,7 +394,8 @@ def test_every_flag_is_documented_and_sets_its_setting(tmp_path: Path) -> None:
     flags = {"--latency-ms": "latency_median_ms", "--latency-sigma": "latency_sigma",
              "--analytics-ms-per-1k-rows": "analytics_ms_per_1k_rows", "--hang-share": "hang_share",
              "--hang-seconds": "hang_seconds", "--rate-limit": "rate_limit_rps",
-             "--rate-limit-window": "rate_limit_window_s", "--retry-after-share": "retry_after_share",
+             "--rate-limit-window": "rate_limit_window_s", "--rate-limiter": "rate_limiter",
+             "--retry-after-share": "retry_after_share",
              "--html-error-share": "html_error_share", "--analytics-labels": "analytics_labels",
              "--inclusive-end": "inclusive_end", "--analytics-max-rows": "analytics_max_rows",
              "--analytics-rpm": "analytics_rpm", "--fresh-404-seconds": "fresh_404_seconds",
@@ -407,23 +408,22 @@ def test_every_flag_is_documented_and_sets_its_setting(tmp_path: Path) -> None:
         assert f"{flag} " in flat and f"[{key}]" in flat, (flag, key)
     assert "--slow-ms" not in help_text
     args = ["--latency-ms", "12.5", "--latency-sigma", "0", "--analytics-ms-per-1k-rows", "3", "--hang-share", "0.1",
-            "--hang-seconds", "9", "--rate-limit", "50", "--rate-limit-window", "2", "--retry-after-share", "1",
+            "--hang-seconds", "9", "--rate-limit", "50", "--rate-limit-window", "2", "--rate-limiter", "token-bucket",
+            "--retry-after-share", "1",
             "--html-error-share", "0.25", "--analytics-labels", "off", "--inclusive-end", "on", "--history-days", "40"]
     with run_emulator(generations_per_day=10, days=1, extra_args=args, log_path=tmp_path / "flags.log") as server:
         config = server.config()
     assert config == {**config, "latency_median_ms": 12.5, "latency_sigma": 0.0, "analytics_ms_per_1k_rows": 3.0,
                       "hang_share": 0.1, "hang_seconds": 9.0, "rate_limit_rps": 50.0, "rate_limit_window_s": 2.0,
+                      "rate_limiter": "token-bucket",
                       "retry_after_share": 1.0, "html_error_share": 0.25, "analytics_labels": False,
                       "inclusive_end": True, "history_days": 40}
 
 
 def _hostile_run(server: EmulatorProcess, ids: list[str]) -> list[tuple[int, bool, bool]]:
     """(status, HTML page?, Retry-After sent?) of 40 GETs under random faults, the limiter and CDN pages."""
-    window = 3600.0
-    if time.time() % window > window - 5:  # the run must not straddle the limiter's window boundary
-        wait_for_window_start(window)
-    server.configure(html_error_share=0.5, retry_after_share=0.5, rate_limit_rps=3 / window,
-                     rate_limit_window_s=window, fault_rate=0.3)
+    server.configure(html_error_share=0.5, retry_after_share=0.5, rate_limit_rps=3 / LONG_WINDOW_S,
+                     rate_limit_window_s=LONG_WINDOW_S, fault_rate=0.3)
     outcome = []
     with requests.Session() as session:
         for i in range(40):
@@ -433,6 +433,7 @@ def _hostile_run(server: EmulatorProcess, ids: list[str]) -> list[tuple[int, boo
 
 
 def test_the_same_seed_replays_the_same_hostility(tmp_path: Path) -> None:
+    # Checked to fail when Retry-After is drawn from an unseeded random.
     runs = []
     for n, seed in enumerate((5, 5, 6)):
         server = start_emulator(seed=seed, generations_per_day=50, days=1, log_path=tmp_path / f"{n}.log")
@@ -465,10 +466,10 @@ def test_a_thousand_simultaneous_connections(emu: EmulatorProcess, some_ids: lis
         resource.setrlimit(resource.RLIMIT_NOFILE, (4096 if hard == resource.RLIM_INFINITY else min(hard, 4096), hard))
     emu.configure(latency_median_ms=800, latency_sigma=0)  # every request in flight for 0.8 s: they overlap
     emu.reset_stats()
-    started = time.monotonic()
     statuses = asyncio.run(_simultaneous(emu, some_ids, 1000))
     assert statuses == [200] * 1000
     stats = emu.stats()
+    # Served side by side, not one after another: checked by serialising the answers with a lock, which fails
+    # (at the client's 90 s timeout; max_in_flight alone counts requests that entered, not ones being served).
     assert stats["max_in_flight"] >= 990, stats
     assert stats["by_status"] == {"200": 1000} and stats["in_flight"] == 0
-    assert time.monotonic() - started < 30

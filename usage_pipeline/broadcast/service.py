@@ -7,18 +7,19 @@ Settings come from the environment, read here once when the command starts (`usa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import sys
-import threading
 from pathlib import Path
 
 from aiohttp import web
 
 from usage_pipeline.broadcast import journal
-from usage_pipeline.broadcast.drain import DrainReport, drain_forever
+from usage_pipeline.broadcast.drain import DrainReport, drain
 from usage_pipeline.broadcast.journal import JournalWriter
 from usage_pipeline.broadcast.receiver import PATH, ReceiverSettings, receiver_app
+from usage_pipeline.influx.store import InfluxStore
 from usage_pipeline.organisations import Organisation, journal_path_for, load_organisations
 from usage_pipeline.settings import SettingError, setting
 
@@ -68,21 +69,25 @@ def serve_drain(interval_s: float = 1.0, org_name: str | None = None) -> int:
     from usage_pipeline.defs.resources import InfluxDBResource, OpenRouterResource
 
     org, journal_path = journal_of(org_name)
-    client, store = OpenRouterResource().client(org), InfluxDBResource().store(load_organisations(), org.name)
+    openrouter = OpenRouterResource().settings(org)
+    influx = InfluxDBResource().settings(load_organisations(), org.name)
     connection = journal.connect(journal_path)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
 
     def said(report: DrainReport) -> None:
         print(f"drained {report.due} due: {report.fetched} fetched, {report.reused} stored already, "
               f"{report.written} written, {report.differs} differing from their span, "
               f"{len(report.postponed)} due again later", flush=True)
 
-    print(f"draining {journal_path} into InfluxDB database {store.settings.database!r} ({org.name})", flush=True)
-    with client, store:
+    async def run() -> None:
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+        await drain(openrouter, influx, connection, stop, interval_s, on_round=said)
+
+    print(f"draining {journal_path} into InfluxDB database {influx.database!r} ({org.name})", flush=True)
+    with InfluxStore(influx) as store:
         store.ensure_database()
-        drain_forever(client, store, connection, stop, interval_s, on_round=said)
+    asyncio.run(run())
     connection.close()
     print("drain stopped", file=sys.stderr)
     return 0

@@ -26,9 +26,10 @@ from usage_pipeline.defs.resources import (
     OrganisationsResource,
 )
 from usage_pipeline.influx.errors import InfluxError
+from usage_pipeline.influx.store import InfluxStore
 from usage_pipeline.ledger import record_day
 from usage_pipeline.openrouter.counts import api_day_counts
-from usage_pipeline.openrouter.transport import OpenRouterError
+from usage_pipeline.openrouter.errors import OpenRouterError
 from usage_pipeline.reconcile import Verdict, cost_agrees, full_capture, no_duplicates
 
 OPENROUTER_POOL = "openrouter_api"  # captures at once, all organisations together (one per organisation: the
@@ -67,16 +68,16 @@ def generations(context: AssetExecutionContext, openrouter: OpenRouterResource, 
     with settings_checked():  # every setting, before any query
         configured = organisations.organisations()
         org = configured.get(partition.org)
-        store, client = influxdb.store(configured, org.name), openrouter.client(org)
+        influx, source = influxdb.settings(configured, org.name), openrouter.settings(org)
         journal_path = broadcast.journal_path(org)
     try:
-        with store, client:
+        with InfluxStore(influx) as store:
             store.ensure_database()
-            recording = record_day(client, store, day, refresh=refresh)
+            recording = record_day(source, influx, day, refresh=refresh)
             pushed = push_coverage(journal_path, day, store.day_ids(day))  # what push delivered of the day
     except (OpenRouterError, InfluxError) as exc:  # their messages say what was tried; no secret in them
         raise Failure(description=str(exc)) from None
-    metadata = {"organisation": org.name, "influxdb_database": store.settings.database, **recording.summary(),
+    metadata = {"organisation": org.name, "influxdb_database": influx.database, **recording.summary(),
                 **pushed}
     context.log.info(f"{partition}: {metadata}")
     if not recording.complete:

@@ -24,9 +24,9 @@ from usage_pipeline.defs.partitions import settings_checked
 from usage_pipeline.defs.resources import DailyUsageDatabase, OpenRouterResource, OrganisationsResource
 from usage_pipeline.duck.history import ensure_history_tables, exact_days, write_history
 from usage_pipeline.duck.publish import publish
+from usage_pipeline.openrouter.errors import OpenRouterError
 from usage_pipeline.openrouter.history import read_history
 from usage_pipeline.openrouter.model_names import ModelName, read_model_names
-from usage_pipeline.openrouter.transport import OpenRouterError
 
 HISTORY_HOUR = 3  # after the daily_ledger schedule (02:00 UTC), so yesterday is usually exact already
 

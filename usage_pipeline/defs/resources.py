@@ -15,8 +15,8 @@ from pydantic import Field
 from usage_pipeline.duck.publish import publisher_lock, store_path_for
 from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.influx.store import InfluxStore
-from usage_pipeline.openrouter.client import OpenRouterClient
 from usage_pipeline.openrouter.settings import OpenRouterSettings
+from usage_pipeline.openrouter.source import OpenRouterClient
 from usage_pipeline.organisations import (
     DEFAULT_KEY_VARIABLE,
     Organisation,

@@ -22,21 +22,10 @@ from usage_pipeline.organisations import DEFAULT_NAME
 # Ledger columns the summaries read, with the type each chunk column is cast to. A chunk may lack
 # any of them (InfluxDB omits all-null fields), which loads as NULL.
 LEDGER_COLUMNS: dict[str, str] = {
-    "time": "BIGINT",
-    "generation_id": "VARCHAR",
-    "model": "VARCHAR",
-    "provider": "VARCHAR",
-    "api_key": "VARCHAR",
-    "external_user": "VARCHAR",
-    "total_cost": "DOUBLE",
-    "usage": "DOUBLE",
-    "latency": "DOUBLE",
-    "generation_time": "DOUBLE",
-    "tokens_prompt": "BIGINT",
-    "tokens_completion": "BIGINT",
-    "native_tokens_reasoning": "BIGINT",
-    "native_tokens_cached": "BIGINT",
-    "is_byok": "BOOLEAN",
+    "time": "BIGINT", "generation_id": "VARCHAR", "model": "VARCHAR", "provider": "VARCHAR", "api_key": "VARCHAR",
+    "external_user": "VARCHAR", "total_cost": "DOUBLE", "usage": "DOUBLE", "latency": "DOUBLE",
+    "generation_time": "DOUBLE", "tokens_prompt": "BIGINT", "tokens_completion": "BIGINT",
+    "native_tokens_reasoning": "BIGINT", "native_tokens_cached": "BIGINT", "is_byok": "BOOLEAN",
     "cancelled": "BOOLEAN",
 }
 

@@ -10,9 +10,7 @@ class InfluxError(RuntimeError):
 class InfluxWriteError(InfluxError):
     """A write the server rejected or never answered: the batch must be retried by the caller."""
 
-    def __init__(
-        self, message: str, *, status: int | None, database: str, batch_size: int, server_text: str
-    ) -> None:
+    def __init__(self, message: str, *, status: int | None, database: str, batch_size: int, server_text: str) -> None:
         super().__init__(message)
         self.status = status
         self.database = database

@@ -1,7 +1,5 @@
-"""A private, throwaway `influxd` (1.x) for tests and the demo.
-
-Everything lives under one data directory and binds only to free 127.0.0.1 ports, so several can run
-side by side without touching a system InfluxDB or its /var/lib data. mirakuru starts the process in its
+"""A private, throwaway `influxd` (1.x) for tests and the demo: its data under one directory, listening only on
+free 127.0.0.1 ports, so several run side by side without touching a system InfluxDB. mirakuru starts it in its
 own session, polls `/ping` until it answers 204, and stops it with SIGTERM, then SIGKILL if it hangs.
 """
 
@@ -44,11 +42,8 @@ class LocalInfluxd:
         return self.executor.process
 
     def stop(self) -> None:
-        """SIGTERM so the WAL is flushed, SIGKILL only if it hangs; safe to call twice.
-
-        An unexpected exit code is logged, not raised: stop runs in `finally` blocks, where raising would
-        hide the error that got there.
-        """
+        """SIGTERM so the WAL is flushed, SIGKILL only if it hangs; safe to call twice. An unexpected exit code is
+        logged, not raised: stop runs in `finally` blocks, where raising would hide the error that got there."""
         try:
             self.executor.stop()
         except ProcessFinishedWithError as exc:
@@ -59,10 +54,8 @@ def influxd_binary() -> str:
     """Path of the influxd executable, or an error that says how to get one."""
     found = shutil.which("influxd")
     if found is None:
-        raise FileNotFoundError(
-            "influxd not found: install Debian's influxdb package (apt-get install -y influxdb), "
-            "or set INFLUXDB_URL to a running InfluxDB"
-        )
+        raise FileNotFoundError("influxd not found: install Debian's influxdb package (apt-get install -y influxdb), "
+                                "or set INFLUXDB_URL to a running InfluxDB")
     return found
 
 

@@ -1,25 +1,23 @@
-"""The ledger's read path: per-day counts and sums, the day's points streamed as DataFrames with one
-stable dtype per column (whichever columns a chunk happens to hold), and the identities stored in a time
-range (what a rerun needs to keep ranks and skip records stored whole)."""
+"""The ledger's read path behind `store.InfluxStore`: per-day counts and sums, the day's points streamed as
+DataFrames with one stable dtype per column (whichever columns a chunk holds), and the points in a time range."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
-from usage_pipeline.influx.connection import InfluxConnection, result_errors
-from usage_pipeline.influx.errors import InfluxQueryError
-from usage_pipeline.influx.influxql import day_where, quote_ident
-from usage_pipeline.influx.points import FIELD_TYPES, MEASUREMENT, TAGS
-from usage_pipeline.influx.rank_book import StoredPoint
+from usage_pipeline.influx.connection import InfluxConnection, chunk_series
+from usage_pipeline.influx.influxql import day_where, quote_ident, stored_points_query
+from usage_pipeline.influx.points import FIELD_TYPES, TAGS
+from usage_pipeline.influx.ranks import StoredPoint
 
 _DTYPES: dict[type, Any] = {float: "float64", int: "Int64", bool: "boolean", str: "string"}  # pandas dtype names
 FRAME_COLUMNS: tuple[str, ...] = ("time", *TAGS, *FIELD_TYPES)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,6 @@ def series_frame(series: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def day_counts(connection: InfluxConnection, day: dt.date) -> DayCounts:
-    """Points and distinct generation ids in the UTC day."""
     gid = quote_ident("generation_id")
     series = connection.query(f"SELECT COUNT({gid}) AS points, COUNT(DISTINCT({gid})) AS ids {day_where(day)}")
     if not series:
@@ -53,50 +50,38 @@ def day_counts(connection: InfluxConnection, day: dt.date) -> DayCounts:
     return DayCounts(points=int(row["points"] or 0), distinct_ids=int(row["ids"] or 0))
 
 
-def per_model(connection: InfluxConnection, aggregate: str, day: dt.date) -> dict[str, Any]:
-    """One InfluxQL aggregate (`SUM("usage")`, ...) per model in the UTC day."""
+def per_model(connection: InfluxConnection, aggregate: str, day: dt.date, kind: Callable[[Any], T]) -> dict[str, T]:
+    """One InfluxQL aggregate (`SUM("usage")`, ...) per model in the UTC day, as `kind` (null: zero)."""
     series = connection.query(f"SELECT {aggregate} AS v {day_where(day)} GROUP BY {quote_ident('model')}")
-    return {s["tags"]["model"]: s["values"][0][s["columns"].index("v")] for s in series}
+    return {s["tags"]["model"]: kind(s["values"][0][s["columns"].index("v")] or 0) for s in series}
 
 
 def iter_day_frames(connection: InfluxConnection, day: dt.date, chunk_size: int = 10000) -> Iterator[pd.DataFrame]:
-    """Stream the day's points, one DataFrame per server chunk, so memory is bounded by chunk_size."""
     for series in _chunked_series(connection, f"SELECT * {day_where(day)}", chunk_size):
         yield series_frame(series)
 
 
-@dataclass(frozen=True, slots=True)
-class StoredIdentity:
-    """A stored point's identity, and the API key label it was stored with (None: the field is absent)."""
-
-    point: StoredPoint
-    api_key: str | None
-
-
-def stored_identities(connection: InfluxConnection, start_ns: int, end_ns: int,
-                      chunk_size: int = 10000) -> list[StoredIdentity]:
-    """Every point with time in [start_ns, end_ns): its generation id, tags, time and api_key field.
-
-    Chunked, so no server row limit cuts it short; a point without a generation_id string (none the ledger
-    writes) is not an identity and is left out."""
-    fields = ", ".join(quote_ident(name) for name in ("generation_id", "api_key", *TAGS))
-    influxql = (f"SELECT {fields} FROM {quote_ident(MEASUREMENT)} "
-                f"WHERE time >= {int(start_ns)} AND time < {int(end_ns)}")
-    found: list[StoredIdentity] = []
-    for series in _chunked_series(connection, influxql, chunk_size):
-        columns = series["columns"]
-        at = {name: columns.index(name) for name in ("time", "generation_id", "api_key", *TAGS) if name in columns}
-        for row in series.get("values") or []:
-            gen_id = row[at["generation_id"]]
-            model = row[at["model"]] if "model" in at else None
-            if not isinstance(gen_id, str) or not gen_id or not isinstance(model, str):
-                continue
-            provider = row[at["provider"]] if "provider" in at else None
-            api_key = row[at["api_key"]] if "api_key" in at else None
-            point = StoredPoint(gen_id, model, provider if isinstance(provider, str) and provider else None,
-                                int(row[at["time"]]))
-            found.append(StoredIdentity(point, api_key if isinstance(api_key, str) else None))
+def stored_points(series: Mapping[str, Any]) -> list[StoredPoint]:
+    """The points of one series of `SELECT generation_id, api_key, model, provider`: a point without a
+    generation_id string (none the ledger writes) is not an identity and is left out."""
+    columns = series["columns"]
+    at = {name: columns.index(name) for name in ("time", "generation_id", "api_key", *TAGS) if name in columns}
+    found = []
+    for row in series.get("values") or []:
+        gen_id = row[at["generation_id"]]
+        model = row[at["model"]] if "model" in at else None
+        if not isinstance(gen_id, str) or not gen_id or not isinstance(model, str):
+            continue
+        provider = row[at["provider"]] if "provider" in at else None
+        api_key = row[at["api_key"]] if "api_key" in at else None
+        found.append(StoredPoint(gen_id, model, provider if isinstance(provider, str) and provider else None,
+                                 int(row[at["time"]]), api_key if isinstance(api_key, str) else None))
     return found
+
+
+def stored(connection: InfluxConnection, start_ns: int, end_ns: int, chunk_size: int = 10000) -> list[StoredPoint]:
+    chunks = _chunked_series(connection, stored_points_query(start_ns, end_ns), chunk_size)
+    return [point for series in chunks for point in stored_points(series)]
 
 
 def _chunked_series(connection: InfluxConnection, influxql: str, chunk_size: int) -> Iterator[dict[str, Any]]:
@@ -105,13 +90,6 @@ def _chunked_series(connection: InfluxConnection, influxql: str, chunk_size: int
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     params = {"chunked": "true", "chunk_size": str(chunk_size)}
     with connection.post_query(influxql, params, stream=True) as response:
-        # Chunked responses are newline-delimited JSON documents, one per chunk.
         for line in response.iter_lines(chunk_size=1 << 16):
-            if not line:
-                continue
-            payload = json.loads(line)
-            errors = result_errors(payload)
-            if errors:
-                raise InfluxQueryError(connection.redact(f"chunked query failed: {'; '.join(errors)}"))
-            for result in payload.get("results") or []:
-                yield from result.get("series") or []
+            if line:
+                yield from chunk_series(line, connection.settings)

@@ -1,13 +1,9 @@
-"""Where and how to reach InfluxDB, read from INFLUXDB_* or given directly; secrets never reach a repr."""
+"""Where and how to reach InfluxDB, with credentials kept out of reprs, URLs and messages."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
-
-from usage_pipeline.settings import setting
 
 
 @dataclass(frozen=True)
@@ -38,12 +34,9 @@ class InfluxSettings:
         return cls(url=url.rstrip("/"), database=database, token=token, username=username, password=password,
                    retention_days=retention_days, timeout_s=timeout_s)
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> InfluxSettings:
-        """INFLUXDB_URL (required), _DATABASE, _TOKEN, _USERNAME, _PASSWORD, _RETENTION_DAYS, _TIMEOUT_S."""
-        def read(name: str) -> Any:
-            return setting(name, environ)
-
-        return cls.from_url(read("INFLUXDB_URL"), database=read("INFLUXDB_DATABASE"), token=read("INFLUXDB_TOKEN"),
-                            username=read("INFLUXDB_USERNAME"), password=read("INFLUXDB_PASSWORD"),
-                            retention_days=read("INFLUXDB_RETENTION_DAYS"), timeout_s=read("INFLUXDB_TIMEOUT_S"))
+    def redact(self, text: str) -> str:
+        """`text` without the token or password: a server or library could echo a credential back."""
+        for secret in (self.token, self.password):
+            if secret:
+                text = text.replace(secret, "***")
+        return text

@@ -1,46 +1,38 @@
-"""The ledger's InfluxDB store over the 1.x-compatible HTTP API (`/write`, `/query`, `/ping`): the one
-object callers use.
-
-That API is served natively by 1.x and by 2.x/3.x (database = bucket, via a DBRP mapping), so one client
-covers all three. The work is done by one module per concern, which this class ties to one connection:
-`settings` (where and how), `connection` (the session, its retries, redacted errors), `writes` (batches,
-refusals by id), `reads` (per-day counts and frames), `database_setup` (create or verify the database),
-`influxql` (quoting and time bounds).
+"""The ledger's InfluxDB store, the one object plain callers use, over the 1.x-compatible HTTP API that 1.x
+serves natively and 2.x/3.x through a DBRP mapping: one client for all three. It ties one connection to the
+modules that do the work: `upserts` (the write path, shared with the capture), `reads`, `database_setup`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
-from types import TracebackType
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pandas as pd
 
-from usage_pipeline.influx import database_setup, reads, writes
+from usage_pipeline.influx import database_setup, influxql, reads
 from usage_pipeline.influx.connection import InfluxConnection
-from usage_pipeline.influx.influxql import quote_ident, quote_literal
-from usage_pipeline.influx.points import MEASUREMENT
-from usage_pipeline.influx.reads import DayCounts, StoredIdentity
+from usage_pipeline.influx.influxql import quote_ident
+from usage_pipeline.influx.points import microseconds_since_epoch
+from usage_pipeline.influx.ranks import StoredPoint
+from usage_pipeline.influx.reads import DayCounts
 from usage_pipeline.influx.settings import InfluxSettings
-from usage_pipeline.influx.writes import WRITE_BATCH_SIZE, WriteResult
+from usage_pipeline.influx.upserts import WRITE_BATCH_SIZE, LedgerDatabase, Upserted
 from usage_pipeline.openrouter.day import day_bounds
 from usage_pipeline.openrouter.generation import Generation
 
 
-class InfluxStore:
+class InfluxStore(AbstractContextManager["InfluxStore"]):
     """The `generations` ledger in one database, through the 1.x-compatible HTTP API."""
 
     def __init__(self, settings: InfluxSettings) -> None:
         self.settings = settings
         self._connection = InfluxConnection(settings)
 
-    def __enter__(self) -> InfluxStore:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -59,31 +51,19 @@ class InfluxStore:
 
     # ---- writes -------------------------------------------------------------------------------
 
-    def write_generations(self, generations: Sequence[Generation], batch_size: int = WRITE_BATCH_SIZE,
-                          ranks: Mapping[str, int] | None = None) -> WriteResult:
-        """Upsert generations: what was written, and what was refused by id. Without `ranks` (id -> rank, as
-        a `RankBook` gives them) the set must hold every generation of each of its µs (a whole window).
-
-        A generation that line protocol cannot carry, or that the server refuses (a 4xx naming its line,
-        found by splitting the batch), is refused by id with the reason and the rest is written. A server
-        that does not answer, or answers 5xx, raises InfluxWriteError: nothing can be known about the batch.
-        """
-        return writes.write_generations(self._connection, generations, batch_size, ranks)
+    def write_generations(self, generations: Sequence[Generation], batch_size: int = WRITE_BATCH_SIZE) -> Upserted:
+        """Upsert generations as a capture does (`upserts.LedgerDatabase.upsert`, over the points stored in
+        their time range): what was written, and what was refused by id."""
+        return asyncio.run(_upsert(self.settings, generations, batch_size))
 
     def write_lines(self, lines: Sequence[str]) -> None:
         """POST line protocol (ns precision) as one request; raise InfluxWriteError unless 2xx."""
-        writes.write_lines(self._connection, lines)
+        asyncio.run(_write_lines(self.settings, lines))
 
     def delete_point(self, model: str, provider: str | pd.api.typing.NAType | None, time_ns: int) -> None:
-        """Delete the one point with this identity (1.x only; `provider = ''` matches an absent tag).
-
-        A missing provider may arrive as None or as a frame's <NA>: anything but a non-empty str is absent.
-        """
-        provider_value = provider if isinstance(provider, str) else ""
-        self.query(
-            f"DELETE FROM {quote_ident(MEASUREMENT)} WHERE {quote_ident('model')} = {quote_literal(model)} "
-            f"AND {quote_ident('provider')} = {quote_literal(provider_value)} AND time = {int(time_ns)}"
-        )
+        """Delete the one point with this identity (1.x only); a provider that is not a non-empty str (None, or
+        a frame's <NA>) is the absent tag."""
+        self.query(influxql.delete_point(model, provider if isinstance(provider, str) else None, time_ns))
 
     # ---- queries ------------------------------------------------------------------------------
 
@@ -97,29 +77,40 @@ class InfluxStore:
 
     def ids_by_model(self, day: dt.date) -> dict[str, int]:
         """Distinct generation ids per model in the UTC day."""
-        per_model = reads.per_model(self._connection, f"COUNT(DISTINCT({quote_ident('generation_id')}))", day)
-        return {model: int(value or 0) for model, value in per_model.items()}
+        return reads.per_model(self._connection, f"COUNT(DISTINCT({quote_ident('generation_id')}))", day, int)
 
     def cost_by_model(self, day: dt.date) -> dict[str, float]:
         """SUM(total_cost) per model in the UTC day."""
-        per_model = reads.per_model(self._connection, f"SUM({quote_ident('total_cost')})", day)
-        return {model: float(value or 0.0) for model, value in per_model.items()}
+        return reads.per_model(self._connection, f"SUM({quote_ident('total_cost')})", day, float)
 
     def usage_by_model(self, day: dt.date) -> dict[str, float]:
         """SUM(usage) per model in the UTC day (credits charged, which OpenRouter's analytics report)."""
-        per_model = reads.per_model(self._connection, f"SUM({quote_ident('usage')})", day)
-        return {model: float(value or 0.0) for model, value in per_model.items()}
+        return reads.per_model(self._connection, f"SUM({quote_ident('usage')})", day, float)
 
-    def stored_identities(self, start_ns: int, end_ns: int) -> list[StoredIdentity]:
+    def stored(self, start_ns: int, end_ns: int) -> list[StoredPoint]:
         """Every point with time in [start_ns, end_ns): generation id, tags, time, and its api_key field."""
-        return reads.stored_identities(self._connection, start_ns, end_ns)
+        return reads.stored(self._connection, start_ns, end_ns)
 
     def day_ids(self, day: dt.date) -> set[str]:
         """The generation ids stored in the UTC day."""
         start, end = day_bounds(day)
-        found = self.stored_identities(int(start.timestamp()) * 10**9, int(end.timestamp()) * 10**9)
-        return {identity.point.generation_id for identity in found}
+        return {point.generation_id for point in self.stored(int(start.timestamp()) * 10**9,
+                                                             int(end.timestamp()) * 10**9)}
 
     def iter_day_frames(self, day: dt.date, chunk_size: int = 10000) -> Iterator[pd.DataFrame]:
         """Stream the day's points, one DataFrame per server chunk, so memory is bounded by chunk_size."""
         return reads.iter_day_frames(self._connection, day, chunk_size)
+
+
+async def _upsert(settings: InfluxSettings, generations: Sequence[Generation], batch_size: int) -> Upserted:
+    if not generations:
+        return Upserted()
+    micros = [microseconds_since_epoch(g.created_at) for g in generations]
+    async with LedgerDatabase(settings, batch_size) as database:
+        stored = await database.stored(min(micros) * 1000, (max(micros) + 1) * 1000)
+        return await database.upsert(generations, stored)
+
+
+async def _write_lines(settings: InfluxSettings, lines: Sequence[str]) -> None:
+    async with LedgerDatabase(settings) as database:
+        await database.write_lines(lines)

@@ -1,4 +1,2 @@
-"""The OpenRouter source: the client that captures a UTC day, and OpenRouter's own counts of it.
-
-The local emulator of the API is a separate distribution, `openrouter-emulator/`, sharing no code with this.
-"""
+"""The OpenRouter source: the client that captures a UTC day, and OpenRouter's own counts of it. The API's local
+emulator is a separate distribution, `openrouter-emulator/`, sharing no code with this."""

@@ -1,18 +1,6 @@
-"""OpenRouter's own counts for a day, the yardstick of the full-capture and cost checks.
-
-Two sources, never joined by name. Analytics gives the day's exact total; its `model` dimension comes
-back as human-readable labels ("OpenAI: GPT-4.1"), so per-label figures are shown but never matched to
-stored models. `/activity` names each model by slug and permaslug, so per-model comparisons use it, within
-its 30-day window, through the `ModelCatalogue` (read with `GET /models` here): `GET /generation` names
-models by permaslug on the live API, by slug in older records.
-
-`/activity`'s `date` is read in every form it takes: `2026-06-12 00:00:00` on the live API, `2026-06-12`
-in the spec's examples, or an ISO date-time; anything else, or a time that is not midnight, is refused.
-
-The day is asked as [00:00, next 00:00) with `granularity: day`, and only the day's own bucket is read:
-a server that treats `time_range.end` as inclusive adds generations of the next day's first instant,
-which land in the next day's bucket, so inclusive and exclusive servers give the same figures.
-"""
+"""OpenRouter's own counts for a day, the yardstick of the full-capture and cost checks. Analytics gives the
+day's exact total, but per model label, which is only shown; `/activity` names models by slug and permaslug,
+so per-model comparisons use it (within its 30-day window)."""
 
 from __future__ import annotations
 
@@ -21,13 +9,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from usage_pipeline.openrouter import analytics_values
-from usage_pipeline.openrouter.client import ACTIVITY_WINDOW_DAYS, ANALYTICS_MAX_ROWS, OpenRouterClient
+from usage_pipeline.openrouter.analytics_values import read_as, shown
 from usage_pipeline.openrouter.day import day_bounds
+from usage_pipeline.openrouter.errors import OpenRouterError
 from usage_pipeline.openrouter.generation import parse_created_at
 from usage_pipeline.openrouter.model_names import ModelCatalogue, read_model_names
-from usage_pipeline.openrouter.transport import OpenRouterError
+from usage_pipeline.openrouter.source import OpenRouterClient
 
+ACTIVITY_WINDOW_DAYS = 30
 ActivityModel = tuple[str, str | None]  # an /activity row's (model slug, model_permaslug)
+Figures = tuple[str, str, str, str]  # the names of a row's requests, USD, prompt and completion tokens
+ANALYTICS_FIGURES: Figures = ("request_count", "total_usage", "tokens_prompt", "tokens_completion")
+ACTIVITY_FIGURES: Figures = ("requests", "usage", "prompt_tokens", "completion_tokens")
 
 
 @dataclass(frozen=True)
@@ -57,25 +50,17 @@ class ApiDayCounts:
 
 def _int(value: object) -> int:
     """A count as analytics and /activity send it (a digit string or an integer); absent means zero."""
-    try:
-        return analytics_values.count(value) or 0
-    except ValueError as exc:
-        raise OpenRouterError(f"a count {exc}") from None
+    return read_as(OpenRouterError, "a count ", analytics_values.count, value) or 0
 
 
 def _float(value: object) -> float:
     """Money as sent (a JSON number); absent means zero."""
-    try:
-        return 0.0 if value is None else analytics_values.money(value)
-    except ValueError as exc:
-        raise OpenRouterError(f"an amount of USD {exc}") from None
+    return 0.0 if value is None else read_as(OpenRouterError, "an amount of USD ", analytics_values.money, value)
 
 
-def _bucket(row: dict[str, Any]) -> dt.datetime | None:
-    try:
-        return analytics_values.bucket_start(row, "day")
-    except ValueError as exc:
-        raise OpenRouterError(f"day request_count row: {exc}") from None
+def _usage(row: dict[str, Any], names: Figures) -> Usage:
+    requests, usd, prompt, completion = (row.get(name) for name in names)
+    return Usage(_int(requests), _float(usd), _int(prompt), _int(completion))
 
 
 def activity_date(row: dict[str, Any]) -> dt.date:
@@ -83,12 +68,12 @@ def activity_date(row: dict[str, Any]) -> dt.date:
     at midnight UTC; OpenRouterError naming the value otherwise."""
     value = row.get("date")
     if not isinstance(value, str):
-        raise OpenRouterError(f"GET /activity: row date must be a string, got {analytics_values.shown(value)}")
+        raise OpenRouterError(f"GET /activity: row date must be a string, got {shown(value)}")
     try:
         moment = parse_created_at(value)
     except (ValueError, OverflowError):
         raise OpenRouterError(f"GET /activity: row date {value[:40]!r} is not a date") from None
-    if (moment.hour, moment.minute, moment.second, moment.microsecond) != (0, 0, 0, 0):
+    if moment.time() != dt.time():
         raise OpenRouterError(f"GET /activity: row date {value[:40]!r} is not a UTC midnight")
     return moment.date()
 
@@ -96,17 +81,10 @@ def activity_date(row: dict[str, Any]) -> dt.date:
 def _activity_model(row: dict[str, Any]) -> ActivityModel:
     slug, permaslug = row.get("model"), row.get("model_permaslug")
     if not isinstance(slug, str) or not slug:
-        raise OpenRouterError(f"GET /activity: row model must be a non-empty string, got "
-                              f"{analytics_values.shown(slug)}")
+        raise OpenRouterError(f"GET /activity: row model must be a non-empty string, got {shown(slug)}")
     if permaslug is not None and not isinstance(permaslug, str):
-        raise OpenRouterError(f"GET /activity: row model_permaslug must be a string, got "
-                              f"{analytics_values.shown(permaslug)}")
+        raise OpenRouterError(f"GET /activity: row model_permaslug must be a string, got {shown(permaslug)}")
     return slug, permaslug or None
-
-
-def within_activity_window(day: dt.date, today: dt.date | None = None) -> bool:
-    today = today or dt.datetime.now(dt.UTC).date()
-    return today - dt.timedelta(days=ACTIVITY_WINDOW_DAYS) <= day < today
 
 
 def _sum(rows: list[Usage]) -> Usage:
@@ -116,33 +94,29 @@ def _sum(rows: list[Usage]) -> Usage:
 
 def api_day_counts(client: OpenRouterClient, day: dt.date, today: dt.date | None = None) -> ApiDayCounts:
     start, end = day_bounds(day)
-    result = client.analytics(
-        metrics=["request_count", "total_usage", "tokens_prompt", "tokens_completion"],
-        dimensions=["model"], granularity="day", start=start, end=end, limit=ANALYTICS_MAX_ROWS)
+    result = client.analytics(metrics=ANALYTICS_FIGURES, dimensions=["model"], granularity="day", start=start, end=end)
     if result.truncated:
         raise OpenRouterError(f"per-model analytics for {day} came back truncated")
     by_label: dict[str, list[Usage]] = {}
     for row in result.rows:
-        bucket = _bucket(row)
+        bucket = read_as(OpenRouterError, "day request_count row: ", analytics_values.bucket_start, row, "day")
         if bucket is None:
             raise OpenRouterError(f"day request_count row without a time bucket: {sorted(row)}")
-        if bucket != start:
-            continue  # the next day's first instant, from a server whose end bound is inclusive
-        usage = Usage(_int(row.get("request_count")), _float(row.get("total_usage")),
-                      _int(row.get("tokens_prompt")), _int(row.get("tokens_completion")))
-        by_label.setdefault(str(row.get("model")), []).append(usage)
+        if bucket == start:  # not the next day's first instant, from a server whose end bound is inclusive
+            by_label.setdefault(str(row.get("model")), []).append(_usage(row, ANALYTICS_FIGURES))
     labels = {label: _sum(rows) for label, rows in by_label.items()}
-    activity: dict[ActivityModel, Usage] | None = None
-    if within_activity_window(day, today):
-        per_model: dict[ActivityModel, list[Usage]] = {}
-        for row in client.activity(day):
-            if not isinstance(row, dict):
-                raise OpenRouterError(f"GET /activity: row is not a JSON object, got {analytics_values.shown(row)}")
-            if activity_date(row) != day:
-                continue
-            per_model.setdefault(_activity_model(row), []).append(Usage(
-                _int(row.get("requests")), _float(row.get("usage")),
-                _int(row.get("prompt_tokens")), _int(row.get("completion_tokens"))))
-        activity = {model: _sum(rows) for model, rows in per_model.items()}
+    today = today or dt.datetime.now(dt.UTC).date()
+    in_activity_window = today - dt.timedelta(days=ACTIVITY_WINDOW_DAYS) <= day < today
+    activity = _activity(client, day) if in_activity_window else None
     catalogue = ModelCatalogue(read_model_names(client), activity or {})
     return ApiDayCounts(day, _sum(list(labels.values())), labels, activity, catalogue)
+
+
+def _activity(client: OpenRouterClient, day: dt.date) -> dict[ActivityModel, Usage]:
+    per_model: dict[ActivityModel, list[Usage]] = {}
+    for row in client.activity(day):
+        if not isinstance(row, dict):
+            raise OpenRouterError(f"GET /activity: row is not a JSON object, got {shown(row)}")
+        if activity_date(row) == day:
+            per_model.setdefault(_activity_model(row), []).append(_usage(row, ACTIVITY_FIGURES))
+    return {model: _sum(rows) for model, rows in per_model.items()}

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-UTC = dt.UTC
 GENERATION_ID_WINDOW = dt.timedelta(days=31)
-# Windows are cut at whole milliseconds; a server that treats `time_range.end` as inclusive also answers
-# generations in the first millisecond of the next day, which capture recognises and leaves to that day.
-EDGE = dt.timedelta(milliseconds=1)
+EDGE = dt.timedelta(milliseconds=1)  # a server whose time_range.end is inclusive answers the next day's first ms too
 
 
 class DayOutOfRange(ValueError):
@@ -17,13 +14,13 @@ class DayOutOfRange(ValueError):
 
 def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     """[00:00, next day's 00:00) UTC."""
-    start = dt.datetime.combine(day, dt.time(), tzinfo=UTC)
+    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
     return start, start + dt.timedelta(days=1)
 
 
 def check_capturable(day: dt.date, now: dt.datetime | None = None) -> None:
     """Fail fast, with the reason, for days the generation_id dimension cannot enumerate."""
-    now = now or dt.datetime.now(UTC)
+    now = now or dt.datetime.now(dt.UTC)
     start, end = day_bounds(day)
     if end > now:
         raise DayOutOfRange(f"day {day} is not complete yet (it ends {end.isoformat()}); "

@@ -1,14 +1,9 @@
-"""One OpenRouter generation as the ledger stores it, parsed from `GET /generation`.
-
-The API's record has grown from 32 to 45 fields and will grow again, so parsing keeps the fields the
-ledger needs, ignores unknown ones and accepts nulls wherever the spec allows them. Types are strict: a
-value of the wrong JSON type (a string for a boolean, a fraction for a token count, NaN, an integer too
-big for its field) makes the record invalid, named with its id, field and value; nothing is coerced. The
-API key is not part of the record: it comes from the `api_key_id` analytics dimension during enumeration.
-"""
+"""One OpenRouter generation as the ledger stores it, parsed from `GET /generation`. The record has grown from
+32 to 45 fields and will grow again, so unknown fields are ignored and nulls accepted, but types are strict."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from collections.abc import Mapping
@@ -23,12 +18,8 @@ class InvalidGeneration(ValueError):
 
 
 def parse_created_at(value: str) -> dt.datetime:
-    """Parse an ISO 8601 timestamp leniently into an aware UTC datetime (microsecond precision).
-
-    Accepts `Z` or an offset, no offset (taken as UTC), a space instead of `T`, and any number of
-    fractional digits: dateutil truncates past microseconds, never rounding across a day boundary.
-    OpenRouter's timestamps are UTC (API_FACTS: "parse leniently"), so a missing offset means UTC.
-    """
+    """An ISO 8601 timestamp as an aware UTC datetime, read leniently: `Z`, an offset or none (OpenRouter's
+    times are UTC), `T` or a space, any fractional digits (truncated to µs, never rounded across a day)."""
     parsed = isoparse(value.strip())
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
@@ -123,7 +114,7 @@ class Generation:
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any], api_key: str | None = None) -> Generation:
-        """Build from the `data` object of a `GET /generation` response; unknown fields are ignored."""
+        """From the `data` object of a `GET /generation` answer; each field is read by its annotated type."""
         gen_id = data.get("id")
         if not isinstance(gen_id, str) or not gen_id:
             raise InvalidGeneration(f"generation record without a string id: id={gen_id!r:.80}, "
@@ -135,42 +126,17 @@ class Generation:
         if not isinstance(model, str) or not model:
             raise fields.refuse("model", "a non-empty string")
         if api_key is not None and not isinstance(api_key, str):
-            raise InvalidGeneration(f"generation {gen_id}: analytics api_key_id must be a string, "
-                                    f"got {api_key!r:.80}")
+            raise InvalidGeneration(f"generation {gen_id}: analytics api_key_id must be a string, got {api_key!r:.80}")
         try:
             created_at = parse_created_at(created)
         except (ValueError, OverflowError) as exc:  # OverflowError: an offset moving year 1 or 9999 out of range
             raise InvalidGeneration(f"generation {gen_id}: created_at {created!r:.60} "
                                     f"is not an ISO 8601 date-time ({exc})") from None
-        return cls(
-            id=gen_id,
-            created_at=created_at,
-            model=model,
-            provider_name=fields.text("provider_name"),
-            api_key=api_key,
-            total_cost=fields.number("total_cost"),
-            usage=fields.number("usage"),
-            upstream_inference_cost=fields.number("upstream_inference_cost"),
-            cache_discount=fields.number("cache_discount"),
-            tokens_prompt=fields.integer("tokens_prompt"),
-            tokens_completion=fields.integer("tokens_completion"),
-            native_tokens_prompt=fields.integer("native_tokens_prompt"),
-            native_tokens_completion=fields.integer("native_tokens_completion"),
-            native_tokens_reasoning=fields.integer("native_tokens_reasoning"),
-            native_tokens_cached=fields.integer("native_tokens_cached"),
-            latency=fields.number("latency"),
-            generation_time=fields.number("generation_time"),
-            moderation_latency=fields.number("moderation_latency"),
-            finish_reason=fields.text("finish_reason"),
-            native_finish_reason=fields.text("native_finish_reason"),
-            streamed=fields.flag("streamed"),
-            cancelled=fields.flag("cancelled"),
-            is_byok=fields.flag("is_byok"),
-            api_type=fields.text("api_type"),
-            app_id=fields.integer("app_id"),
-            origin=fields.text("origin"),
-            external_user=fields.text("external_user"),
-            request_id=fields.text("request_id"),
-            session_id=fields.text("session_id"),
-            upstream_id=fields.text("upstream_id"),
-        )
+        described: dict[str, Any] = {f.name: _READERS[str(f.type)](fields, f.name) for f in dataclasses.fields(cls)
+                                     if f.name not in _IDENTITY}
+        return cls(id=gen_id, created_at=created_at, model=model, api_key=api_key, **described)
+
+
+_IDENTITY = frozenset({"id", "created_at", "model", "api_key"})  # read above: what every record must have
+_READERS = {"float | None": _Fields.number, "int | None": _Fields.integer, "str | None": _Fields.text,
+            "bool | None": _Fields.flag}

@@ -1,15 +1,6 @@
-"""A year of OpenRouter's own daily aggregates, for the days the ledger did not capture.
-
-Generation-level analytics stop at 31 days, but the model and api_key_id dimensions reach 365 days at
-day granularity. So those days are read as two views, per model and per API key, over the whole span
-at once (a year of models is well under the 10,000-row limit: 2 queries), and a span whose answer
-comes back truncated is split in halves and asked again, since the API has no cursor.
-
-Values are kept exactly as answered, or refused naming the row and field: a model or key is the
-analytics *label* ("OpenAI: GPT-4.1"), never matched to a slug here (`GET /models` is the bridge, read
-by `model_names.read_model_names`); counts must be whole numbers (digit strings, as the API sends them, or
-integers), money a finite number.
-"""
+"""A year of OpenRouter's own daily aggregates (its model and api_key_id dimensions reach 365 days), for the
+days the ledger did not capture. Each view is asked over the whole span at once (a year is far under the row
+limit); a span that still comes back truncated is asked again in halves, as there is no cursor."""
 
 from __future__ import annotations
 
@@ -19,14 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from usage_pipeline.openrouter import analytics_values
-from usage_pipeline.openrouter.analytics_values import shown
-from usage_pipeline.openrouter.client import ANALYTICS_MAX_ROWS, OpenRouterClient
+from usage_pipeline.openrouter.analytics_values import read_as, shown
 from usage_pipeline.openrouter.day import day_bounds
-from usage_pipeline.openrouter.transport import OpenRouterError
+from usage_pipeline.openrouter.errors import OpenRouterError
+from usage_pipeline.openrouter.source import OpenRouterClient
 
 HISTORY_METRICS = ("request_count", "total_usage", "tokens_prompt", "tokens_completion", "reasoning_tokens",
                    "cached_tokens")
-HISTORY_DIMENSIONS = ("model", "api_key_id")
 
 
 class HistoryError(OpenRouterError):
@@ -59,23 +49,20 @@ class HistoryRead:
 
 
 def read_history(client: OpenRouterClient, days: Iterable[dt.date]) -> HistoryRead:
-    """OpenRouter's per-model and per-key figures for `days`: the span from the first to the last is asked
-    once per view (days between them that were not asked for are dropped from the answer)."""
-    wanted = sorted(set(days))
-    read = HistoryRead(wanted)
-    if not wanted:
+    """OpenRouter's per-model and per-key figures for `days` (asked as one span; days not asked are dropped)."""
+    asked = set(days)
+    read = HistoryRead(sorted(asked))
+    if not asked:
         return read
-    asked = set(wanted)
     for dimension, rows in (("model", read.by_model), ("api_key_id", read.by_api_key)):
-        rows.extend(r for r in _read_span(client, dimension, wanted[0], wanted[-1], read) if r.day in asked)
+        rows.extend(r for r in _read_span(client, dimension, read.days[0], read.days[-1], read) if r.day in asked)
     return read
 
 
 def _read_span(client: OpenRouterClient, dimension: str, first: dt.date, last: dt.date,
                read: HistoryRead) -> list[AggregateRow]:
     start, end = day_bounds(first)[0], day_bounds(last)[1]
-    result = client.analytics(metrics=HISTORY_METRICS, dimensions=[dimension], granularity="day", start=start,
-                              end=end, limit=ANALYTICS_MAX_ROWS)
+    result = client.analytics(metrics=HISTORY_METRICS, dimensions=[dimension], granularity="day", start=start, end=end)
     read.analytics_queries += 1
     if not result.truncated:
         return parse_rows(result.rows, dimension, first, last)
@@ -108,35 +95,22 @@ def parse_rows(rows: list[Any], dimension: str, first: dt.date, last: dt.date) -
         requests = _count(row, "request_count", where)
         if requests is None:
             raise HistoryError(f"{where}: request_count is missing or null")
-        parsed.append(AggregateRow(day, label, requests, _money(row, "total_usage", where),
+        usage = read_as(HistoryError, f"{where}: total_usage ", analytics_values.money, row.get("total_usage"))
+        parsed.append(AggregateRow(day, label, requests, usage,
                                    _count(row, "tokens_prompt", where), _count(row, "tokens_completion", where),
                                    _count(row, "reasoning_tokens", where), _count(row, "cached_tokens", where)))
     return parsed
 
 
 def _bucket_day(row: dict[str, Any], where: str) -> dt.date:
-    """The row's day bucket, which must be a UTC midnight."""
-    try:
-        moment = analytics_values.bucket_start(row, "day")
-    except ValueError as exc:
-        raise HistoryError(f"{where}: {exc}") from None
+    moment = read_as(HistoryError, f"{where}: ", analytics_values.bucket_start, row, "day")
     if moment is None:
         raise HistoryError(f"{where}: date__day must be an ISO 8601 date-time string, got none")
-    if (moment.hour, moment.minute, moment.second, moment.microsecond) != (0, 0, 0, 0):
+    if moment.time() != dt.time():
         raise HistoryError(f"{where}: {analytics_values.bucket_key(row, 'day')} {moment.isoformat()} is not a "
                            "UTC midnight")
     return moment.date()
 
 
 def _count(row: dict[str, Any], name: str, where: str) -> int | None:
-    try:
-        return analytics_values.count(row.get(name))
-    except ValueError as exc:
-        raise HistoryError(f"{where}: {name} {exc}") from None
-
-
-def _money(row: dict[str, Any], name: str, where: str) -> float:
-    try:
-        return analytics_values.money(row.get(name))
-    except ValueError as exc:
-        raise HistoryError(f"{where}: {name} {exc}") from None
+    return read_as(HistoryError, f"{where}: {name} ", analytics_values.count, row.get(name))

@@ -1,18 +1,7 @@
-"""One model identity that holds on the live API: every name OpenRouter uses for a model, mapped to the one
-the checks compare on.
-
-OpenRouter names a model three ways, and each endpoint picks its own:
-- `GET /generation`'s `model` is the dated **permaslug** (`anthropic/claude-4.5-haiku-20251001`, the same
-  string as `provider_responses[].model_permaslug`); older records and the spec's examples give the slug;
-- `/activity` rows carry the **slug** (`anthropic/claude-opus-4`) in `model` beside `model_permaslug`;
-- analytics answers the human-readable **label** (`Anthropic: Claude Opus 4`) and filters by permaslug;
-- `GET /models` is the one place all three meet: `id` (slug), `canonical_slug` (permaslug), `name` (label).
-
-So comparisons key on the permaslug, and the slug and label are shown beside it. A name neither source
-knows is compared as its exact string and shown as it is, never dropped. A slug that the day's activity
-splits over two permaslugs (a model updated that day) cannot be pinned to one: when the ledger holds that
-slug itself, the slug is the key on both sides, so the counts still meet. Pure: no I/O.
-"""
+"""One model identity that holds on the live API. `GET /generation` names a model by its dated permaslug (older
+records by its slug), `/activity` by slug and permaslug, analytics by label; only `GET /models` holds all three.
+So comparisons key on the permaslug where it is known, else on the exact name, never dropped; a slug the day's
+activity splits over two permaslugs (a model updated that day) keys both sides when the ledger holds it."""
 
 from __future__ import annotations
 
@@ -21,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from usage_pipeline.openrouter.analytics_values import shown
-from usage_pipeline.openrouter.client import OpenRouterClient
-from usage_pipeline.openrouter.transport import OpenRouterError
+from usage_pipeline.openrouter.errors import OpenRouterError
+from usage_pipeline.openrouter.source import OpenRouterClient
 
 
 class ModelNamesError(OpenRouterError):
@@ -47,21 +36,17 @@ def parse_model_names(entries: list[Any]) -> list[ModelName]:
         slug = entry.get("id")
         if not isinstance(slug, str) or not slug:
             raise ModelNamesError(f"GET /models entry {index}: id must be a non-empty string, got {shown(slug)}")
-        values = {}
-        for name in ("canonical_slug", "name"):
-            value = entry.get(name)
+        permaslug, label = entry.get("canonical_slug"), entry.get("name")
+        for key, value in (("canonical_slug", permaslug), ("name", label)):
             if value is not None and not isinstance(value, str):
-                raise ModelNamesError(f"GET /models model {slug!r}: {name} must be a string or null, "
-                                      f"got {shown(value)}")
-            values[name] = value
-        names.append(ModelName(slug, values["canonical_slug"], values["name"]))
+                raise ModelNamesError(f"GET /models model {slug!r}: {key} must be a string or null, got {shown(value)}")
+        names.append(ModelName(slug, permaslug, label))
     return names
 
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """How one name is compared and shown: `key` is what both sides are grouped by (the permaslug when it
-    is known, else the exact name); `slug` and `label` are for people (None when no source knows them)."""
+    """How a name is compared (`key`: the permaslug where known, else the name) and shown to people."""
 
     key: str
     slug: str | None
@@ -84,12 +69,11 @@ class ModelCatalogue:
         self._permaslugs_of: dict[str, set[str]] = {}  # slug -> permaslugs
         self._day_permaslugs_of: dict[str, set[str]] = {}  # slug -> the permaslugs the day's activity shows
         for model in models:
-            if model.name:
-                self._label_of.setdefault(model.slug, model.name)
             if model.permaslug:
                 self._add(model.slug, model.permaslug)
-                if model.name:
-                    self._label_of.setdefault(model.permaslug, model.name)
+            for name in (model.slug, model.permaslug):
+                if name and model.name:
+                    self._label_of.setdefault(name, model.name)
         for slug, permaslug in activity:
             if permaslug:
                 self._add(slug, permaslug)
@@ -131,5 +115,4 @@ class ModelCatalogue:
 
 
 def read_model_names(client: OpenRouterClient) -> list[ModelName]:
-    """Every model `GET /models` lists, as received."""
     return parse_model_names(client.models())

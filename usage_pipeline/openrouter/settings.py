@@ -23,13 +23,8 @@ def redact_url(url: str) -> str:
 
 @dataclass(frozen=True)
 class OpenRouterSettings:
-    """`api_key` must be a management key: analytics and activity refuse inference keys (403).
-
-    `max_concurrency` is the ceiling of record fetches in flight (the adaptive limit grows up to it);
-    `max_rps` optionally caps record requests per second; `record_timeout_s` bounds one `GET /generation`
-    (they sometimes hang; a timed-out one is retried); `give_up_after_s` bounds how long every request may
-    fail before the run does; `timeout_s` bounds one analytics or activity answer.
-    """
+    """`api_key` must be a management key (analytics and activity refuse inference keys); `record_timeout_s`
+    bounds one `GET /generation` (some hang, and are retried), `timeout_s` one analytics or activity answer."""
 
     api_key: str = field(repr=False)
     base_url: str = DEFAULT_BASE_URL

@@ -1,5 +1,6 @@
-"""The line-protocol encoder: the same lines as influxdb_client.Point where Point is right, and every value
-read back exactly from a real influxd 1.6.7 where it matters most (awkward tags and strings, float bits)."""
+"""The points as line protocol: influxdb_client's Point wherever it is right, the series key escaped here where
+it is not, and every value read back exactly from a real influxd 1.6.7 where it matters most (awkward tags and
+strings, float bits)."""
 
 from __future__ import annotations
 
@@ -13,16 +14,8 @@ from typing import Any
 import pytest
 from influxdb_client import Point, WritePrecision
 
-from usage_pipeline.influx.line_protocol import LineEncoder, escape_key, escape_measurement
-from usage_pipeline.influx.points import (
-    _SOURCE_ATTR,
-    FIELD_TYPES,
-    MEASUREMENT,
-    assign_ranks,
-    point_time_ns,
-    to_lines,
-    unique_by_id,
-)
+from usage_pipeline.influx.points import _SOURCE_ATTR, FIELD_TYPES, MEASUREMENT, encode, point_time_ns, to_line
+from usage_pipeline.influx.ranks import place
 from usage_pipeline.influx.reads import DayCounts
 from usage_pipeline.influx.store import InfluxStore
 from usage_pipeline.openrouter.generation import Generation
@@ -30,7 +23,7 @@ from usage_pipeline.openrouter.generation import Generation
 UTC = dt.UTC
 DAY = dt.date(2025, 4, 2)
 DAY_START = dt.datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC)
-SOURCE = _SOURCE_ATTR  # field -> Generation attribute, where they differ
+SOURCE = _SOURCE_ATTR  # field -> Generation attribute
 FLOAT_FIELDS = [name for name, kind in FIELD_TYPES.items() if kind is float]
 
 # Everything line protocol escapes or that could confuse a parser, plus multi-byte text.
@@ -39,8 +32,8 @@ CONTROL = ["\n", "\t", "\r"]
 
 
 def text(rng: random.Random, *, tag: bool) -> str:
-    """Random awkward text. A tag never has what 1.x cannot carry (and Point mangles on 1.6.7): newline,
-    tab, CR, a trailing backslash or a backslash before a space. String fields may have all of them."""
+    """Random awkward text. A tag never has what 1.x cannot carry (a newline, a trailing backslash, a backslash
+    before a space) nor what Point writes wrongly (a tab or CR). String fields may have all of them."""
     chars = AWKWARD if tag else AWKWARD + CONTROL
     value = "".join(rng.choice(chars) for _ in range(rng.randint(1, 14)))
     if tag:
@@ -100,82 +93,51 @@ def random_generations(rng: random.Random, count: int) -> list[Generation]:
     return out
 
 
-# ---- the encoder on its own ---------------------------------------------------------------------------
+# ---- the lines on their own (no server) ----------------------------------------------------------------
 
 
-def test_each_element_is_escaped_as_the_1x_spec_says() -> None:
-    encoder = LineEncoder("cpu load,x=y", ["z tag", "a,tag="], {"s k": str, "f": float, "i": int, "b": bool})
-    line = encoder.encode(("v 1,=", 'q"\\é😀'), ['say "hi"\\ \n\tend\\', 2.0, 7, 0], 1234)
-    assert line == (
-        'cpu\\ load\\,x=y,a\\,tag\\==q"\\é😀,z\\ tag=v\\ 1\\,\\= '
-        'b=false,f=2,i=7i,s\\ k="say \\"hi\\"\\\\ \n\tend\\\\" 1234'
-    )
-    # None fields and None or empty tags are left out; tags and fields come sorted by key.
-    assert encoder.encode(("", None), [None, 0.1 + 0.2, None, True], 5) == \
-        "cpu\\ load\\,x=y b=true,f=0.30000000000000004 5"
-    assert encoder.encode((None, "x"), [None, 1e16, -3, None], 6) == "cpu\\ load\\,x=y,a\\,tag\\==x f=1e+16,i=-3i 6"
-    with pytest.raises(ValueError, match="no non-null field"):
-        encoder.encode(("a", "b"), [None, None, None, None], 7)
-    with pytest.raises(ValueError, match="unpack"):
-        encoder.encode(("a", "b"), [None, None, None], 7)
+def point_line(generation: Generation, rank: int) -> str:
+    """The reference: the whole line built with influxdb_client's Point, tags included."""
+    point = Point(MEASUREMENT).tag("model", generation.model)
+    if generation.provider_name:
+        point.tag("provider", generation.provider_name)
+    for name in FIELD_TYPES:
+        value = getattr(generation, SOURCE.get(name, name))
+        point.field(name, None if value is None else FIELD_TYPES[name](value))
+    return point.time(point_time_ns(generation.created_at, rank), WritePrecision.NS).to_line_protocol()
 
 
-def test_the_encoder_equals_point_for_random_schemas_and_values() -> None:
-    rng = random.Random(20250402)
-    for _ in range(200):
-        names = {text(rng, tag=True) for _ in range(rng.randint(2, 9))}
-        tag_keys = sorted(names)[: rng.randint(0, min(2, len(names) - 1))]
-        kinds = {name: rng.choice([float, int, bool, str]) for name in sorted(names - set(tag_keys))}
-        measurement = text(rng, tag=True).lstrip("#") or "m"
-        encoder = LineEncoder(measurement, tag_keys, kinds)
-        for _ in range(20):
-            tags = tuple(rng.choice([text(rng, tag=True), None, ""]) for _ in tag_keys)
-            values = [None if i and rng.random() < 0.2 else random_value(rng, kind)
-                      for i, kind in enumerate(kinds.values())]
-            time_ns = rng.randrange(-(2**63), 2**63)
-            point = Point(measurement)
-            for key, tag in zip(tag_keys, tags, strict=False):
-                point.tag(key, tag)
-            for (name, kind), value in zip(kinds.items(), values, strict=False):
-                point.field(name, None if value is None else kind(value))
-            expected = point.time(time_ns, WritePrecision.NS).to_line_protocol()
-            assert encoder.encode(tags, values, time_ns) == expected
+@pytest.mark.pure
+def test_lines_are_points_own_where_point_is_right() -> None:
+    """Tags without a tab or CR (which Point writes as backslash sequences 1.x stores as such): the whole line
+    is exactly Point's, for every awkward value of every field type."""
+    for generation in random_generations(random.Random(7), 3000):
+        assert to_line(generation, 3) == point_line(generation, 3)
 
 
-def point_lines(generations: list[Generation]) -> list[str]:
-    """The reference: the same schema built with influxdb_client's Point, one field at a time."""
-    unique = unique_by_id(generations)
-    ranks = assign_ranks(unique)
-    lines = []
-    for generation in unique:
-        point = Point(MEASUREMENT).tag("model", generation.model)
-        if generation.provider_name:
-            point.tag("provider", generation.provider_name)
-        for name in FIELD_TYPES:
-            value = getattr(generation, _SOURCE_ATTR.get(name, name))
-            if value is not None:
-                point.field(name, FIELD_TYPES[name](value))
-        lines.append(point.time(point_time_ns(generation.created_at, ranks[generation.id]), WritePrecision.NS)
-                     .to_line_protocol())
-    return lines
+@pytest.mark.pure
+def test_tabs_and_crs_in_tags_are_written_raw_where_point_would_change_them() -> None:
+    generation = Generation(**{**_as_dict(random_generations(random.Random(1), 1)[0]), "model": "a\tb\rc",
+                               "provider_name": "x y"})
+    line = to_line(generation, 0)
+    assert line.startswith("generations,model=a\tb\rc,provider=x\\ y ")
+    assert point_line(generation, 0).startswith("generations,model=a\\tb\\rc,")  # Point: a literal backslash-t
 
 
-def test_to_lines_equals_point_for_many_random_generations() -> None:
-    generations = random_generations(random.Random(7), 3000)
-    lines = to_lines(generations)
-    assert lines == point_lines(generations)
-    assert len(lines) == 3000 and len({line.rsplit(" ", 1)[1] for line in lines}) < 3000  # ranks were needed
-
-
-def test_non_finite_floats_raise_a_value_error_naming_the_field() -> None:
+@pytest.mark.pure
+def test_non_finite_floats_are_refused_naming_the_field_not_dropped_as_point_does() -> None:
     base = random_generations(random.Random(3), 1)[0]
     for name in FLOAT_FIELDS:
         for bad in (math.nan, math.inf, -math.inf):
             generation = Generation(**{**_as_dict(base), SOURCE.get(name, name): bad})
+            assert not re.search(rf"[ ,]{name}=", point_line(generation, 0))  # Point leaves it out without a word
             with pytest.raises(ValueError, match=rf"field '{name}' is {bad!r}: line protocol has no NaN or infinity"):
-                to_lines([generation])
+                to_line(generation, 0)
+            batch = encode([generation], {generation.id: 0})
+            assert not batch.lines and f"field '{name}'" in batch.refused[generation.id]
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize(
     ("model", "problem"),
     [
@@ -184,26 +146,20 @@ def test_non_finite_floats_raise_a_value_error_naming_the_field() -> None:
         ("gpt\\ 4", "a backslash before a space"),
     ],
 )
-def test_tags_1x_cannot_carry_raise_instead_of_writing_another_value(model: str, problem: str) -> None:
+def test_tags_1x_cannot_carry_are_refused_instead_of_writing_another_value(model: str, problem: str) -> None:
     generation = Generation(**{**_as_dict(random_generations(random.Random(4), 1)[0]), "model": model})
     with pytest.raises(ValueError, match=re.escape(f"tag 'model' {model!r} contains {problem}")):
-        to_lines([generation])
+        to_line(generation, 0)
 
 
-def test_names_1x_cannot_carry_are_refused_when_the_schema_is_built() -> None:
-    for bad in ("", "#comment", "cpu\nmem", "cpu\\"):
-        with pytest.raises(ValueError, match="measurement"):
-            escape_measurement(bad)
-    for bad in ("", "a\\ b", "a\n"):
-        with pytest.raises(ValueError, match="field key"):
-            LineEncoder("m", [], {bad: float})
-        with pytest.raises(ValueError, match="tag key"):
-            LineEncoder("m", [bad], {"f": float})
-    assert escape_key("tag", "a\\,b=c d\t\r") == "a\\\\,b\\=c\\ d\t\r"  # a backslash before , or = is fine
-    with pytest.raises(TypeError, match="kind must be one of"):
-        LineEncoder("m", [], {"f": bytes})
-    with pytest.raises(ValueError, match="collide"):
-        LineEncoder("m", ["f"], {"f": float})
+@pytest.mark.pure
+def test_an_empty_provider_and_an_oversized_series_key_are_refused() -> None:
+    base = _as_dict(random_generations(random.Random(8), 1)[0])
+    with pytest.raises(ValueError, match="provider_name is an empty string"):
+        to_line(Generation(**{**base, "provider_name": ""}), 0)
+    with pytest.raises(ValueError, match="65535-byte key limit"):
+        to_line(Generation(**{**base, "model": "m" * 65_510}), 0)
+    assert to_line(Generation(**{**base, "model": "m" * 60_000}), 0)
 
 
 def _as_dict(generation: Generation) -> dict[str, Any]:
@@ -250,7 +206,8 @@ def test_awkward_tags_and_strings_round_trip_exactly(store: InfluxStore) -> None
 
     rows = read_back(store)
     assert len(rows) == len(window)
-    times = [int(line.rsplit(" ", 1)[1]) for line in to_lines(window)]  # ids are unique: same order
+    ranks = place(window, []).ranks
+    times = [point_time_ns(g.created_at, ranks[g.id]) for g in window]
     for generation, time_ns in zip(window, times, strict=True):
         row = rows[generation.id]
         assert row["model"] == generation.model
