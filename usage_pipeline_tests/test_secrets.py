@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -45,8 +46,9 @@ def closed_port() -> int:
 
 
 def materialize(home: Path, emulator: EmulatorProcess, influxd: LocalInfluxd,
-                **overrides: str) -> subprocess.CompletedProcess[bytes]:
-    home.mkdir()
+                **overrides: str) -> subprocess.Popen[bytes]:
+    """`dagster asset materialize` of yesterday in its own process, its output in files under `home`'s parent."""
+    home.mkdir(parents=True)
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     env = {key: value for key, value in os.environ.items() if not key.startswith(("OPENROUTER_", "INFLUXDB_"))}
     env.update({"DAGSTER_HOME": str(home), "OPENROUTER_BASE_URL": emulator.base_url, "OPENROUTER_API_KEY": KEY,
@@ -55,13 +57,39 @@ def materialize(home: Path, emulator: EmulatorProcess, influxd: LocalInfluxd,
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     with DagsterInstance.from_config(str(home)) as instance:  # as the daemon's sensor would
         add_organisations(instance, ["default"])
-    return subprocess.run(
-        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "usage_pipeline.definitions",
-         "--select", "influxdb/generations", "--partition", f"{day.isoformat()}|default"],
-        cwd=REPO, env=env, capture_output=True, timeout=300)
+    with (home.parent / "stdout").open("wb") as stdout, (home.parent / "stderr").open("wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "usage_pipeline.definitions",
+             "--select", "influxdb/generations", "--partition", f"{day.isoformat()}|default"],
+            cwd=REPO, env=env, stdout=stdout, stderr=stderr)
 
 
-def leaks(home: Path, done: subprocess.CompletedProcess[bytes]) -> list[str]:
+@dataclass(frozen=True)
+class Done:
+    home: Path
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+@pytest.fixture(scope="module")
+def runs(emulator: EmulatorProcess, influxd: LocalInfluxd,
+         tmp_path_factory: pytest.TempPathFactory) -> dict[str, Done]:
+    """Every case's run, started at once (each is a Dagster CLI process that mostly waits) and waited for."""
+    root = tmp_path_factory.mktemp("secrets")
+    started = {case: (root / str(n), materialize(root / str(n) / "dagster_home", emulator, influxd, **overrides))
+               for n, (case, (overrides, _, _)) in enumerate(CASES.items())}
+    try:
+        return {case: Done(folder / "dagster_home", process.wait(timeout=300), (folder / "stdout").read_bytes(),
+                           (folder / "stderr").read_bytes())
+                for case, (folder, process) in started.items()}
+    finally:
+        for _, process in started.values():
+            process.kill()  # only one still running after a timeout; the others have exited
+            process.wait()
+
+
+def leaks(home: Path, done: Done) -> list[str]:
     """Where any marked secret appears: the run's output, or any file under the instance directory."""
     found = [f"{stream}: {mark}" for stream, text in (("stdout", done.stdout), ("stderr", done.stderr))
              for mark in MARKS if mark.encode() in text]
@@ -84,13 +112,11 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
-def test_no_secret_reaches_output_history_or_compute_logs(case: str, emulator: EmulatorProcess,
-                                                          influxd: LocalInfluxd, tmp_path: Path) -> None:
-    overrides, succeeds, says = CASES[case]
-    home = tmp_path / "dagster_home"
-    done = materialize(home, emulator, influxd, **overrides)
+def test_no_secret_reaches_output_history_or_compute_logs(case: str, runs: dict[str, Done]) -> None:
+    _, succeeds, says = CASES[case]
+    done = runs[case]
     output = (done.stdout + done.stderr).decode(errors="replace")
     assert (done.returncode == 0) is succeeds, output[-3000:]
     assert says in output
-    assert list(home.rglob("*.db")) or list(home.rglob("*.sqlite")), "the run history must be on disk"
-    assert leaks(home, done) == []
+    assert list(done.home.rglob("*.db")) or list(done.home.rglob("*.sqlite")), "the run history must be on disk"
+    assert leaks(done.home, done) == []

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from usage_pipeline.http_session import OwnsSession
 from usage_pipeline.influx.connection import RETRY_STATUSES, auth_headers, chunk_series, error_text, result_errors
 from usage_pipeline.influx.errors import InfluxQueryError, InfluxWriteError
 from usage_pipeline.influx.influxql import delete_point, stored_points_query
@@ -41,29 +42,18 @@ class Upserted:
     refused: dict[str, str] = field(default_factory=dict)  # generation id -> why it is not stored
 
 
-class LedgerDatabase:
+class LedgerDatabase(OwnsSession):
     """`async with LedgerDatabase(settings) as db:` one organisation's database, for one capture."""
 
     def __init__(self, settings: InfluxSettings, batch_size: int = WRITE_BATCH_SIZE) -> None:
         self.settings = settings
         self.batch_size = batch_size
         self.url = settings.url.rstrip("/")
-        self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> LedgerDatabase:
-        self._session = aiohttp.ClientSession(
+    def open_session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
             headers=auth_headers(self.settings), read_bufsize=1 << 24,  # a chunk of 10,000 rows is one line
             timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        assert self._session is not None, "use LedgerDatabase in `async with`"
-        return self._session
 
     async def stored(self, start_ns: int, end_ns: int) -> list[StoredPoint]:
         """Every point with time in [start_ns, end_ns): id, tags, time, API key label. Chunked, so no row

@@ -20,6 +20,7 @@ import aiohttp
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, stop_after_delay
 
+from usage_pipeline.http_session import OwnsSession
 from usage_pipeline.openrouter.analytics_values import AnalyticsResult, analytics_body, read_analytics
 from usage_pipeline.openrouter.errors import TRANSIENT_STATUSES, OpenRouterError, http_error
 from usage_pipeline.openrouter.pace import Pace
@@ -40,7 +41,7 @@ class _Transient(Exception):
         self.cause, self.wait_s, self.error = cause, wait_s, error
 
 
-class OpenRouterSource:
+class OpenRouterSource(OwnsSession):
     """`async with OpenRouterSource(settings) as source:`; on one event loop."""
 
     def __init__(self, settings: OpenRouterSettings, *, analytics_rpm: int = ANALYTICS_RPM) -> None:
@@ -50,22 +51,11 @@ class OpenRouterSource:
         self.analytics_queries = 0
         self.retries = 0  # of calls (a record's retries are `fetch`'s)
         self._analytics_pace = AsyncLimiter(analytics_rpm, 60)
-        self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> OpenRouterSource:
-        self._session = aiohttp.ClientSession(
+    def open_session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.settings.max_concurrency + 4),
             headers={"Authorization": f"Bearer {self.settings.api_key}", "User-Agent": "usage_pipeline"})
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        assert self._session is not None, "use OpenRouterSource in `async with`"
-        return self._session
 
     async def generation(self, generation_id: str, timeout_s: float) -> Answer:
         """One attempt at `GET /generation?id=`, classified; never raises for what the server answers."""
