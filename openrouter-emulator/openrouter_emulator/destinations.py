@@ -135,14 +135,14 @@ class Destinations:
         self._kept: dict[str, dict[str, Any]] = {}  # id -> destination, header values unmasked
 
     def routes(self) -> dict[tuple[str, str], Callable[[Request, float], Any]]:
-        return {("GET", PATH): self.list, ("POST", PATH): self.create, ("GET", f"{PATH}/{{id}}"): self.get,
+        return {("GET", PATH): self.listing, ("POST", PATH): self.create, ("GET", f"{PATH}/{{id}}"): self.get,
                 ("PATCH", f"{PATH}/{{id}}"): self.update, ("DELETE", f"{PATH}/{{id}}"): self.delete}
 
     def stored(self) -> list[dict[str, Any]]:
         """Every destination with its header values, for the control API (the ground truth of a setup)."""
         return [{**d, "config": dict(d["config"])} for d in self._kept.values()]
 
-    def list(self, request: Request, now: float) -> dict[str, Any]:
+    def listing(self, request: Request, now: float) -> dict[str, Any]:
         offset, limit = (_whole(request, name, default, low, high)
                          for name, default, low, high in (("offset", 0, 0, None), ("limit", 50, 1, 100)))
         workspace = query_param(request.params, "workspace_id") or WORKSPACES[0].workspace_id

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,21 +30,11 @@ WANTED: dict[str, Any] = {"enabled": True, "sampling_rate": 1, "privacy_mode": T
                           "api_key_hashes": None, "filter_rules": None}
 
 
-@dataclass(frozen=True)
-class Setup:
-    action: str  # "created" or "updated"
-    destination: dict[str, Any]  # as OpenRouter answered it
-
-
-def destination_name(org: str) -> str:
-    return f"usage_pipeline {org}"
-
-
 def webhook_url(url: str) -> str:
     """The receiver's public URL: https (OpenRouter posts the token over the internet) with a host."""
     try:
         parts = urlsplit(url)
-        secure = parts.scheme == "https" and bool(parts.hostname) and (parts.port or 443) > 0
+        secure = parts.scheme == "https" and bool(parts.hostname) and parts.port != 0
     except ValueError:  # a port that is not a number, a broken IPv6 address
         secure = False
     if not secure:
@@ -54,10 +43,10 @@ def webhook_url(url: str) -> str:
     return url
 
 
-def set_up(client: OpenRouterClient, org: str, url: str, token: str) -> Setup:
-    """Create the organisation's webhook destination, or update the one of that name; OpenRouterError when
-    two share the name or the answer does not say what was asked."""
-    name = destination_name(org)
+def set_up(client: OpenRouterClient, org: str, url: str, token: str) -> tuple[str, dict[str, Any]]:
+    """Create the organisation's webhook destination, or update the one of that name: ("created" or "updated",
+    the destination as answered); OpenRouterError when two share the name or the answer differs from the ask."""
+    name = f"usage_pipeline {org}"
     fields = {"name": name, "config": {"url": url, "method": "POST", "headers": {AUTH_HEADER: f"Bearer {token}"}},
               **WANTED}
     same = [d for d in list_destinations(client) if d.get("type") == WEBHOOK and d.get("name") == name]
@@ -65,10 +54,9 @@ def set_up(client: OpenRouterClient, org: str, url: str, token: str) -> Setup:
         raise OpenRouterError(f"{len(same)} webhook destinations are named {name!r} "
                               f"({', '.join(str(d.get('id')) for d in same)}): delete all but one, then run again")
     if same:
-        setup = Setup("updated", update_destination(client, str(same[0]["id"]), fields))
+        action, answered = "updated", update_destination(client, str(same[0]["id"]), fields)
     else:
-        setup = Setup("created", create_destination(client, {"type": WEBHOOK, **fields}))
-    answered = setup.destination
+        action, answered = "created", create_destination(client, {"type": WEBHOOK, **fields})
     config = answered.get("config") if isinstance(answered.get("config"), dict) else {}
     differs = [f"{key} {json.dumps(answered.get(key))}" for key, value in WANTED.items() if answered.get(key) != value]
     if config.get("url") != url:
@@ -76,16 +64,15 @@ def set_up(client: OpenRouterClient, org: str, url: str, token: str) -> Setup:
     if AUTH_HEADER not in (config.get("headers") or {}):
         differs.append(f"no {AUTH_HEADER} header")
     if differs:
-        raise OpenRouterError(f"destination {answered['id']} was {setup.action}, but OpenRouter answered "
+        raise OpenRouterError(f"destination {answered['id']} was {action}, but OpenRouter answered "
                               f"{', '.join(differs)}")
-    return setup
+    return action, answered
 
 
-def describe(setup: Setup, org: str) -> list[str]:
+def describe(org: str, action: str, destination: dict[str, Any]) -> list[str]:
     """What was set, as OpenRouter answered it: header names only."""
-    destination = setup.destination
     config = destination["config"]
-    return [f"broadcast-setup {org}: {setup.action} destination {destination['id']} "
+    return [f"broadcast-setup {org}: {action} destination {destination['id']} "
             f"({destination.get('type')}, name {destination.get('name')!r})",
             f"  url: {redact_url(str(config.get('url')))} ({config.get('method', 'POST')})",
             f"  headers: {', '.join(sorted(config.get('headers') or {}))} (values not shown)",
@@ -105,7 +92,7 @@ def broadcast_setup(url: str, org_name: str | None) -> int:
     org = load_organisations().pick(org_name)
     try:
         with OpenRouterClient(OpenRouterResource().settings(org)) as client:
-            setup = set_up(client, org.name, url, token)
+            action, destination = set_up(client, org.name, url, token)
     except OpenRouterAuthError as exc:
         print(f"usage-pipeline broadcast-setup: OpenRouter refused the key in {org.key_variable} ({exc.status}): "
               "Broadcast destinations are managed with the organisation's management key", file=sys.stderr)
@@ -113,5 +100,5 @@ def broadcast_setup(url: str, org_name: str | None) -> int:
     except OpenRouterError as exc:
         print(f"usage-pipeline broadcast-setup: {exc}", file=sys.stderr)
         return 1
-    print("\n".join(describe(setup, org.name)), flush=True)
+    print("\n".join(describe(org.name, action, destination)), flush=True)
     return 0
