@@ -129,7 +129,7 @@ def test_a_bad_field_is_a_400_naming_it(emu: EmulatorProcess, spec: SpecValidato
 @pytest.mark.parametrize("body", [b"{", b"[1]", b'{"sampling_rate": ' + b"9" * 5000 + b"}", b"[" * 100_000],
                          ids=["broken", "not-an-object", "5000-digit-number", "deeply-nested"])
 def test_a_body_that_is_not_a_json_object_is_a_400(emu: EmulatorProcess, spec: SpecValidator, body: bytes) -> None:
-    refused = call(emu, "POST", LIST, data=body, headers={"Content-Type": "application/json"})
+    refused = call(emu, "POST", LIST, data=body)
     assert refused.status_code == 400
     spec.check(LIST, "post", refused)
 
@@ -179,4 +179,6 @@ def test_the_official_sdk_reads_every_answer(emu: EmulatorProcess) -> None:
         updated = sdk.observability.update(id=made.raw["id"], sampling_rate=0.25).data
         assert isinstance(updated, components.UnknownObservabilityDestination)
         assert updated.raw["sampling_rate"] == 0.25
-        assert sdk.observability.delete(id=made.raw["id"]).deleted is True
+        assert sdk.observability.delete(id=made.raw["id"]).DELETED is True
+        emptied = sdk.observability.list()
+        assert emptied is not None and emptied.result.data == [] and emptied.result.total_count == 0

@@ -18,8 +18,9 @@ from urllib.parse import urlsplit
 
 from usage_pipeline.openrouter.destinations import create_destination, list_destinations, update_destination
 from usage_pipeline.openrouter.errors import OpenRouterAuthError, OpenRouterError
-from usage_pipeline.openrouter.settings import redact_url
+from usage_pipeline.openrouter.settings import OpenRouterSettings, redact_url
 from usage_pipeline.openrouter.source import OpenRouterClient
+from usage_pipeline.organisations import load_organisations
 from usage_pipeline.settings import SettingError, setting
 
 WEBHOOK = "webhook"
@@ -80,18 +81,18 @@ def describe(org: str, action: str, destination: dict[str, Any]) -> list[str]:
 
 
 def broadcast_setup(url: str, org_name: str | None) -> int:
-    """The command: settings from the environment (the organisation's key, BROADCAST_TOKEN), one line on error."""
-    from usage_pipeline.defs.resources import OpenRouterResource
-    from usage_pipeline.organisations import load_organisations
-
+    """The command: settings from the environment (the organisation's key, its base URL, BROADCAST_TOKEN), one
+    line on error; without Dagster's import (seconds), as the destination needs no resource."""
     webhook_url(url)
     token = setting("BROADCAST_TOKEN")
     if token is None:
         raise SettingError("BROADCAST_TOKEN is not set: the destination sends it as the bearer token the "
                            "receiver checks")
     org = load_organisations().pick(org_name)
+    settings = OpenRouterSettings(api_key=org.api_key(), base_url=org.base_url or setting("OPENROUTER_BASE_URL"),
+                                  give_up_after_s=setting("OPENROUTER_GIVE_UP_AFTER_S"))
     try:
-        with OpenRouterClient(OpenRouterResource().settings(org)) as client:
+        with OpenRouterClient(settings) as client:
             action, destination = set_up(client, org.name, url, token)
     except OpenRouterAuthError as exc:
         print(f"usage-pipeline broadcast-setup: OpenRouter refused the key in {org.key_variable} ({exc.status}): "
