@@ -14,6 +14,7 @@ Destinations do not change what the emulator pushes (`--broadcast-url` and `POST
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -111,7 +112,7 @@ def _config(value: Any, current: Mapping[str, Any] | None) -> dict[str, Any]:
 
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "name": _name, "sampling_rate": _sampling_rate, "api_key_hashes": _key_hashes, "filter_rules": _filter_rules,
-    **{flag: (lambda v, f=flag: _flag(f, v)) for flag in _FLAGS},
+    **{flag: functools.partial(_flag, flag) for flag in _FLAGS},
 }
 
 

@@ -18,8 +18,8 @@ from openrouter_emulator_tests.support import SpecValidator, call
 LIST = "/observability/destinations"
 ONE = "/observability/destinations/{id}"
 TOKEN = "Bearer emulator-destination-token-0123"
-WEBHOOK = {"type": "webhook", "name": "usage", "config": {"url": "https://usage.example.com/v1/traces",
-                                                          "headers": {"Authorization": TOKEN}}}
+CONFIG = {"url": "https://usage.example.com/v1/traces", "headers": {"Authorization": TOKEN}}
+WEBHOOK: dict[str, Any] = {"type": "webhook", "name": "usage", "config": CONFIG}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_create_get_list_update_and_delete(emu: EmulatorProcess, spec: SpecValid
                 "broadcast_generation_request_context": False, "enabled": True, "privacy_mode": False,
                 "sampling_rate": 1, "api_key_hashes": None, "filter_rules": None, "type": "webhook", "name": "usage"}
     assert made == {**made, **defaults}
-    assert made["config"] == {"url": WEBHOOK["config"]["url"], "method": "POST",
+    assert made["config"] == {"url": CONFIG["url"], "method": "POST",
                               "headers": {"Authorization": "********"}}  # the value is never answered
     assert emu.control("GET", "/destinations")["data"][0]["config"]["headers"] == {"Authorization": TOKEN}
     one = ONE.replace("{id}", made["id"])
@@ -162,7 +162,7 @@ def test_the_official_sdk_reads_every_answer(emu: EmulatorProcess) -> None:
     keeps each answer raw, as an unknown destination; pinned, so a change on either side shows."""
     with OpenRouter(api_key=emu.management_key, server_url=emu.base_url, retry_config=None,
                     timeout_ms=30_000) as sdk:
-        made = sdk.observability.create(type_="webhook", name="usage", config=WEBHOOK["config"],
+        made = sdk.observability.create(type_="webhook", name="usage", config=CONFIG,
                                         broadcast_generation_cost=True).data
         assert isinstance(made, components.UnknownObservabilityDestination)
         with pytest.raises(pydantic.ValidationError) as refused:

@@ -58,7 +58,7 @@ def set_up(client: OpenRouterClient, org: str, url: str, token: str) -> tuple[st
         action, answered = "updated", update_destination(client, str(same[0]["id"]), fields)
     else:
         action, answered = "created", create_destination(client, {"type": WEBHOOK, **fields})
-    config = answered.get("config") if isinstance(answered.get("config"), dict) else {}
+    config: dict[str, Any] = answered["config"] if isinstance(answered.get("config"), dict) else {}
     differs = [f"{key} {json.dumps(answered.get(key))}" for key, value in WANTED.items() if answered.get(key) != value]
     if config.get("url") != url:
         differs.append(f"url {redact_url(str(config.get('url')))[:200]!r}")
