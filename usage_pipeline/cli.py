@@ -1,5 +1,5 @@
 """`usage-pipeline`: the emulator, the InfluxDB setup step, the demo (command 1), one day's capture, freeing dead
-runs, the Broadcast receiver and its drain, and the usage report."""
+runs, the Broadcast receiver, its drain and its destination, and the usage report."""
 
 from __future__ import annotations
 
@@ -206,6 +206,20 @@ def build_parser() -> argparse.ArgumentParser:
         return serve_drain(a.interval, a.org)
 
     drain.set_defaults(run=_drain)
+
+    broadcast_setup = commands.add_parser(
+        "broadcast-setup", help="create or update the organisation's OpenRouter Broadcast destination (management "
+                                "key): the receiver's URL, its bearer token (BROADCAST_TOKEN), cost and identity")
+    broadcast_setup.add_argument("--url", required=True,
+                                 help="the receiver's public https URL, e.g. https://usage.example.com/v1/traces")
+    broadcast_setup.add_argument("--org", help="the organisation whose destination this is (default: the only one)")
+
+    def _broadcast_setup(a: argparse.Namespace) -> int:
+        from usage_pipeline.broadcast.setup import broadcast_setup
+
+        return broadcast_setup(a.url, a.org)
+
+    broadcast_setup.set_defaults(run=_broadcast_setup)
 
     report = commands.add_parser(
         "report", help="write the usage report: one self-contained HTML file (charts, no network) from the DuckDB file")

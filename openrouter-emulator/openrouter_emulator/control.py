@@ -2,8 +2,8 @@
 
 The ground truth of a day, scripted faults, late generations, hostile records, the counters (and the delay
 each answer was held) and the runtime settings, switched while the server runs so one process serves a whole
-test module; and Broadcast: a day's deliveries pushed on demand (`POST /broadcast`, answered when done) and
-the live pusher's counts.
+test module; and Broadcast: a day's deliveries pushed on demand (`POST /broadcast`, answered when done), the
+live pusher's counts, and the destinations as stored (header values unmasked).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from openrouter_emulator.broadcast import replay_day
 from openrouter_emulator.broadcast_live import LiveBroadcast
 from openrouter_emulator.broadcast_settings import check_headers, check_settings, check_url
 from openrouter_emulator.dataset import UsageDataset
+from openrouter_emulator.destinations import Destinations
 from openrouter_emulator.faults import FaultPlan, FaultRule
 from openrouter_emulator.generation import GenerationEndpoint
 from openrouter_emulator.history import History
@@ -38,6 +39,7 @@ class EmulatorState(Protocol):
     generations: GenerationEndpoint
     seed: int
     live_broadcast: LiveBroadcast | None
+    destinations: Destinations
 
     def configure(self, settings: Mapping[str, Any]) -> None: ...
 
@@ -68,6 +70,7 @@ class ControlApi:
             ("DELETE", "/config"): (False, lambda r, now: self._apply_config(asdict(self._initial_config))),
             ("POST", "/broadcast"): (False, self._broadcast_day),
             ("GET", "/broadcast"): (False, lambda r, now: self._live_broadcast()),
+            ("GET", "/destinations"): (False, lambda r, now: {"data": emulator.destinations.stored()}),
         }
 
     def _truth(self, request: Request, now: float) -> Any:

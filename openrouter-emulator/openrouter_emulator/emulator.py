@@ -24,6 +24,7 @@ from openrouter_emulator.analytics_query import parse_query
 from openrouter_emulator.broadcast_live import LiveBroadcast, live_settings
 from openrouter_emulator.control import ControlApi
 from openrouter_emulator.dataset import UsageDataset
+from openrouter_emulator.destinations import Destinations, route_of
 from openrouter_emulator.faults import FaultPlan, SlidingWindowLimiter, error_body
 from openrouter_emulator.generation import GenerationEndpoint
 from openrouter_emulator.history import History
@@ -64,6 +65,7 @@ class Emulator:
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="emulator-numpy")
         live = live_settings(args, args.seed)  # ValueError naming the flag when they do not fit together
         self.live_broadcast = None if live is None else LiveBroadcast(self.dataset, *live, self.in_pool)
+        self.destinations = Destinations(args.seed)
         self.control = ControlApi(self)
         # (method, path) -> (management only, runs in the thread pool, handler)
         self._api_routes: dict[tuple[str, str], tuple[bool, bool, Handler]] = {
@@ -75,6 +77,7 @@ class Emulator:
             ("GET", "/generation"): (False, False, self.generations.answer),
             ("GET", "/key"): (False, True, lambda r, now: key_info(self.dataset, r.key or "", r.management, now)),
             ("GET", "/models"): (False, False, lambda r, now: models_list()),
+            **{route: (True, False, handler) for route, handler in self.destinations.routes().items()},
         }
 
     def close(self) -> None:
@@ -178,7 +181,7 @@ class Emulator:
         return response
 
     async def _origin(self, request: Request, authorization: str | None) -> Response:
-        route = self._api_routes.get((request.method, request.path))
+        route = self._api_routes.get((request.method, route_of(request.path)))
         if route is None:
             return Response(404, error_body(404, "Not Found"), {})
         management_only, pooled, handler = route
@@ -197,7 +200,7 @@ class Emulator:
                 payload = await self.in_pool(lambda: handler(authed, time.time()))
             else:
                 payload = handler(authed, time.time())
-            return Response(200, payload, {})
+            return payload if isinstance(payload, Response) else Response(200, payload, {})  # a 201 is a Response
         except ApiError as error:
             return error_response(error)
 

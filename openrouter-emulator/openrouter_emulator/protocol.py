@@ -41,7 +41,7 @@ class Request:
     def json(self) -> Any:
         try:
             return json.loads(self.body or b"null")
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):  # not UTF-8 or JSON, a 5,000-digit number, nested too deeply
             raise ApiError(400, "Request body is not valid JSON") from None
 
 

@@ -153,6 +153,11 @@ class OpenRouterClient(AbstractContextManager["OpenRouterClient"]):
     def analytics(self, **query: Any) -> AnalyticsResult:
         return self._run(self._source.analytics(**query))
 
+    def call(self, method: str, path: str, *, json_body: dict[str, Any] | None = None,
+             params: dict[str, str] | None = None) -> dict[str, Any]:
+        """One request, retried as `OpenRouterSource.call`: its JSON object, else OpenRouterError."""
+        return self._run(self._source.call(method, path, json_body=json_body, params=params))
+
     def models(self) -> list[Any]:
         """`GET /models`, the whole list: the only place a model's slug, permaslug and analytics label meet."""
         return self._run(self._source.data_list("/models"))
