@@ -1,12 +1,10 @@
-"""One writer per organisation-day: the push drain and the nightly capture never write the same day at once.
+"""One writer per organisation-day: the push drain and the nightly capture never write the same day at once,
+or two generations sharing a µs could be ranked from stale books onto one point (`ranks.place`).
 
-Both place new points over the points they read (`ranks.place`), so two writers of one day, each with a book
-read before the other wrote, can put two generations that share a µs on one point: one record lost, another
-twice. The lock does not depend on InfluxDB. With USAGE_LOCK_DATABASE_URL it is a PostgreSQL session advisory
-lock, keyed on a stable hash of organisation and day, so it holds across machines. Without it, it is a lock file
-per organisation-day in `day-locks/` beside the push journal, which holds on one machine. Either is released
-when its holder dies: PostgreSQL ends the session, the kernel drops the flock. Each holder leaves its name (what,
-pid, host) where a refused writer can read it, so a refusal names who holds the day.
+InfluxDB-independent. With USAGE_LOCK_DATABASE_URL: a PostgreSQL session advisory lock keyed on a stable hash
+of organisation and day (any number of machines). Without: a lock file per organisation-day in `day-locks/`
+beside the push journal (one machine). A dead holder's lock goes with its session or flock. A holder leaves its
+name (what, pid, host) where a refused writer reads it, so the refusal names it.
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ def test_a_drain_and_the_nightly_of_one_day_at_once_leave_it_exact(
     journal_spans(path, [PushedSpan(gen_id, start_ns, None, None, None, None, None, False)
                          for gen_id, start_ns in seconds.items()], time.time(), lag_s=0.0)
 
-    gate, found = Gate(influxd.url), {}
+    gate, found = Gate(influxd.url), dict[str, DrainReport]()
     gated = InfluxSettings(url=gate.url, database=ledger.database, timeout_s=300)
     connection = journal.connect(path)
 
@@ -141,7 +141,7 @@ def test_a_drain_and_the_nightly_of_one_day_at_once_leave_it_exact(
             draining.join(300)
         finally:
             gate.close()
-    report: DrainReport = found["drain"]
+    report = found["drain"]
     assert report.written == len(seconds) and not report.deferred and not report.postponed
     assert nightly.success and all(checks(nightly).values())
 
