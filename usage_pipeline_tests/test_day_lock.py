@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from usage_pipeline.day_lock import DayBusy, DayLockError, DayLocks, advisory_key
-from usage_pipeline.settings import SettingError, setting
 from usage_pipeline_tests.dagster_dev import free_port
 from usage_pipeline_tests.postgres_server import run_postgres
 
@@ -157,15 +156,3 @@ def test_the_advisory_key_is_the_same_in_every_process() -> None:
     """Python's hash() of a string differs per process; the key must not, or two processes lock apart."""
     assert advisory_key("acme", DAY) == advisory_key("acme", dt.date(2026, 11, 21)) == 2109783002617802692
     assert advisory_key("globex", DAY) != advisory_key("acme", DAY) != advisory_key("acme", DAY.replace(day=22))
-
-
-@pytest.mark.pure
-@pytest.mark.parametrize(("variable", "value"), [("USAGE_LOCK_DATABASE_URL", "mysql://u:pw-MARKED@db/locks"),
-                                                 ("USAGE_LOCK_DATABASE_URL", "db.example.com:5432"),
-                                                 ("BROADCAST_JOURNAL_RETENTION_DAYS", "-1"),
-                                                 ("BROADCAST_JOURNAL_RETENTION_DAYS", "a week")])
-def test_a_bad_setting_is_one_line_naming_the_variable(variable: str, value: str) -> None:
-    with pytest.raises(SettingError) as bad:
-        setting(variable, {variable: value})
-    assert str(bad.value).startswith(f"{variable} must be ") and "MARKED" not in str(bad.value)
-    assert setting(variable, {}) == {"USAGE_LOCK_DATABASE_URL": None, "BROADCAST_JOURNAL_RETENTION_DAYS": 7}[variable]
