@@ -30,11 +30,13 @@ import psutil
 from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.broadcast import journal
 from usage_pipeline.broadcast.drain import drain_once
+from usage_pipeline.day_lock import DayLocks
 from usage_pipeline.influx.local_server import LocalInfluxd, run_influxd
 from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.influx.store import InfluxStore
 from usage_pipeline.ledger import record_day
 from usage_pipeline.openrouter.settings import OpenRouterSettings
+from usage_pipeline.organisations import DEFAULT_NAME
 from usage_pipeline_tests.push import HAIKU, TOKEN, delivery, run_receiver
 
 
@@ -119,7 +121,8 @@ def pushed_day(server: EmulatorProcess, influx: LocalInfluxd, root: Path) -> Non
     settings = OpenRouterSettings(api_key=server.management_key, base_url=server.base_url)
     connection = journal.connect(journal_path)
     started = time.monotonic()
-    while drain_once(settings, store.settings, connection, now=time.time() + 3600).due:
+    locks = DayLocks.beside(journal_path, DEFAULT_NAME)
+    while drain_once(settings, store.settings, connection, now=time.time() + 3600, locks=locks).due:
         pass
     drain_s = time.monotonic() - started
     gets = server.stats()["by_path"].get("/generation", 0)

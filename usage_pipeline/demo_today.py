@@ -17,6 +17,7 @@ from mirakuru import HTTPExecutor
 
 from usage_pipeline.broadcast import journal
 from usage_pipeline.broadcast.drain import drain_once
+from usage_pipeline.day_lock import DayLocks
 from usage_pipeline.defs.resources import InfluxDBResource, OpenRouterResource
 from usage_pipeline.organisations import Organisations
 
@@ -51,7 +52,8 @@ def push_today(emulator: Any, openrouter: OpenRouterResource, influxdb: InfluxDB
     source, influx = openrouter.settings(org), influxdb.settings(organisations, org.name)
     with influxdb.store(organisations, org.name) as store:
         store.ensure_database()
-    while (report := drain_once(source, influx, connection, now=time.time() + 60)).due:
+    locks = DayLocks.beside(journal_path, org.name)
+    while (report := drain_once(source, influx, connection, now=time.time() + 60, locks=locks)).due:
         drained, fetched = drained + report.due, fetched + report.fetched
     connection.close()
     print(f"today {today}: {counts['delivered']} deliveries pushed to the receiver, {fetched} records drained "

@@ -81,6 +81,12 @@ def _broker_url(text: str) -> str:
     return text
 
 
+def _postgres_url(text: str) -> str:
+    if urlsplit(text).scheme not in ("postgresql", "postgres"):
+        raise ValueError
+    return text
+
+
 def _date(text: str) -> dt.date:
     return dt.date.fromisoformat(text)
 
@@ -112,6 +118,9 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("BROADCAST_JOURNAL_PATH", "a file path", _name, "data/broadcast.sqlite3"),
     Variable("BROADCAST_MAX_BODY_BYTES", "a whole number of bytes, at least 1024", _whole_number(1024), 8 << 20),
     Variable("BROADCAST_DRAIN_LAG_S", "a positive number of seconds", _positive_number, 15.0),
+    Variable("BROADCAST_JOURNAL_RETENTION_DAYS", "a whole number of days", _whole_number(0), 7),
+    Variable("USAGE_LOCK_DATABASE_URL", "a PostgreSQL URL such as postgresql://user:password@host:5432/db",
+             _postgres_url, secret=True),
     Variable("USAGE_HISTORY_DAYS", "a whole number of days from 0 to 365 (0: no history)", _whole_number(0, 365), 365),
 )}
 

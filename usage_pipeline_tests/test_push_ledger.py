@@ -18,9 +18,11 @@ from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.broadcast import journal
 from usage_pipeline.broadcast.coverage import push_coverage
 from usage_pipeline.broadcast.drain import drain_once
+from usage_pipeline.day_lock import DayLocks
 from usage_pipeline.influx.reads import DayCounts
 from usage_pipeline.influx.store import InfluxStore
 from usage_pipeline.ledger import record_day
+from usage_pipeline.organisations import DEFAULT_NAME
 from usage_pipeline.reconcile import no_duplicates
 from usage_pipeline_tests.conftest import settings_for, yesterday
 from usage_pipeline_tests.push import TOKEN, run_receiver
@@ -43,7 +45,8 @@ def drain_all(server: EmulatorProcess, store: InfluxStore, journal_path: Path) -
     connection = journal.connect(journal_path)
     reports = []
     try:
-        while (report := drain_once(settings_for(server), store.settings, connection, now=time.time() + 3600)).due:
+        while (report := drain_once(settings_for(server), store.settings, connection, now=time.time() + 3600,
+                                    locks=DayLocks.beside(journal_path, DEFAULT_NAME))).due:
             reports.append(report)
             assert not report.postponed, report.postponed
     finally:

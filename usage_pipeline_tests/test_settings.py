@@ -42,6 +42,8 @@ BAD: dict[str, str] = {
     "BROADCAST_JOURNAL_PATH": "data/\x01journal",
     "BROADCAST_MAX_BODY_BYTES": "100",
     "BROADCAST_DRAIN_LAG_S": "-1",
+    "BROADCAST_JOURNAL_RETENTION_DAYS": "-1",
+    "USAGE_LOCK_DATABASE_URL": "mysql://locks:pw-MARKED@db.example.com/locks",
 }
 
 

@@ -9,6 +9,7 @@ whose span figures differ from their record (`drain.span_differences`).
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -41,3 +42,14 @@ def push_coverage(journal_path: Path, day: dt.date, stored_ids: Collection[str])
         "push_differs": len(differs),
         "push_differs_ids": dict(sorted(differs.items())[:SHOWN_IDS]),
     }
+
+
+def prove_day(journal_path: Path, day: dt.date) -> None:
+    """Note that the nightly's checks proved `day` exact, so the drain may prune its drained ids (when push is
+    set up: no journal is created here)."""
+    if journal_path.exists():
+        connection = journal.connect(journal_path)
+        try:
+            journal.prove_day(connection, day, time.time())
+        finally:
+            connection.close()

@@ -175,3 +175,36 @@ def day_mismatches(connection: sqlite3.Connection, day: dt.date) -> dict[str, st
     rows = connection.execute("SELECT id, outcome FROM pushed WHERE day = ? AND drained_at IS NOT NULL "
                               "AND outcome LIKE 'differs:%'", (day.isoformat(),)).fetchall()
     return dict(rows)
+
+
+# Pruning. The nightly notes each day its checks proved exact (`prove_day`); the drain deletes the drained ids of
+# those days once they are older than BROADCAST_JOURNAL_RETENTION_DAYS (`prune`). Undrained ids and days not proven
+# stay. The table is made on first use, beside the schema above. SQLite reuses the freed pages, so the file stops
+# growing at about the retention's days of ids (benchmarks/journal_size.py).
+PROVEN_DAYS = "CREATE TABLE IF NOT EXISTS proven_days (day TEXT PRIMARY KEY, proven_at REAL NOT NULL)"
+PRUNE_BATCH = 5_000  # rows deleted per transaction: the receiver's commit waits for one batch at most
+
+
+def prove_day(connection: sqlite3.Connection, day: dt.date, now: float) -> None:
+    connection.execute(PROVEN_DAYS)
+    connection.execute("INSERT INTO proven_days VALUES (?, ?) ON CONFLICT (day) DO UPDATE SET proven_at = ?",
+                       (day.isoformat(), now, now))
+
+
+def prune(connection: sqlite3.Connection, today: dt.date, retention_days: int) -> int:
+    """Delete the drained ids of proven days more than `retention_days` before `today`; how many went."""
+    connection.execute(PROVEN_DAYS)
+    cutoff, pruned = (today - dt.timedelta(days=retention_days)).isoformat(), 0
+    while deleted := connection.execute(
+            "DELETE FROM pushed WHERE rowid IN (SELECT rowid FROM pushed WHERE day < ? AND drained_at IS NOT NULL "
+            "AND day IN (SELECT day FROM proven_days) LIMIT ?)", (cutoff, PRUNE_BATCH)).rowcount:
+        pruned += deleted
+    return pruned
+
+
+def defer(connection: sqlite3.Connection, reasons: dict[str, str], until: float) -> None:
+    """Due again at `until`, no attempt counted: another writer holds the ids' day (`day_lock`)."""
+    with connection:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.executemany("UPDATE pushed SET due_at = ?, outcome = ? WHERE id = ?",
+                               [(until, reason, gen_id) for gen_id, reason in reasons.items()])

@@ -19,6 +19,7 @@ from usage_pipeline.broadcast import journal
 from usage_pipeline.broadcast.drain import DrainReport, drain
 from usage_pipeline.broadcast.journal import JournalWriter
 from usage_pipeline.broadcast.receiver import PATH, ReceiverSettings, receiver_app
+from usage_pipeline.day_lock import DayLockError, DayLocks
 from usage_pipeline.influx.store import InfluxStore
 from usage_pipeline.organisations import Organisation, journal_path_for, load_organisations
 from usage_pipeline.settings import SettingError, setting
@@ -71,23 +72,35 @@ def serve_drain(interval_s: float = 1.0, org_name: str | None = None) -> int:
     org, journal_path = journal_of(org_name)
     openrouter = OpenRouterResource().settings(org)
     influx = InfluxDBResource().settings(load_organisations(), org.name)
+    locks, retention_days = DayLocks.beside(journal_path, org.name), setting("BROADCAST_JOURNAL_RETENTION_DAYS")
     connection = journal.connect(journal_path)
 
     def said(report: DrainReport) -> None:
-        print(f"drained {report.due} due: {report.fetched} fetched, {report.reused} stored already, "
-              f"{report.written} written, {report.differs} differing from their span, "
-              f"{len(report.postponed)} due again later", flush=True)
+        if report.due:
+            print(f"drained {report.due} due: {report.fetched} fetched, {report.reused} stored already, "
+                  f"{report.written} written, {report.differs} differing from their span, "
+                  f"{len(report.postponed)} due again later, {len(report.deferred)} waiting for their day"
+                  + (f" ({next(iter(report.deferred.values()))})" if report.deferred else ""), flush=True)
+        if report.pruned:
+            print(f"pruned {report.pruned} drained ids of proven days older than {retention_days} days",
+                  flush=True)
 
     async def run() -> None:
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-        await drain(openrouter, influx, connection, stop, interval_s, on_round=said)
+        await drain(openrouter, influx, connection, stop, interval_s, on_round=said, locks=locks,
+                    retention_days=retention_days)
 
     print(f"draining {journal_path} into InfluxDB database {influx.database!r} ({org.name})", flush=True)
     with InfluxStore(influx) as store:
         store.ensure_database()
-    asyncio.run(run())
-    connection.close()
+    try:
+        asyncio.run(run())
+    except DayLockError as exc:  # PostgreSQL unreachable: one line, and the supervisor restarts the drain
+        print(f"usage-pipeline drain: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        connection.close()
     print("drain stopped", file=sys.stderr)
     return 0

@@ -17,7 +17,8 @@ from dagster import (
     multi_asset_check,
 )
 
-from usage_pipeline.broadcast.coverage import push_coverage
+from usage_pipeline.broadcast.coverage import prove_day, push_coverage
+from usage_pipeline.day_lock import NIGHTLY_WAIT_S, DayLockError, DayLocks
 from usage_pipeline.defs.partitions import OrgDay, capturable, ledger_partitions, org_day, settings_checked
 from usage_pipeline.defs.resources import (
     BroadcastJournalResource,
@@ -70,12 +71,13 @@ def generations(context: AssetExecutionContext, openrouter: OpenRouterResource, 
         org = configured.get(partition.org)
         influx, source = influxdb.settings(configured, org.name), openrouter.settings(org)
         journal_path = broadcast.journal_path(org)
-    try:
-        with InfluxStore(influx) as store:
+        locks = DayLocks.beside(journal_path, org.name)  # the organisation's drain takes the same
+    try:  # the day's only writer: a drain round writing it is waited for
+        with InfluxStore(influx) as store, locks.hold(day, f"nightly run {context.run.run_id[:8]}", NIGHTLY_WAIT_S):
             store.ensure_database()
             recording = record_day(source, influx, day, refresh=refresh)
             pushed = push_coverage(journal_path, day, store.day_ids(day))  # what push delivered of the day
-    except (OpenRouterError, InfluxError) as exc:  # their messages say what was tried; no secret in them
+    except (OpenRouterError, InfluxError, DayLockError) as exc:  # they say what was tried; no secret in them
         raise Failure(description=str(exc)) from None
     metadata = {"organisation": org.name, "influxdb_database": influx.database, **recording.summary(),
                 **pushed}
@@ -94,16 +96,12 @@ def _result(partition: OrgDay, verdict: Verdict, severity: AssetCheckSeverity = 
                             description=verdict.description, check_name=check_name)
 
 
-def _partition(context: AssetCheckExecutionContext) -> OrgDay:
-    return org_day(context.partition_key)
-
-
 @asset_check(asset=generations, blocking=True,
              description="The organisation's database holds exactly one point per generation of the day "
                          "(points == distinct ids).")
 def zero_duplicates(context: AssetCheckExecutionContext, influxdb: InfluxDBResource,
                     organisations: OrganisationsResource) -> AssetCheckResult:
-    partition = _partition(context)
+    partition = org_day(context.partition_key)
     with settings_checked():
         configured = organisations.organisations()
         store = influxdb.store(configured, partition.org)
@@ -128,20 +126,25 @@ COST = "cost_matches_openrouter"
     pool=OPENROUTER_POOL,
 )
 def checks_against_openrouter(context: AssetCheckExecutionContext, influxdb: InfluxDBResource,
-                              openrouter: OpenRouterResource,
+                              openrouter: OpenRouterResource, broadcast: BroadcastJournalResource,
                               organisations: OrganisationsResource) -> Iterator[AssetCheckResult]:
     """Both comparisons with OpenRouter from one read of its counts, inside the `openrouter_api` pool.
 
     The counts are read live, so rerunning the checks later catches generations that arrived late;
-    `duckdb/daily_usage` takes OpenRouter's figures from this check's result in the same run.
+    `duckdb/daily_usage` takes OpenRouter's figures from this check's result in the same run. A day proven
+    exact is noted in the push journal, which may then prune its drained ids.
     """
-    partition = _partition(context)
+    partition = org_day(context.partition_key)
     with settings_checked():
         configured = organisations.organisations()
         org = configured.get(partition.org)
         client, store = openrouter.client(org), influxdb.store(configured, org.name)
+        journal_path = broadcast.journal_path(org)
     with client:  # the organisation's own key: its counts, never another's
         counts = api_day_counts(client, partition.day)
     with store:
-        yield _result(partition, full_capture(store, counts), check_name=FULL_CAPTURE)
+        exact = full_capture(store, counts)
+        if exact.passed:
+            prove_day(journal_path, partition.day)
+        yield _result(partition, exact, check_name=FULL_CAPTURE)
         yield _result(partition, cost_agrees(store, counts), AssetCheckSeverity.WARN, check_name=COST)
