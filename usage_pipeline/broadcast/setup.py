@@ -16,7 +16,7 @@ import sys
 from typing import Any
 from urllib.parse import urlsplit
 
-from usage_pipeline.openrouter.destinations import create_destination, list_destinations, update_destination
+from usage_pipeline.broadcast.destinations import create_destination, list_destinations, update_destination
 from usage_pipeline.openrouter.errors import OpenRouterAuthError, OpenRouterError
 from usage_pipeline.openrouter.settings import OpenRouterSettings, redact_url
 from usage_pipeline.openrouter.source import OpenRouterClient
