@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from usage_pipeline.broadcast.receiver import MAX_GZIP_MEMBERS, BodyError, decoded
 from usage_pipeline_tests.push import (
     CODEX,
     CONNECTION_TEST,
@@ -171,3 +172,15 @@ def test_gzip_with_trailing_bytes_is_a_400_never_silently_dropped(receiver: Rece
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"] == f"the body has {len(trailing)} bytes after its last gzip stream"
     assert gen_id not in journaled(receiver.journal)
+
+
+@pytest.mark.pure
+def test_gzip_members_are_read_up_to_their_limit_and_a_bomb_split_into_members_stops_at_the_size_limit() -> None:
+    parts = [b'{"n": %d}' % n for n in range(MAX_GZIP_MEMBERS + 1)]
+    assert decoded(b"".join(map(gzip.compress, parts[:-1])), "gzip", 1 << 20) == b"".join(parts[:-1])
+    with pytest.raises(BodyError, match=f"over {MAX_GZIP_MEMBERS} gzip members"):
+        decoded(b"".join(map(gzip.compress, parts)), "gzip", 1 << 20)
+    bomb = gzip.compress(b" " * (600 << 10)) * 2
+    with pytest.raises(BodyError, match="over 1048576 bytes") as refused:
+        decoded(bomb, "gzip", 1 << 20)
+    assert refused.value.status == 413 and decoded(bomb, "gzip", 2 << 20) == b" " * (1200 << 10)

@@ -85,6 +85,39 @@ def test_a_delivery_whose_rows_fail_is_refused_alone_and_the_writer_goes_on(tmp_
                                                              "gen-1-later"}
 
 
+def test_a_writer_stopped_by_a_locked_journal_answers_everything_queued_and_everything_after(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.sqlite3"
+    stops: list[str] = []
+    writer = JournalWriter(journal, 15.0, on_stop=stops.append)
+    answers: dict[str, tuple[str, BaseException | None]] = {}  # id -> (the thread that answered, the answer)
+    answered = threading.Condition()
+
+    def submit(gen_id: str) -> None:
+        def done(error: BaseException | None) -> None:
+            with answered:
+                answers[gen_id] = (threading.current_thread().name, error)
+                answered.notify_all()
+        writer.submit([_span(gen_id)], time.time(), done)
+
+    with write_lock(journal):
+        submit("gen-1-taken")
+        deadline = time.monotonic() + 60
+        while not writer._queue.empty():  # taken: its commit now waits for the lock (WRITER_BUSY_S at most)
+            assert time.monotonic() < deadline
+        submit("gen-1-queued-behind-a")
+        submit("gen-1-queued-behind-b")
+        with answered:
+            assert answered.wait_for(lambda: len(answers) == 3, timeout=60), answers
+        submit("gen-1-after")  # answered at once, on the submitting thread
+    writer.close()
+    assert stops == [LOCKED] and writer.stopped == LOCKED
+    assert {gen_id: (thread, type(error).__name__, str(error)) for gen_id, (thread, error) in answers.items()} == {
+        gen_id: (thread, "JournalStopped", f"the journal writer stopped: {LOCKED}") for gen_id, thread in [
+            ("gen-1-taken", "journal-writer"), ("gen-1-queued-behind-a", "journal-writer"),
+            ("gen-1-queued-behind-b", "journal-writer"), ("gen-1-after", threading.current_thread().name)]}
+    assert journaled(journal) == {}
+
+
 def test_a_stopped_writer_answers_every_delivery_503_and_health_503_naming_why(tmp_path: Path) -> None:
     journal = tmp_path / "journal.sqlite3"
     stops: list[str] = []
@@ -93,7 +126,8 @@ def test_a_stopped_writer_answers_every_delivery_503_and_health_503_naming_why(t
     headers = {"Authorization": f"Bearer {TOKEN}"}
 
     async def scenario() -> None:
-        async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession(headers=headers) as session:
+        async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession(
+                headers=headers, timeout=aiohttp.ClientTimeout(total=60)) as session:  # never a hang
             async def post(gen_id: str) -> tuple[int, Any]:
                 async with session.post(server.make_url(PATH), json=delivery(HAIKU, gen_id)) as answer:
                     return answer.status, await answer.json()

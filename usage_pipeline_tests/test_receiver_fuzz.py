@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from usage_pipeline.broadcast.receiver import decoded
@@ -102,7 +102,10 @@ def test_no_body_gets_a_5xx_or_stalls_the_receiver_and_every_acknowledged_id_is_
     statuses: Counter[int] = Counter()
     checks = (f"gen-1790002{n:03d}-afterFuzz{n:015d}" for n in itertools.count())
 
-    @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    # No shrinking: the receiver is one process with state, so an example that breaks it (a writer that died)
+    # shows in the examples after it, which a shrink would blame instead. The first failing example is the one.
+    @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck),
+              phases=[Phase.explicit, Phase.generate], report_multiple_bugs=False)
     @given(body=BODIES, how=st.sampled_from(["identity", "identity", "gzip", "deflate", "gzip members",
                                              "gzip trailing", "gzip truncated"]))
     def one(body: bytes, how: str) -> None:

@@ -30,6 +30,7 @@ from usage_pipeline.broadcast.spans import DeliveryError, PushedSpan, read_deliv
 
 PATH = "/v1/traces"  # OTLP/HTTP's path for traces: the destination URL is https://<host>/v1/traces
 HEALTH_PATH = "/health"
+MAX_GZIP_MEMBERS = 100  # a sender's gzip has one; concatenated files a few
 log = logging.getLogger(__name__)
 
 
@@ -84,6 +85,8 @@ def decoded(body: bytes, encoding: str, limit: int) -> bytes:
     while rest or not members:
         if members and (encoding == "deflate" or not rest.startswith(b"\x1f\x8b")):
             raise BodyError(400, f"the body has {len(rest):,} bytes after its last {encoding} stream")
+        if members == MAX_GZIP_MEMBERS:  # each member copies the rest of the body: bound the work
+            raise BodyError(400, f"the body has over {MAX_GZIP_MEMBERS} gzip members")
         decoder = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
         try:
             out += decoder.decompress(rest, limit + 1 - len(out))
