@@ -119,7 +119,7 @@ class JournalWriter:
     error, a full disk, a bug) stops it: `stopped` says why, `on_stop` is told (the receiver exits, so its
     supervisor restarts it), and every delivery queued or submitted later is answered JournalStopped at once."""
 
-    def __init__(self, path: Path | str, lag_s: float, on_stop: Callable[[str], None] | None = None) -> None:
+    def __init__(self, path: Path | str, lag_s: float, on_stop: Callable[[str], object] | None = None) -> None:
         self.path = path
         self.lag_s = lag_s
         self.commits = 0
@@ -201,7 +201,7 @@ class JournalWriter:
             _tell(done, error)
 
 
-def _tell(callback: Callable[[Any], None], argument: Any) -> None:
+def _tell(callback: Callable[[Any], object], argument: Any) -> None:
     """Call back without letting a failing callback (its event loop closed) take the writer down."""
     try:
         callback(argument)
