@@ -11,6 +11,7 @@ from usage_pipeline.broadcast.spans import DeliveryError, read_delivery
 from usage_pipeline_tests.push import CODEX, CONNECTION_TEST, ERROR_SPAN, HAIKU, delivery, real
 
 pytestmark = pytest.mark.pure
+KEY_NAME, MODEL = "trace.metadata.openrouter.api_key_name", "gen_ai.request.model"
 
 
 def test_the_real_deliveries_announce_one_generation_each_with_its_figures() -> None:
@@ -70,7 +71,25 @@ def _root(body: dict[str, Any], **fields: Any) -> dict[str, Any]:
     (_root(real(CODEX), startTimeUnixNano="soon"), "startTimeUnixNano"),
     (_root(real(CODEX), startTimeUnixNano=None), "no startTimeUnixNano"),
     (_root(real(CODEX), status={"code": "2"}), "status.code"),
+    (_root_attribute(real(CODEX), KEY_NAME, {"stringValue": "key \ud800"}), f"'{KEY_NAME}': holds a lone surrogate"),
+    (_root_attribute(real(CODEX), MODEL, {"stringValue": "\udfffopenai"}), "surrogate .*, U[+]DFFF, at character 0"),
+    (_root_attribute(real(CODEX), MODEL, {"stringValue": "openai/gpt\n"}), f"'{MODEL}': holds a control character"),
+    (_root_attribute(real(CODEX), KEY_NAME, {"stringValue": "a\x00b"}), "control character, U[+]0000, at character 1"),
+    (_root_attribute(real(CODEX), KEY_NAME, {"stringValue": "k\x9f"}), "control character, U[+]009F"),
+    (_root_attribute(real(CODEX), KEY_NAME, {"stringValue": "k" * 1025}), "1,025 characters, over the 1,024"),
+    (_root_attribute(real(CODEX), "gen_ai.usage.total_cost", {"doubleValue": 2**53 + 1}), "not exactly a 64-bit"),
+    (_root_attribute(real(CODEX), "gen_ai.usage.total_cost", {"doubleValue": 10**400}), "not exactly a 64-bit"),
+    (_root_attribute(real(CODEX), "gen_ai.usage.total_cost", {"doubleValue": -0.0}), "-0.0 is not stored exactly"),
+    (_root_attribute(real(CODEX), "gen_ai.usage.output_tokens", {"intValue": 10**4000}), "does not fit in 64 bits"),
 ])
 def test_a_malformed_delivery_is_refused_naming_what_is_wrong(body: Any, said: str) -> None:
     with pytest.raises(DeliveryError, match=said):
         read_delivery(body)
+
+
+def test_a_name_of_the_longest_length_with_any_scalar_value_is_kept_exactly() -> None:
+    name = ("\u202e\ufeff\U0001d518\u00e9 " * 205)[:1024]  # bidi, BOM, astral, accents: all scalar values
+    (span,) = read_delivery(_root_attribute(real(CODEX), KEY_NAME, {"stringValue": name})).spans
+    assert span.api_key_name == name and len(name) == 1024
+    (span,) = read_delivery(_root_attribute(real(CODEX), "gen_ai.usage.total_cost", {"doubleValue": 2**53})).spans
+    assert span.total_cost == 2**53

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from usage_pipeline.broadcast.receiver import MAX_GZIP_MEMBERS, BodyError, decoded
 from usage_pipeline_tests.push import (
     CODEX,
     CONNECTION_TEST,
@@ -117,3 +118,69 @@ def test_a_gzipped_delivery_with_ints_as_strings_is_read(receiver: Receiver) -> 
     body = json.dumps(delivery(CODEX, "gen-1790000002-gzippedStringInts000", ints_as_strings=True)).encode()
     answer = receiver.post(None, raw=gzip.compress(body), headers={"Content-Encoding": "gzip"})
     assert answer.status_code == 200 and "gen-1790000002-gzippedStringInts000" in journaled(receiver.journal)
+
+
+def _with_key_name(gen_id: str, raw_name: str) -> bytes:
+    """A real delivery whose api_key_name is `raw_name` as JSON text (so it can hold escapes json.dumps never
+    writes from a valid str)."""
+    text = json.dumps(delivery(HAIKU, gen_id, key_name="PLACEHOLDER"))
+    return text.replace('"PLACEHOLDER"', raw_name).encode()
+
+
+def test_a_name_sqlite_cannot_encode_is_refused_naming_it_and_the_receiver_goes_on(receiver: Receiver) -> None:
+    answer = receiver.post(None, raw=_with_key_name("gen-1790000010-loneSurrogate000000", r'"fixture \ud800 key"'))
+    assert answer.status_code == 400, answer.text
+    assert "'trace.metadata.openrouter.api_key_name': holds a lone surrogate" in answer.json()["error"]
+    assert "gen-1790000010-loneSurrogate000000" not in journaled(receiver.journal)
+    after = receiver.post(delivery(HAIKU, "gen-1790000010-afterSurrogate00000"))
+    assert after.status_code == 200 and "gen-1790000010-afterSurrogate00000" in journaled(receiver.journal)
+
+
+def test_a_5000_digit_integer_is_a_400_naming_it_never_a_500(receiver: Receiver) -> None:
+    text = json.dumps(delivery(HAIKU, "gen-1790000011-hugeInteger00000000"))
+    assert '"intValue": 2489' in text
+    answer = receiver.post(None, raw=text.replace('"intValue": 2489', '"intValue": ' + "7" * 5000).encode())
+    assert answer.status_code == 400, answer.text
+    assert "an integer of over 4,300 digits" in answer.json()["error"]
+    assert "gen-1790000011-hugeInteger00000000" not in journaled(receiver.journal)
+
+
+def test_a_1_mb_name_is_refused_whole_never_cut(receiver: Receiver) -> None:
+    answer = receiver.post(delivery(HAIKU, "gen-1790000012-megabyteName000000", key_name="k" * (1 << 20)))
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"].endswith(
+        "attribute 'trace.metadata.openrouter.api_key_name': 1,048,576 characters, over the 1,024 a name may have")
+    assert "gen-1790000012-megabyteName000000" not in journaled(receiver.journal)
+
+
+def test_a_multi_member_gzip_body_is_read_whole(receiver: Receiver) -> None:
+    body = json.dumps(delivery(CODEX, "gen-1790000013-multiMemberGzip000")).encode()
+    third = len(body) // 3
+    members = b"".join(gzip.compress(part) for part in (body[:third], body[third:2 * third], body[2 * third:]))
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(gzip.decompress(members[:len(gzip.compress(body[:third]))]))  # the first member alone is no JSON
+    answer = receiver.post(None, raw=members, headers={"Content-Encoding": "gzip"})
+    assert answer.status_code == 200, answer.text
+    assert "gen-1790000013-multiMemberGzip000" in journaled(receiver.journal)
+
+
+@pytest.mark.parametrize("trailing", [b"garbage", b"\x00" * 8, b"\x1f"])
+def test_gzip_with_trailing_bytes_is_a_400_never_silently_dropped(receiver: Receiver, trailing: bytes) -> None:
+    gen_id = f"gen-1790000014-gzipTrailing{len(trailing):07d}"
+    raw = gzip.compress(json.dumps(delivery(CODEX, gen_id)).encode()) + trailing
+    answer = receiver.post(None, raw=raw, headers={"Content-Encoding": "gzip"})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == f"the body has {len(trailing)} bytes after its last gzip stream"
+    assert gen_id not in journaled(receiver.journal)
+
+
+@pytest.mark.pure
+def test_gzip_members_are_read_up_to_their_limit_and_a_bomb_split_into_members_stops_at_the_size_limit() -> None:
+    parts = [b'{"n": %d}' % n for n in range(MAX_GZIP_MEMBERS + 1)]
+    assert decoded(b"".join(map(gzip.compress, parts[:-1])), "gzip", 1 << 20) == b"".join(parts[:-1])
+    with pytest.raises(BodyError, match=f"over {MAX_GZIP_MEMBERS} gzip members"):
+        decoded(b"".join(map(gzip.compress, parts)), "gzip", 1 << 20)
+    bomb = gzip.compress(b" " * (600 << 10)) * 2
+    with pytest.raises(BodyError, match="over 1048576 bytes") as refused:
+        decoded(bomb, "gzip", 1 << 20)
+    assert refused.value.status == 413 and decoded(bomb, "gzip", 2 << 20) == b" " * (1200 << 10)

@@ -4,7 +4,8 @@ SQLite in WAL mode with `synchronous=FULL`: a commit returns only once the WAL i
 a power cut) after the answer loses nothing. The id is the primary key, so a delivery replayed or sent twice
 is one row (`deliveries` counts them). Commits are grouped (`JournalWriter`): deliveries arriving while one
 commit's fsync runs are written by the next commit together, so one fsync answers many and the receiver's
-throughput is not one disk flush per delivery.
+throughput is not one disk flush per delivery. The writer never dies silently (OpenRouter does not retry, so
+a delivery left unanswered is lost): see `JournalWriter`.
 
 The drain worker (`drain`) reads due rows on connections of its own and marks them drained; the nightly
 capture reads a day's rows for its push coverage. WAL lets all of them read while the receiver writes.
@@ -13,15 +14,19 @@ capture reads a day's rows for its push coverage. WAL lets all of them read whil
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from usage_pipeline.broadcast.spans import PushedSpan
 
+log = logging.getLogger(__name__)
+WRITER_BUSY_S = 2.0  # the longest the writer waits for another process's write lock; then the journal is failing
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pushed (
     id TEXT PRIMARY KEY,
@@ -93,23 +98,47 @@ def _rows(spans: Iterable[PushedSpan], received_at: float, lag_s: float) -> list
 
 
 Done = Callable[[BaseException | None], None]
+Queued = tuple[Sequence[PushedSpan], float, Done]
+# What a single delivery's rows can raise (an encoding, a type, a range): that delivery is refused, not the journal.
+ROW_FAULTS = (ValueError, OverflowError, TypeError, sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)
+
+
+class JournalRefused(ValueError):
+    """The journal cannot store this delivery's rows as they are (answered 400); the writer goes on."""
+
+
+class JournalStopped(RuntimeError):
+    """The writer has stopped (the journal failed, or a bug): every delivery is answered 503 until a restart."""
 
 
 class JournalWriter:
-    """One thread that commits the deliveries queued while the previous commit ran, together."""
+    """One thread that commits the deliveries queued while the previous commit ran, together.
 
-    def __init__(self, path: Path | str, lag_s: float) -> None:
+    It cannot die silently. A group whose rows fail is committed again one delivery at a time, so only the
+    delivery at fault is refused (JournalRefused). Anything else (the journal locked past WRITER_BUSY_S, a disk
+    error, a full disk, a bug) stops it: `stopped` says why, `on_stop` is told (the receiver exits, so its
+    supervisor restarts it), and every delivery queued or submitted later is answered JournalStopped at once."""
+
+    def __init__(self, path: Path | str, lag_s: float, on_stop: Callable[[str], object] | None = None) -> None:
         self.path = path
         self.lag_s = lag_s
         self.commits = 0
-        self._queue: queue.SimpleQueue[tuple[Sequence[PushedSpan], float, Done] | None] = queue.SimpleQueue()
+        self.stopped: str | None = None
+        self._on_stop = on_stop
+        self._queue: queue.SimpleQueue[Queued | None] = queue.SimpleQueue()
+        self._pending: list[Queued] = []  # taken from the queue, not answered yet
         self._connection = connect(path)
+        self._connection.execute(f"PRAGMA busy_timeout = {int(WRITER_BUSY_S * 1000)}")
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
         self._thread.start()
 
     def submit(self, spans: Sequence[PushedSpan], received_at: float, done: Done) -> None:
-        """Journal the spans; `done(None)` is called (on the writer's thread) once they are durable."""
-        self._queue.put((spans, received_at, done))
+        """Journal the spans; `done(None)` is called (on the writer's thread) once they are durable, or
+        `done(error)` once they are refused."""
+        if self.stopped is not None:
+            done(JournalStopped(f"the journal writer stopped: {self.stopped}"))
+        else:
+            self._queue.put((spans, received_at, done))
 
     def close(self) -> None:
         self._queue.put(None)
@@ -117,31 +146,67 @@ class JournalWriter:
         self._connection.close()
 
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            group = [item]
-            while True:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)  # stop after this group
-                    break
-                group.append(more)
-            error: BaseException | None = None
+        try:
+            self._serve()
+            return
+        except BaseException as exc:  # noqa: BLE001 - a failing journal or a bug: stop loudly, never silently
+            self.stopped = f"{type(exc).__name__}: {exc}"
+        log.error("the journal writer stopped: %s", self.stopped)
+        if self._on_stop is not None:
+            _tell(self._on_stop, self.stopped)
+        stopped = JournalStopped(f"the journal writer stopped: {self.stopped}")
+        self._answer(len(self._pending), stopped)
+        while (item := self._queue.get()) is not None:  # until close(): every delivery answered at once
+            _tell(item[2], stopped)
+
+    def _serve(self) -> None:
+        while self._take_group():
             try:
-                with self._connection:
-                    self._connection.execute("BEGIN IMMEDIATE")
-                    for spans, received_at, _ in group:
-                        self._connection.executemany(UPSERT, _rows(spans, received_at, self.lag_s))
-                self.commits += 1
-            except sqlite3.Error as exc:  # the disk is full or the file broken: every delivery of it fails
-                error = exc
-            for _, _, done in group:
-                done(error)
+                self._commit(self._pending)
+                self._answer(len(self._pending), None)
+            except ROW_FAULTS:  # one delivery's rows: commit each alone, refuse only the one at fault
+                while self._pending:
+                    try:
+                        self._commit(self._pending[:1])
+                        self._answer(1, None)
+                    except ROW_FAULTS as exc:
+                        self._answer(1, JournalRefused(f"the journal cannot store this delivery: {exc}"))
+
+    def _take_group(self) -> bool:
+        """Wait for a delivery, then take every one queued behind it (one commit for all); False on close()."""
+        item = self._queue.get()
+        if item is None:
+            return False
+        self._pending = [item]
+        while True:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                return True
+            if more is None:
+                self._queue.put(None)  # stop after this group
+                return True
+            self._pending.append(more)
+
+    def _commit(self, group: list[Queued]) -> None:
+        with self._connection:
+            self._connection.execute("BEGIN IMMEDIATE")
+            for spans, received_at, _ in group:
+                self._connection.executemany(UPSERT, _rows(spans, received_at, self.lag_s))
+        self.commits += 1
+
+    def _answer(self, count: int, error: BaseException | None) -> None:
+        answered, self._pending = self._pending[:count], self._pending[count:]
+        for _, _, done in answered:
+            _tell(done, error)
+
+
+def _tell(callback: Callable[[Any], object], argument: Any) -> None:
+    """Call back without letting a failing callback (its event loop closed) take the writer down."""
+    try:
+        callback(argument)
+    except Exception as exc:  # noqa: BLE001 - logged: the writer must go on for the others
+        log.warning("the journal writer could not call back: %s", exc)
 
 
 def due(connection: sqlite3.Connection, now: float, limit: int) -> list[JournalRow]:

@@ -4,8 +4,9 @@ OpenRouter sends no signature, only the static headers a destination is configur
 of origin is a bearer token (`BROADCAST_TOKEN`), compared in constant time and never logged. Bad input gets
 a 4xx naming what was wrong and is never a 5xx (OpenRouter does not retry, so a 5xx would only hide a bug
 of the sender): a wrong or missing token 401, a body over `max_body_bytes` (after gzip) 413, not JSON 415
-or 400, malformed spans 400. A 2xx means durable: the ids are in the journal (fsynced) first. The only 5xx
-is 503, when the journal itself cannot be written.
+or 400, malformed spans or a value the journal cannot store exactly 400. A 2xx means durable: the ids are in
+the journal (fsynced) first. The only 5xx is 503, when the journal itself cannot be written: then the writer
+has stopped, `/health` answers 503 naming why, and the receiver exits (`service`) to be restarted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import hmac
 import json
 import logging
+import sys
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -23,11 +25,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from usage_pipeline.broadcast.journal import JournalWriter
+from usage_pipeline.broadcast.journal import JournalRefused, JournalWriter
 from usage_pipeline.broadcast.spans import DeliveryError, PushedSpan, read_delivery
 
 PATH = "/v1/traces"  # OTLP/HTTP's path for traces: the destination URL is https://<host>/v1/traces
 HEALTH_PATH = "/health"
+MAX_GZIP_MEMBERS = 100  # a sender's gzip has one; concatenated files a few
 log = logging.getLogger(__name__)
 
 
@@ -45,6 +48,7 @@ class ReceiverCounts:
     ids: int = 0
     connection_tests: int = 0
     empty: int = 0  # accepted, but no root span in them (child spans only)
+    waiting: int = 0  # deliveries waiting for the journal's fsync now
     refused: dict[int, int] = field(default_factory=dict)  # status -> deliveries
 
 
@@ -66,25 +70,45 @@ class BodyError(ValueError):
 
 
 def decoded(body: bytes, encoding: str, limit: int) -> bytes:
-    """The body, gunzipped if so encoded, never past `limit` bytes (a small gzip may unpack to gigabytes).
+    """The body, unpacked if so encoded, never past `limit` bytes (a small gzip may unpack to gigabytes).
 
-    The receiver runs with aiohttp's auto_decompress off: its decoder raises from deep in the parser for a
-    broken stream and logs it as an unhandled error, where this says 400 with the reason."""
+    gzip is read as RFC 1952 defines it: a series of members, all read; bytes after the last member that do
+    not start one are a 400, never dropped. The receiver runs with aiohttp's auto_decompress off: its decoder
+    raises from deep in the parser for a broken stream and logs it as an unhandled error, where this says 400
+    with the reason."""
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
         return body
     if encoding not in ("gzip", "deflate"):
         raise BodyError(415, f"Content-Encoding {encoding!r:.40} is not read (gzip, deflate or none)")
-    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+    out, rest, members = bytearray(), body, 0
+    while rest or not members:
+        if members and (encoding == "deflate" or not rest.startswith(b"\x1f\x8b")):
+            raise BodyError(400, f"the body has {len(rest):,} bytes after its last {encoding} stream")
+        if members == MAX_GZIP_MEMBERS:  # each member copies the rest of the body: bound the work
+            raise BodyError(400, f"the body has over {MAX_GZIP_MEMBERS} gzip members")
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+        try:
+            out += decoder.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise BodyError(400, f"the body is not valid {encoding}: {exc}") from None
+        if len(out) > limit:
+            raise BodyError(413, f"the body is over {limit} bytes (after decompression)")
+        if not decoder.eof:
+            raise BodyError(400, f"the body is not valid {encoding}: the stream is truncated")
+        rest, members = decoder.unused_data, members + 1
+    return bytes(out)
+
+
+def _parsed(body: bytes) -> Any:
+    """The body's JSON; whatever json refuses is a DeliveryError saying why (never a 500)."""
     try:
-        out = decoder.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BodyError(400, f"the body is not valid {encoding}: {exc}") from None
-    if len(out) > limit:
-        raise BodyError(413, f"the body is over {limit} bytes (after decompression)")
-    if not decoder.eof:
-        raise BodyError(400, f"the body is not valid {encoding}: the stream is truncated")
-    return out
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DeliveryError(f"the body is not JSON: {exc}") from None
+    except ValueError:  # json refuses an integer of over sys.get_int_max_str_digits() digits
+        raise DeliveryError(f"the body holds an integer of over {sys.get_int_max_str_digits():,} digits "
+                            f"(an OTLP intValue has at most 19)") from None
 
 
 def _authorized(header: str | None, expected: bytes | None) -> bool:
@@ -123,12 +147,16 @@ def receiver_app(settings: ReceiverSettings, writer: JournalWriter) -> web.Appli
     async def deliver(request: web.Request) -> web.Response:
         if not _authorized(request.headers.get("Authorization"), expected):
             return _refuse(request, 401, "missing or wrong bearer token in the Authorization header")
+        if writer.stopped is not None:  # at once: the process is exiting to be restarted
+            return _refuse(request, 503, f"the journal writer stopped: {writer.stopped}")
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _refuse(request, 413, f"the body is over {settings.max_body_bytes} bytes (after decompression)")
         except HttpProcessingError as exc:  # a broken chunked stream
             return _refuse(request, 400, f"the body cannot be read: {exc.message}")
+        except ConnectionResetError:
+            return _refuse(request, 400, "the sender hung up before the body ended")
         try:
             body = decoded(body, request.headers.get("Content-Encoding", ""), settings.max_body_bytes)
         except BodyError as exc:
@@ -141,9 +169,7 @@ def receiver_app(settings: ReceiverSettings, writer: JournalWriter) -> web.Appli
             return _refuse(request, 415, f"only OTLP/HTTP JSON is read (Content-Type application/json), "
                                          f"got {request.content_type!r:.60}")
         try:
-            delivery = read_delivery(json.loads(body))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return _refuse(request, 400, f"the body is not JSON: {exc}")
+            delivery = read_delivery(_parsed(body))
         except RecursionError:
             return _refuse(request, 400, "the body is not JSON this receiver reads: nested too deeply")
         except DeliveryError as exc:
@@ -154,22 +180,28 @@ def receiver_app(settings: ReceiverSettings, writer: JournalWriter) -> web.Appli
         if not delivery.spans:
             counts.empty += 1
             return web.json_response({})
+        counts.waiting += 1
         try:
-            await _journal(request.app[KEY_WRITER], delivery.spans)
+            await _journal(writer, delivery.spans)
+        except JournalRefused as exc:
+            return _refuse(request, 400, str(exc))
         except Exception as exc:  # noqa: BLE001 - the journal could not be written: not the sender's fault
-            log.error("the journal could not be written: %s", exc)
-            return web.json_response({"error": "the journal cannot be written now"}, status=503)
+            return _refuse(request, 503, str(exc))
+        finally:
+            counts.waiting -= 1
         counts.deliveries += 1
         counts.ids += len(delivery.spans)
         return web.json_response({})
 
     async def health(request: web.Request) -> web.Response:
+        """200 while the journal writer runs; 503 naming why once it has stopped (the process is exiting)."""
         counts = request.app[KEY_COUNTS]
         body: dict[str, Any] = {"deliveries": counts.deliveries, "ids": counts.ids,
                                 "connection_tests": counts.connection_tests, "empty": counts.empty,
                                 "refused": {str(k): v for k, v in sorted(counts.refused.items())},
-                                "journal_commits": request.app[KEY_WRITER].commits}
-        return web.json_response(body)
+                                "journal_commits": writer.commits, "journal_waiting": counts.waiting,
+                                "journal_writer": "running" if writer.stopped is None else f"stopped: {writer.stopped}"}
+        return web.json_response(body, status=200 if writer.stopped is None else 503)
 
     app.router.add_post(PATH, deliver)
     app.router.add_get(HEALTH_PATH, health)

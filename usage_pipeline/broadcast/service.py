@@ -25,6 +25,9 @@ from usage_pipeline.organisations import Organisation, journal_path_for, load_or
 from usage_pipeline.settings import SettingError, setting
 
 LOCAL_HOSTS = ("127.0.0.1", "::1", "localhost")
+# On SIGTERM, deliveries in flight get this long to be answered (a commit waits at most journal.WRITER_BUSY_S
+# for a lock), so the receiver exits within 5 s.
+SHUTDOWN_S = 3.0
 
 
 def journal_of(org_name: str | None) -> tuple[Organisation, Path]:
@@ -49,19 +52,40 @@ def receiver_settings(*, local_only: bool, host: str, org: str | None = None) ->
 
 
 def serve_receiver(host: str, port: int, *, local_only: bool = False, org: str | None = None) -> int:
+    """Serve until SIGTERM (0), or until the journal writer stops (1, one line naming why on stderr): a receiver
+    that cannot journal exits so its supervisor restarts it, rather than answering 503 unseen for ever."""
     settings = receiver_settings(local_only=local_only, host=host, org=org)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    writer = JournalWriter(settings.journal_path, settings.drain_lag_s)
-    app = receiver_app(settings, writer)
-    auth = "no token (local only)" if settings.token is None else "bearer token required"
-    print(f"receiving Broadcast deliveries at http://{host}:{port}{PATH} ({auth}); journal "
-          f"{settings.journal_path}", flush=True)
-    try:
-        web.run_app(app, host=host, port=port, access_log=None, print=None, handle_signals=True,
-                    auto_decompress=False)  # `receiver.decoded` unpacks, within the size limit
-    finally:
-        writer.close()
+    stopped = asyncio.run(_receive(settings, host, port))
+    if stopped is not None:
+        print(f"usage-pipeline receive: the journal writer stopped ({stopped}); exiting to be restarted",
+              file=sys.stderr)
+        return 1
     return 0
+
+
+async def _receive(settings: ReceiverSettings, host: str, port: int) -> str | None:
+    """Serve until a signal or the writer's stop sets `stop` (either, any number of times); then stop listening,
+    answer what is in flight (SHUTDOWN_S at most) and close the journal. Why the writer stopped, if it did."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    writer = JournalWriter(settings.journal_path, settings.drain_lag_s,
+                           on_stop=lambda _: loop.call_soon_threadsafe(stop.set))
+    runner = web.AppRunner(receiver_app(settings, writer), access_log=None, shutdown_timeout=SHUTDOWN_S,
+                           auto_decompress=False)  # `receiver.decoded` unpacks, within the size limit
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        auth = "no token (local only)" if settings.token is None else "bearer token required"
+        print(f"receiving Broadcast deliveries at http://{host}:{port}{PATH} ({auth}); journal "
+              f"{settings.journal_path}", flush=True)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await asyncio.to_thread(writer.close)
+    return writer.stopped
 
 
 def serve_drain(interval_s: float = 1.0, org_name: str | None = None) -> int:

@@ -8,7 +8,9 @@ which is what the ledger stores (one identity, one writer). An error span (statu
 
 Attribute values are OTLP `AnyValue` objects. `intValue` is a decimal string by the OTLP JSON mapping and a
 JSON number in the real deliveries, so both are read; anything else of the wrong type refuses the whole
-delivery with a reason naming the span and attribute (a 400, never a guess). Pure: no I/O; tested alone.
+delivery with a reason naming the span and attribute (a 400, never a guess). What is kept is checked here
+whole, so the journal stores it exactly or never sees it: a name (model, key name) of at most MAX_NAME_CHARS
+Unicode scalar values and no control character, an int64, a finite double. Pure: no I/O; tested alone.
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ ROOT_SPAN = "LLM Generation"
 CONNECTION_TEST_SPAN = "openrouter-connection-test"
 ERROR_STATUS = 2  # OTLP STATUS_CODE_ERROR
 MAX_ID_CHARS = 200
+MAX_NAME_CHARS = 1024  # a model or API key name; longer is refused, never cut
 INT64 = 2**63
+EXACT_DOUBLE = 2**53  # a JSON integer given as a doubleValue must be this small to be one exactly
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
 _ID = re.compile(r"[A-Za-z0-9_:.\-]+")
+_NOT_IN_A_NAME = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # control characters, lone surrogates
 _VALUE_KINDS = ("stringValue", "intValue", "doubleValue", "boolValue", "arrayValue", "kvlistValue", "bytesValue")
 
 
@@ -63,16 +68,35 @@ def _integer(value: Any, where: str) -> int:
             raise DeliveryError(f"{where}: intValue must be an integer or a decimal string, got {value!r:.60}")
         value = int(value)
     if not -INT64 <= value < INT64:
-        raise DeliveryError(f"{where}: intValue {value} does not fit in 64 bits")
+        raise DeliveryError(f"{where}: intValue {value!r:.40} does not fit in 64 bits")
     return value
 
 
 def _double(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DeliveryError(f"{where}: doubleValue must be a number, got {value!r:.60}")
+    if isinstance(value, int) and not -EXACT_DOUBLE <= value <= EXACT_DOUBLE:
+        raise DeliveryError(f"{where}: doubleValue {value!r:.40} is not exactly a 64-bit float")
     if not math.isfinite(value):
         raise DeliveryError(f"{where}: doubleValue must be finite, got {value!r:.60}")
+    if value == 0 and math.copysign(1.0, value) < 0:
+        raise DeliveryError(f"{where}: doubleValue -0.0 is not stored exactly (the journal keeps 0.0)")
     return float(value)
+
+
+def _name(value: str | None, where: str) -> str | None:
+    """A name stored as sent: refused when it is too long or holds what no name holds (SQLite cannot even
+    encode a lone surrogate)."""
+    if value is None:
+        return None
+    if len(value) > MAX_NAME_CHARS:
+        raise DeliveryError(f"{where}: {len(value):,} characters, over the {MAX_NAME_CHARS:,} a name may have")
+    bad = _NOT_IN_A_NAME.search(value)
+    if bad is not None:
+        code = ord(bad.group())
+        what = "a lone surrogate (not a Unicode scalar value)" if 0xD800 <= code <= 0xDFFF else "a control character"
+        raise DeliveryError(f"{where}: holds {what}, U+{code:04X}, at character {bad.start()}")
+    return value
 
 
 def _attributes(items: Any, where: str) -> dict[str, Any]:
@@ -113,6 +137,9 @@ class _Root:
             raise DeliveryError(f"{self.where}: attribute {key!r} must be a string, got {value!r:.60}")
         return value
 
+    def name(self, key: str) -> str | None:
+        return _name(self.text(key), f"{self.where}: attribute {key!r}")
+
     def integer(self, key: str) -> int | None:
         value = self._value(key, "intValue")
         return None if value is None else _integer(value, f"{self.where}: attribute {key!r}")
@@ -141,8 +168,8 @@ def _root_span(span: Mapping[str, Any], where: str) -> PushedSpan:
     code = status.get("code", 0)
     if isinstance(code, bool) or not isinstance(code, int):
         raise DeliveryError(f"{where}: status.code must be an integer, got {code!r:.60}")
-    return PushedSpan(id=gen_id, start_ns=start_ns, api_key_name=root.text("trace.metadata.openrouter.api_key_name"),
-                      model=root.text("gen_ai.request.model"), total_cost=root.double("gen_ai.usage.total_cost"),
+    return PushedSpan(id=gen_id, start_ns=start_ns, api_key_name=root.name("trace.metadata.openrouter.api_key_name"),
+                      model=root.name("gen_ai.request.model"), total_cost=root.double("gen_ai.usage.total_cost"),
                       input_tokens=root.integer("gen_ai.usage.input_tokens"),
                       output_tokens=root.integer("gen_ai.usage.output_tokens"), error=code == ERROR_STATUS)
 
