@@ -36,19 +36,12 @@ SUCCESS, CANCELED = DagsterRunStatus.SUCCESS, DagsterRunStatus.CANCELED
 
 
 @pytest.fixture(scope="module")
-def slow_emulator_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+def slow_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
     """A day big and slow enough (15,000 generations, 200 ms each, 600 requests/s) that ingest lasts ~25 s."""
     log = tmp_path_factory.mktemp("slow_emulator") / "emulator.log"
     with run_emulator(seed=23, generations_per_day=15000, days=1, log_path=log,
                       extra_args=["--latency-ms", "200", "--rate-limit", "600"]) as server:
         yield server
-
-
-@pytest.fixture
-def slow_emulator(slow_emulator_process: EmulatorProcess) -> EmulatorProcess:
-    """The slow emulator as its command line made it (a test may speed it up once its kill has landed)."""
-    slow_emulator_process.reset_config()
-    return slow_emulator_process
 
 
 def _wait(what: str, timeout_s: float, probe: Callable[[], object], every_s: float = 0.5) -> object:
@@ -111,7 +104,6 @@ def test_dagster_dev_a_killed_run_worker_releases_its_slot_and_the_day_reruns_ex
             assert claimed_steps(instance, run_id) == [INGEST_STEP]
             os.kill(run_worker.pid, signal.SIGKILL)
             killed_at = time.time()
-            slow_emulator.configure(latency_median_ms=0, rate_limit_rps=0)  # the rerun need not be slow
 
             def failed() -> bool:
                 current = instance.get_run_by_id(run_id)
