@@ -38,19 +38,32 @@ def _emulator(args: argparse.Namespace) -> int:
 
 
 def _influx_setup(_: argparse.Namespace) -> int:
-    """Every configured organisation's database (and retention policy)."""
+    """Every configured organisation's database: created on 1.x; on 2.x/3.x the commands that create it, then
+    verified. Exit 1 while one is not ready, so a deploy step can wait on it."""
     from usage_pipeline.defs.resources import InfluxDBResource
+    from usage_pipeline.influx.database_setup import setup_commands
+    from usage_pipeline.influx.errors import InfluxError
     from usage_pipeline.organisations import load_organisations
 
-    organisations = load_organisations()
+    organisations, resource = load_organisations(), InfluxDBResource()
+    databases, ready = list(resource.databases(organisations).values()), True
     for org in organisations.members:
-        with InfluxDBResource().store(organisations, org.name) as store:
-            version = store.ping()
-            store.ensure_database()
-        days = store.settings.retention_days
-        print(f"InfluxDB {version}: database {store.settings.database!r} of organisation {org.name} ready "
+        with resource.store(organisations, org.name) as store:
+            settings = store.settings
+            try:
+                server = store.server()
+                if not server.creates_databases:
+                    print("\n".join(setup_commands(server, settings.database, settings.retention_days)))
+                store.ensure_database(databases)
+            except InfluxError as exc:
+                print(f"usage-pipeline influx-setup: {org.name}: {exc}", file=sys.stderr)
+                ready = False
+                continue
+        days = settings.retention_days
+        done = "ready" if server.creates_databases else "verified: queryable through the v1 API"
+        print(f"{server}: database {settings.database!r} of organisation {org.name} {done} "
               f"(retention: {f'{days} days' if days else 'forever'})")
-    return 0
+    return 0 if ready else 1
 
 
 def _home_instance(command: str) -> DagsterInstance | None:
@@ -146,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         f"{EMULATOR_INSTALL}); `usage-pipeline emulator --help` lists its flags")
     emulator.set_defaults(run=_emulator)
 
-    setup = commands.add_parser("influx-setup", help="create the InfluxDB database and retention policy (1.x)")
+    setup = commands.add_parser(
+        "influx-setup", help="create each organisation's InfluxDB database and retention (1.x); on 2.x/3.x "
+        "print the `influx`/`influxdb3` commands that do, and verify")
     setup.set_defaults(run=_influx_setup)
 
     demo = commands.add_parser("demo", help="run the daily_ledger job for the last few days, then the usage "

@@ -34,15 +34,18 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def no_duplicates(store: InfluxStore, day: dt.date) -> Verdict:
-    """Every stored point of the day is a distinct generation: points == distinct generation_ids."""
+    """Every stored point of the day is a distinct generation: points == distinct generation_ids. A failure
+    names the ids stored twice: where the server has DELETE a rerun repairs them, on InfluxDB 3 they stay."""
     counts = store.day_counts(day)
     extra = counts.points - counts.distinct_ids
+    twice = store.duplicated_ids(day) if extra else {}
+    named = ", ".join(f"{gen_id} ({points} points)" for gen_id, points in list(twice.items())[:5])
     return Verdict(
         passed=extra == 0,
         description=(f"{day}: {counts.points} points, {counts.distinct_ids} distinct generation ids"
-                     + ("" if extra == 0 else f": {extra} duplicate point(s)")),
+                     + ("" if extra == 0 else f": {extra} duplicate point(s) of {len(twice)} id(s): {named}")),
         metadata={"day": day.isoformat(), "points": counts.points, "distinct_generation_ids": counts.distinct_ids,
-                  "duplicate_points": extra},
+                  "duplicate_points": extra, **({"duplicated_ids": ", ".join(list(twice)[:20])} if twice else {})},
     )
 
 

@@ -383,7 +383,7 @@ def test_5xx_is_retried_but_400_is_not_and_echoed_secrets_are_redacted(
     store.close()
 
 
-def test_on_2x_ensure_database_only_verifies_and_explains_the_dbrp_setup(
+def test_on_2x_ensure_database_only_verifies_and_names_the_bucket_command(
     scripted: tuple[str, type[_Scripted]],
 ) -> None:
     url, handler = scripted
@@ -396,7 +396,7 @@ def test_on_2x_ensure_database_only_verifies_and_explains_the_dbrp_setup(
     with pytest.raises(InfluxSetupError) as caught:
         store.ensure_database()
     message = str(caught.value)
-    assert 'database "ledger" not found' in message and "influx v1 dbrp create --db ledger" in message
+    assert 'database "ledger" not found' in message and "influx bucket create --name ledger --retention 30d" in message
     assert SECRET_TOKEN not in message
     assert not any("CREATE" in body or "ALTER" in body for _, _, body in handler.seen)
     store.close()

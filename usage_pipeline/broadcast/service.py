@@ -20,6 +20,7 @@ from usage_pipeline.broadcast.drain import DrainReport, drain
 from usage_pipeline.broadcast.journal import JournalWriter
 from usage_pipeline.broadcast.receiver import PATH, ReceiverSettings, receiver_app
 from usage_pipeline.day_lock import DayLockError, DayLocks
+from usage_pipeline.influx.errors import InfluxError
 from usage_pipeline.influx.store import InfluxStore
 from usage_pipeline.organisations import Organisation, journal_path_for, load_organisations
 from usage_pipeline.settings import SettingError, setting
@@ -95,7 +96,8 @@ def serve_drain(interval_s: float = 1.0, org_name: str | None = None) -> int:
 
     org, journal_path = journal_of(org_name)
     openrouter = OpenRouterResource().settings(org)
-    influx = InfluxDBResource().settings(load_organisations(), org.name)
+    organisations, resource = load_organisations(), InfluxDBResource()
+    influx, databases = resource.settings(organisations, org.name), list(resource.databases(organisations).values())
     locks, retention_days = DayLocks.beside(journal_path, org.name), setting("BROADCAST_JOURNAL_RETENTION_DAYS")
     connection = journal.connect(journal_path)
 
@@ -117,8 +119,13 @@ def serve_drain(interval_s: float = 1.0, org_name: str | None = None) -> int:
                     retention_days=retention_days)
 
     print(f"draining {journal_path} into InfluxDB database {influx.database!r} ({org.name})", flush=True)
-    with InfluxStore(influx) as store:
-        store.ensure_database()
+    try:
+        with InfluxStore(influx) as store:
+            store.ensure_database(databases)
+    except InfluxError as exc:  # unreachable, or a database the server cannot hold: one line, exit 1
+        print(f"usage-pipeline drain: {exc}", file=sys.stderr)
+        connection.close()
+        return 1
     try:
         asyncio.run(run())
     except DayLockError as exc:  # PostgreSQL unreachable: one line, and the supervisor restarts the drain

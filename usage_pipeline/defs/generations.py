@@ -74,7 +74,7 @@ def generations(context: AssetExecutionContext, openrouter: OpenRouterResource, 
         locks = DayLocks.beside(journal_path, org.name)  # the organisation's drain takes the same
     try:  # the day's only writer: a drain round writing it is waited for
         with InfluxStore(influx) as store, locks.hold(day, f"nightly run {context.run.run_id[:8]}", NIGHTLY_WAIT_S):
-            store.ensure_database()
+            store.ensure_database(list(influxdb.databases(configured).values()))  # what it cannot hold: refused
             recording = record_day(source, influx, day, refresh=refresh)
             pushed = push_coverage(journal_path, day, store.day_ids(day))  # what push delivered of the day
     except (OpenRouterError, InfluxError, DayLockError) as exc:  # they say what was tried; no secret in them

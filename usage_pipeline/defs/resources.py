@@ -34,8 +34,7 @@ def _value(field_value: Any, variable: str) -> Any:
 class OrganisationsResource(ConfigurableResource):
     """The organisations of USAGE_ORGANISATIONS (or `default`, from OPENROUTER_API_KEY), read when a run starts."""
 
-    path: str | None = Field(default=None, description="a YAML file of organisations; unset: USAGE_ORGANISATIONS "
-                                                       "(unset too: one organisation, default)")
+    path: str | None = Field(default=None, description="organisations (YAML); unset: USAGE_ORGANISATIONS, or default")
 
     def organisations(self) -> Organisations:
         return load_organisations(None if self.path is None else {"USAGE_ORGANISATIONS": self.path})
@@ -76,7 +75,7 @@ class OpenRouterResource(ConfigurableResource):
 
 
 class InfluxDBResource(ConfigurableResource):
-    """InfluxDB through its 1.x-compatible API (1.x natively; 2.x/3.x with a token and database = bucket)."""
+    """InfluxDB through its v1 API (1.x natively; 2.x/3.x with a token, database = bucket or database)."""
 
     url: str | None = Field(default=None, description="unset: INFLUXDB_URL")
     database: str | None = Field(default=None, description="unset: INFLUXDB_DATABASE (openrouter)")
@@ -87,12 +86,10 @@ class InfluxDBResource(ConfigurableResource):
     timeout_s: float | None = Field(default=None, description="unset: INFLUXDB_TIMEOUT_S (30)")
 
     def settings(self, organisations: Organisations, org: str) -> InfluxSettings:
-        """The settings of organisation `org`'s own database (see `Organisation.database`); refused when two
-        organisations would share one."""
+        """Organisation `org`'s settings, for its own database (two organisations sharing one are refused)."""
         organisations.get(org)  # a name the file does not list: its one-line error
-        database = organisations.databases(_value(self.database, "INFLUXDB_DATABASE"))[org]
         return InfluxSettings.from_url(
-            url=_value(self.url, "INFLUXDB_URL"), database=database,
+            url=_value(self.url, "INFLUXDB_URL"), database=dict(self.databases(organisations))[org],
             token=_value(self.token, "INFLUXDB_TOKEN"), username=_value(self.username, "INFLUXDB_USERNAME"),
             password=_value(self.password, "INFLUXDB_PASSWORD"),
             retention_days=_value(self.retention_days, "INFLUXDB_RETENTION_DAYS"),
@@ -100,6 +97,10 @@ class InfluxDBResource(ConfigurableResource):
 
     def store(self, organisations: Organisations, org: str) -> InfluxStore:
         return InfluxStore(self.settings(organisations, org))
+
+    def databases(self, organisations: Organisations) -> dict[str, str]:
+        """Organisation -> its database: all of them are what the server must hold (InfluxDB 3 Core holds 5)."""
+        return organisations.databases(_value(self.database, "INFLUXDB_DATABASE"))
 
 
 class DailyUsageDatabase(ConfigurableResource):
@@ -141,7 +142,6 @@ class BroadcastJournalResource(ConfigurableResource):
         """The organisation's journal: BROADCAST_JOURNAL_PATH for `default` (no file), else beside it,
         `broadcast.<org>.sqlite3`; each organisation's Broadcast destination has a receiver of its own."""
         return journal_path_for(Path(_value(self.path, "BROADCAST_JOURNAL_PATH")), org)
-
 
 
 def resources_from_env() -> dict[str, ConfigurableResource]:

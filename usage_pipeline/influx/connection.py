@@ -14,6 +14,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from usage_pipeline.influx.errors import InfluxError, InfluxQueryError
+from usage_pipeline.influx.server import InfluxServer
 from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.retries import retry_policy
 
@@ -90,8 +91,8 @@ class InfluxConnection:
         """Release pooled connections."""
         self.session.close()
 
-    def ping(self) -> str:
-        """The server version (X-Influxdb-Version), proving it is up and speaks the 1.x API."""
+    def server(self) -> InfluxServer:
+        """The server's version and build from `/ping`, proving it is up and speaks the v1 API."""
         try:
             response = self.session.get(f"{self.url}/ping", timeout=self.settings.timeout_s)
         except requests.RequestException as exc:
@@ -99,7 +100,11 @@ class InfluxConnection:
         if not response.ok:
             raise InfluxError(self.settings.redact(f"ping {self.url}: HTTP {response.status_code} "
                                                    f"{server_text(response)}"))
-        return response.headers.get("X-Influxdb-Version", "unknown")
+        return InfluxServer.from_headers(response.headers)
+
+    def ping(self) -> str:
+        """The server version (X-Influxdb-Version)."""
+        return self.server().version
 
     def post_query(self, influxql: str, params: Mapping[str, str], stream: bool = False) -> requests.Response:
         """POST one InfluxQL statement (answers in ns epochs); raise InfluxQueryError unless 2xx."""

@@ -1,32 +1,42 @@
-"""Make a database ready for the ledger: on 1.x create it with its retention; on 2.x/3.x, where the
-bucket and its DBRP mapping are made outside the 1.x API, only verify it and say how to fix it."""
+"""Make a database ready for the ledger. On 1.x create it with its retention. On 2.x/3.x, where buckets and
+databases are made with the server's own CLI, say the exact command (`setup_commands`, with the retention)
+and verify the result; a configuration the server cannot hold is refused first, in one line."""
 
 from __future__ import annotations
 
-import logging
+import shlex
+from collections.abc import Sequence
 
 from usage_pipeline.influx.connection import InfluxConnection
 from usage_pipeline.influx.errors import InfluxQueryError, InfluxSetupError
 from usage_pipeline.influx.influxql import quote_ident
-
-log = logging.getLogger(__name__)
+from usage_pipeline.influx.server import InfluxServer, refusal
 
 RETENTION_POLICY = "autogen"  # data already lives here; switching the default RP would hide it
 
 
-def major_version(version: str) -> int | None:
-    """Major version from X-Influxdb-Version ("1.6.7~rc0", "v2.7.4", "3.0.1"); None if unparsable."""
-    head = version.strip().lstrip("vV").split(".", 1)[0]
-    return int(head) if head.isdigit() else None
-
-
-def ensure_database(connection: InfluxConnection) -> None:
-    """Make the database ready to write; on 1.x create it and its retention, elsewhere only verify."""
-    version = connection.ping()
-    if major_version(version) == 1:
+def ensure_database(connection: InfluxConnection, databases: Sequence[str] = ()) -> InfluxServer:
+    """Make the database ready to write, or raise InfluxSetupError in one line. `databases`: every database
+    the organisations use on this server (the limit and names of 3.x apply to all of them)."""
+    server = connection.server()
+    problem = refusal(server, [*databases] or [connection.settings.database])
+    if problem:
+        raise InfluxSetupError(problem)
+    if server.creates_databases:
         _ensure_v1_database(connection)
     else:
-        _verify_queryable(connection, version)
+        _verify_queryable(connection, server)
+    return server
+
+
+def setup_commands(server: InfluxServer, database: str, retention_days: int | None) -> list[str]:
+    """What the operator runs on 2.x (a bucket, which the v1 API maps as `<bucket>/autogen`) or on 3.x (a
+    database; on Core its retention can never change afterwards)."""
+    name = shlex.quote(database)
+    if server.major == 2:
+        return [f"influx bucket create --name {name} --retention {f'{retention_days}d' if retention_days else '0'}"]
+    retention = f"--retention-period {retention_days}d " if retention_days else ""
+    return [f"influxdb3 create database {retention}{name}"]
 
 
 def _ensure_v1_database(connection: InfluxConnection) -> None:
@@ -46,17 +56,13 @@ def _ensure_v1_database(connection: InfluxConnection) -> None:
     )
 
 
-def _verify_queryable(connection: InfluxConnection, version: str) -> None:
-    if connection.settings.retention_days:
-        log.warning("retention_days is ignored on InfluxDB %s: set the bucket's retention instead", version)
+def _verify_queryable(connection: InfluxConnection, server: InfluxServer) -> None:
     try:
         connection.query("SHOW MEASUREMENTS LIMIT 1")
     except InfluxQueryError as exc:
-        db = connection.settings.database
+        settings = connection.settings
+        commands = " && ".join(setup_commands(server, settings.database, settings.retention_days))
         raise InfluxSetupError(
-            f"InfluxDB {version}: database {db!r} is not queryable through the 1.x API ({exc}). "
-            f"On 2.x create a bucket and map it: `influx bucket create -n {db}` then "
-            f"`influx v1 dbrp create --db {db} --rp autogen --bucket-id <bucket id> --default`, "
-            "and use a token with read/write access to it. On 3.x the database must exist "
-            f"(`influxdb3 create database {db}`) and the token must be allowed to use it."
-        ) from exc
+            f"{server}: database {settings.database!r} is not queryable through the v1 API ({exc}); create it "
+            f"with `{commands}` (`usage-pipeline influx-setup` prints this and verifies) and use a token that "
+            "may read and write it") from exc

@@ -3,9 +3,10 @@
 Generations sharing (model, provider, µs) need distinct ranks (0..999, `points.point_time_ns`), and a rerun must
 land each on the point it already has, so ranks are a pure function of the records and the points stored over
 their time range (`place`): a stored id keeps its rank under the same key; a new id takes its key's smallest
-free rank, in id order; an id stored under another key (its record changed upstream) is placed anew and its
-old points handed back as stale, to delete before the write, as are the extra points of an id stored twice.
-A correct run meets neither, so it issues no DELETE.
+free rank, in id order; an id stored under another key (its model or provider changed upstream) is placed
+anew, named `moved`, and its old points handed back as stale, as are the extra points of an id stored twice.
+A correct run meets neither. Whether a stale point is deleted is the writer's call (`upserts`): the server
+may have no DELETE.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class StoredPoint:
 @dataclass
 class Placement:
     ranks: dict[str, int] = field(default_factory=dict)  # generation id -> rank
-    stale: list[StoredPoint] = field(default_factory=list)  # to delete before writing
+    stale: list[StoredPoint] = field(default_factory=list)  # to delete before writing, where the server can
+    moved: set[str] = field(default_factory=set)  # ids whose every stored point is under another key
     refused: dict[str, str] = field(default_factory=dict)  # generation id -> why it has no rank
     kept: int = 0  # ids rewritten onto the point they already had
 
@@ -64,6 +66,7 @@ def place(records: Sequence[Generation], stored: Iterable[StoredPoint]) -> Place
                 placement.ranks[record.id] = kept.rank
                 placement.kept += 1
                 continue
+            placement.moved.add(record.id)
         ranks = taken.setdefault(key, set())
         rank = next((r for r in range(RANKS_PER_MICROSECOND) if r not in ranks), None) if ranks else 0
         if rank is None:

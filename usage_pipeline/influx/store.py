@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -19,6 +20,7 @@ from usage_pipeline.influx.influxql import quote_ident
 from usage_pipeline.influx.points import microseconds_since_epoch
 from usage_pipeline.influx.ranks import StoredPoint
 from usage_pipeline.influx.reads import DayCounts
+from usage_pipeline.influx.server import InfluxServer
 from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.influx.upserts import WRITE_BATCH_SIZE, LedgerDatabase, Upserted
 from usage_pipeline.openrouter.day import day_bounds
@@ -45,9 +47,14 @@ class InfluxStore(AbstractContextManager["InfluxStore"]):
         """The server version (X-Influxdb-Version), proving it is up and speaks the 1.x API."""
         return self._connection.ping()
 
-    def ensure_database(self) -> None:
-        """Make the database ready to write; on 1.x create it and its retention, elsewhere only verify."""
-        database_setup.ensure_database(self._connection)
+    def server(self) -> InfluxServer:
+        """The server's version and build: what it can do (`server.InfluxServer`)."""
+        return self._connection.server()
+
+    def ensure_database(self, databases: Sequence[str] = ()) -> InfluxServer:
+        """Make the database ready to write (1.x: create it and its retention; 2.x/3.x: verify it), refusing
+        in one line what the server cannot hold; `databases`: all the organisations' on this server."""
+        return database_setup.ensure_database(self._connection, databases)
 
     # ---- writes -------------------------------------------------------------------------------
 
@@ -96,6 +103,13 @@ class InfluxStore(AbstractContextManager["InfluxStore"]):
         start, end = day_bounds(day)
         return {point.generation_id for point in self.stored(int(start.timestamp()) * 10**9,
                                                              int(end.timestamp()) * 10**9)}
+
+    def duplicated_ids(self, day: dt.date) -> dict[str, int]:
+        """Generation ids stored at more than one point in the UTC day -> how many points each has."""
+        start, end = day_bounds(day)
+        held = Counter(point.generation_id for point in self.stored(int(start.timestamp()) * 10**9,
+                                                                     int(end.timestamp()) * 10**9))
+        return {gen_id: points for gen_id, points in sorted(held.items()) if points > 1}
 
     def iter_day_frames(self, day: dt.date, chunk_size: int = 10000) -> Iterator[pd.DataFrame]:
         """Stream the day's points, one DataFrame per server chunk, so memory is bounded by chunk_size."""

@@ -1,7 +1,10 @@
 """The capture's side of InfluxDB, on its event loop: read what a time range holds, upsert records into it.
 
-One aiohttp session over the 1.x-compatible `/query` (chunked) and `/write`. `upsert` places ranks
-(`ranks.place`), deletes stale points first (a correct run has none), then writes in batches. A point the
+One aiohttp session over the v1 `/query` (chunked) and `/write`. `upsert` places ranks (`ranks.place`),
+then writes in batches. A correct run meets no stale point, so it sends no DELETE. When one is met (an id
+stored twice by an earlier fault, or a record whose model or provider changed upstream) it is deleted before
+the write where the server has DELETE (1.x, 2.x). InfluxDB 3 has none: there the extra points stay, for
+`zero_duplicates` to name, and a moved record is refused by id rather than stored twice. A point the
 server refuses is found by halving its batch (resending the accepted half is a harmless upsert) and refused by
 id with the server's words; no answer, a 5xx, or a refusal of the request itself (401, 403, 404) raises.
 """
@@ -20,8 +23,9 @@ from usage_pipeline.influx.connection import RETRY_STATUSES, auth_headers, chunk
 from usage_pipeline.influx.errors import InfluxQueryError, InfluxWriteError
 from usage_pipeline.influx.influxql import delete_point, stored_points_query
 from usage_pipeline.influx.points import Bodies, encode
-from usage_pipeline.influx.ranks import StoredPoint, place
+from usage_pipeline.influx.ranks import Placement, StoredPoint, place
 from usage_pipeline.influx.reads import stored_points
+from usage_pipeline.influx.server import InfluxServer
 from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.openrouter.generation import Generation
 
@@ -49,6 +53,7 @@ class LedgerDatabase(OwnsSession):
         self.settings = settings
         self.batch_size = batch_size
         self.url = settings.url.rstrip("/")
+        self._server: InfluxServer | None = None  # asked only when a stale point is met
 
     def open_session(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
@@ -80,10 +85,10 @@ class LedgerDatabase(OwnsSession):
         records' points made as they arrived, if the caller made them."""
         placement = place(records, stored)
         done = Upserted(kept=placement.kept, refused=dict(placement.refused))
-        for point in placement.stale:  # before the write: a stale point must not outlive its rewrite
-            await self._query(delete_point(point.model, point.provider, point.time_ns))
-        done.stale_deleted = len(placement.stale)
-        unique = list({record.id: record for record in records}.values())
+        if placement.stale:
+            await self._settle_stale(placement, done)
+        unique = [record for record in {record.id: record for record in records}.values()
+                  if record.id not in done.refused]
         for start in range(0, len(unique), self.batch_size):
             batch = encode(unique[start:start + self.batch_size], placement.ranks, bodies)
             done.refused.update(batch.refused)
@@ -91,6 +96,34 @@ class LedgerDatabase(OwnsSession):
             done.refused.update(refused)
             done.written += len(batch.lines) - len(refused)
         return done
+
+    async def _settle_stale(self, placement: Placement, done: Upserted) -> None:
+        """Delete the stale points before the write (so none outlives its rewrite) where the server can; on
+        one that cannot, refuse each moved record by id and leave the extra points to the duplicates check."""
+        server = await self.server()
+        if server.deletes:
+            for point in placement.stale:
+                await self._query(delete_point(point.model, point.provider, point.time_ns))
+            done.stale_deleted = len(placement.stale)
+            return
+        for point in placement.stale:
+            if point.generation_id in placement.moved and point.generation_id not in done.refused:
+                done.refused[point.generation_id] = (
+                    f"its model or provider changed upstream; {server} cannot delete the point stored as "
+                    f"model={point.model!r} provider={point.provider!r}, so the record keeps that point")
+                placement.ranks.pop(point.generation_id, None)
+
+    async def server(self) -> InfluxServer:
+        """What the server can do, from `/ping` (asked once)."""
+        if self._server is None:
+            try:
+                async with self.session.get(f"{self.url}/ping") as response:
+                    if response.status >= 300:
+                        raise InfluxQueryError(f"ping {self.url}: HTTP {response.status}")
+                    self._server = InfluxServer.from_headers(response.headers)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                raise InfluxQueryError(f"ping {self.url} got no response ({type(exc).__name__})") from None
+        return self._server
 
     async def _query(self, statement: str) -> None:
         async with self.session.post(f"{self.url}/query", params={"db": self.settings.database},
