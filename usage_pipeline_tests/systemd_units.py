@@ -54,6 +54,9 @@ class Unit:
     name: str  # the instance, e.g. usage-receive@acme.service
     keys: dict[tuple[str, str], list[str]]  # (section, key) -> values, specifiers expanded, in file order
 
+    def __repr__(self) -> str:
+        return f"Unit({self.name})"
+
     def all(self, section: str, key: str) -> list[str]:
         return self.keys.get((section, key), [])
 
