@@ -154,7 +154,7 @@ def test_an_organisations_receiver_and_drain_run_as_their_units_and_stop_on_sigt
     receive_unit, drain_unit, day = site.unit(RECEIVE), site.unit(DRAIN), yesterday()
     with started(receive_unit, site.root, tmp_path / "receive.log") as receiver, \
             started(drain_unit, site.root, tmp_path / "drain.log") as drainer:
-        assert until(lambda: health(site.port), receiver, "/health")["journal_writer"] == "running"
+        until(lambda: health(site.port), receiver, "/health")
         pushed = emulator.broadcast_day(day, f"http://127.0.0.1:{site.port}/v1/traces", token=TOKEN, limit=3,
                                         connection_test=True)
         delivered = set(pushed["delivered_ids"])
@@ -182,8 +182,8 @@ def test_a_receiver_whose_journal_stops_exits_to_be_restarted(tmp_path: Path) ->
             answer = requests.post(f"http://127.0.0.1:{site.port}/v1/traces",
                                    json=delivery(HAIKU, "gen-1790000030-unitJournalStopped"),
                                    headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+            assert answer.status_code == 503 and LOCKED in answer.json()["error"], answer.text
             returncode = receiver.process.wait(timeout=60)
-    assert answer.status_code == 503 and LOCKED in answer.json()["error"]
     assert returncode == 1 and restarts(unit, returncode), receiver.said()
     assert f"the journal writer stopped ({LOCKED}); exiting to be restarted" in receiver.said()
 
