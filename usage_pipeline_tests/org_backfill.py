@@ -89,6 +89,7 @@ class SeenRun:
     started: float
     ended: float
     step_pids: set[int]
+    step_pids_by_key: dict[str, set[int]]  # the processes each step started in (a retried step: more than one)
 
 
 def backfill_runs(server: DagsterDev, backfill_id: str) -> dict[tuple[str, str], SeenRun]:
@@ -104,6 +105,10 @@ def backfill_runs(server: DagsterDev, backfill_id: str) -> dict[tuple[str, str],
                            if e.dagster_event is not None]
             steps = [e for e in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_START)
                      if e.dagster_event is not None]
+            by_key: dict[str, set[int]] = {}
+            for e in steps:
+                if e.dagster_event and e.dagster_event.step_key and e.dagster_event.pid:
+                    by_key.setdefault(e.dagster_event.step_key, set()).add(e.dagster_event.pid)
             org, day = run_org(run.tags), run_day(run.tags)
             assert org and day, run.tags
             key = (org, day.isoformat())
@@ -113,7 +118,7 @@ def backfill_runs(server: DagsterDev, backfill_id: str) -> dict[tuple[str, str],
                 {str(e.metadata["day"].value) for e in evaluations},
                 {str(e.metadata["organisation"].value) for e in evaluations},
                 record.start_time or 0.0, record.end_time or 0.0,
-                {e.dagster_event.pid for e in steps if e.dagster_event and e.dagster_event.pid})
+                set().union(*by_key.values()), by_key)
     return seen
 
 

@@ -1,5 +1,6 @@
-"""A private PostgreSQL for the day-lock tests: `initdb` in a temporary directory, `pg_ctl start` on a free
-loopback port (it returns once the server accepts connections), `pg_ctl stop` and the directory removed after.
+"""A private PostgreSQL for the day-lock tests and the Celery test's Dagster instance: `initdb` in a temporary
+directory, `pg_ctl start` on a free loopback port (it returns once the server accepts connections), `pg_ctl stop`
+and the directory removed after.
 
 Debian's `postgresql` (bin/setup installs it) keeps `initdb` and `pg_ctl` in /usr/lib/postgresql/<version>/bin,
 off the PATH. PostgreSQL refuses to run as root, so under root (CI) both run as the package's `postgres` user,

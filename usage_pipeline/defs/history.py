@@ -19,6 +19,7 @@ from dagster import (
     define_asset_job,
 )
 
+from usage_pipeline.defs.executor import DUCKDB_STEP_TAGS
 from usage_pipeline.defs.generations import OPENROUTER_POOL
 from usage_pipeline.defs.partitions import settings_checked
 from usage_pipeline.defs.resources import DailyUsageDatabase, OpenRouterResource, OrganisationsResource
@@ -39,6 +40,7 @@ def history_window(span_days: int, today: dt.date | None = None) -> list[dt.date
 
 @asset(
     pool=OPENROUTER_POOL,
+    op_tags=DUCKDB_STEP_TAGS,  # on Celery, only the DuckDB machine's worker runs it
     key_prefix=["duckdb"],
     group_name="ledger",
     kinds={"duckdb"},

@@ -16,6 +16,7 @@ from dagster import (
     define_asset_job,
 )
 
+from usage_pipeline.defs.executor import DUCKDB_STEP_TAGS
 from usage_pipeline.defs.generations import FULL_CAPTURE, generations
 from usage_pipeline.defs.partitions import capturable, ledger_partitions, settings_checked
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OrganisationsResource
@@ -84,6 +85,7 @@ def top_models_markdown(daily_usage_rows: pandas.DataFrame, limit: int = 5) -> s
     partitions_def=ledger_partitions,
     deps=[generations],
     pool="duckdb_writer",
+    op_tags=DUCKDB_STEP_TAGS,  # on Celery, only the DuckDB machine's worker runs it
     key_prefix=["duckdb"],
     group_name="ledger",
     kinds={"duckdb"},

@@ -12,6 +12,7 @@ from dagster import (
     define_asset_job,
 )
 
+from usage_pipeline.defs.executor import DUCKDB_STEP_TAGS
 from usage_pipeline.defs.partitions import settings_checked
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OrganisationsResource
 from usage_pipeline.duck.publish import publish
@@ -22,6 +23,7 @@ REFRESH_MINUTES = 5
 
 @asset(
     pool="duckdb_writer",
+    op_tags=DUCKDB_STEP_TAGS,  # on Celery, only the DuckDB machine's worker runs it
     key_prefix=["duckdb"],
     group_name="today",
     kinds={"duckdb"},
