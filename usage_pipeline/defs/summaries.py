@@ -87,9 +87,9 @@ def top_models_markdown(daily_usage_rows: pandas.DataFrame, limit: int = 5) -> s
     key_prefix=["duckdb"],
     group_name="ledger",
     kinds={"duckdb"},
-    description="Daily summaries in DuckDB (daily_usage, by provider, key, user; daily_totals), each row with "
-                "its `org`, rebuilt for the organisation's day from its deduplicated InfluxDB points once the "
-                "day is proven whole.",
+    description="Daily summaries in DuckDB (daily_usage, by provider, key, user; daily_totals; daily_budgets), "
+                "each row with its `org`, rebuilt for the organisation's day from its deduplicated InfluxDB points "
+                "once the day is proven whole.",
 )
 def daily_usage(context: AssetExecutionContext, influxdb: InfluxDBResource, usage_db: DailyUsageDatabase,
                 organisations: OrganisationsResource) -> MaterializeResult:
@@ -99,10 +99,12 @@ def daily_usage(context: AssetExecutionContext, influxdb: InfluxDBResource, usag
     with settings_checked():
         configured = organisations.organisations()
         store, published_path = influxdb.store(configured, partition.org), usage_db.published
+        budgets = configured.get(partition.org).budgets  # compared with the day's spend in daily_budgets
     with store:
         summary = summarize_day(day, store.iter_day_frames(day),
                                 CaptureStatus(api_requests=proof.api_requests, api_cost=proof.api_usage,
-                                              status="complete"), proof.model_names, org=partition.org)
+                                              status="complete"), proof.model_names, org=partition.org,
+                                budgets=budgets)
     per_model, totals = summary.tables["daily_usage"], summary.tables["daily_totals"].iloc[0]
     if int(totals["requests"]) != proof.api_requests:  # the ledger changed since the check proved it
         raise Failure(description=f"not summarizing {partition}: the ledger now holds {int(totals['requests'])} "
