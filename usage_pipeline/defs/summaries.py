@@ -16,6 +16,7 @@ from dagster import (
     define_asset_job,
 )
 
+from usage_pipeline.defs.budgets import budget_check, budget_check_result
 from usage_pipeline.defs.generations import FULL_CAPTURE, generations
 from usage_pipeline.defs.partitions import capturable, ledger_partitions, settings_checked
 from usage_pipeline.defs.resources import DailyUsageDatabase, InfluxDBResource, OrganisationsResource
@@ -87,6 +88,7 @@ def top_models_markdown(daily_usage_rows: pandas.DataFrame, limit: int = 5) -> s
     key_prefix=["duckdb"],
     group_name="ledger",
     kinds={"duckdb"},
+    check_specs=[budget_check],  # reported from the daily_budgets rows built here (defs/budgets.py)
     description="Daily summaries in DuckDB (daily_usage, by provider, key, user; daily_totals; daily_budgets), "
                 "each row with its `org`, rebuilt for the organisation's day from its deduplicated InfluxDB points "
                 "once the day is proven whole.",
@@ -112,7 +114,8 @@ def daily_usage(context: AssetExecutionContext, influxdb: InfluxDBResource, usag
     with usage_db.store_connection() as conn:
         replace_day(conn, summary)
         published = publish(conn, published_path)
-    return MaterializeResult(metadata={
+    budgets_checked = budget_check_result(partition, summary.tables["daily_budgets"])  # spend_within_budgets
+    return MaterializeResult(check_results=[budgets_checked], metadata={
         "organisation": partition.org,
         "day": day.isoformat(),
         # numbers the asset page plots across partitions

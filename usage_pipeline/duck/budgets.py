@@ -7,14 +7,12 @@ day is next built. Only budgets that are set get a row (a key or user with a bud
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
-from pathlib import Path
 
 import duckdb
 import pandas
 
-from usage_pipeline.budgets import BudgetRow, Budgets
+from usage_pipeline.budgets import Budgets
 from usage_pipeline.duck.tables import ORG_COLUMN, column_definitions
 
 BUDGETS_TABLE = "daily_budgets"
@@ -48,21 +46,3 @@ def day_budgets(conn: duckdb.DuckDBPyConnection, params: Mapping[str, object], b
     conn.execute(f"CREATE TABLE {BUDGETS_TABLE} ({column_definitions(BUDGETS_SCHEMA)})")
     conn.execute(f"INSERT INTO {BUDGETS_TABLE} BY NAME {_QUERY}", {"day": params["day"], "org": params["org"]})
     return conn.execute(f"SELECT * FROM {BUDGETS_TABLE}").df()
-
-
-def stored_budgets(published: Path, org: str, day: dt.date) -> list[BudgetRow] | None:
-    """The organisation-day's `daily_budgets` rows in the published file; None when the day is not summarized
-    there (no `daily_totals` row)."""
-    if not published.exists():
-        return None
-    with duckdb.connect(str(published), read_only=True) as conn:
-        tables = {name for (name,) in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        if "daily_totals" not in tables or not conn.execute(
-                "SELECT count(*) FROM daily_totals WHERE day = ? AND org = ? AND capture_status = 'complete'",
-                [day, org]).fetchall()[0][0]:
-            return None
-        if BUDGETS_TABLE not in tables:
-            return []
-        found = conn.execute(f"SELECT scope, who, budget_usd, spend_usd, over_usd FROM {BUDGETS_TABLE} "
-                             "WHERE day = ? AND org = ? ORDER BY scope, who", [day, org]).fetchall()
-    return [BudgetRow(str(s), str(w), float(b), float(u), float(o)) for s, w, b, u, o in found]
