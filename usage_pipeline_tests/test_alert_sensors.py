@@ -6,6 +6,9 @@ loopback webhook, and nothing on its next tick. (The other events, through the d
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from usage_pipeline.defs.alerts import alert_on_failed_checks
 from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline_tests.alert_receiver import alert_receiver
 from usage_pipeline_tests.conftest import yesterday
+from usage_pipeline_tests.dagster_dev import REPO
 from usage_pipeline_tests.test_pipeline import Ledger
 
 
@@ -51,3 +55,15 @@ def test_a_failed_blocking_check_is_alerted_once_with_its_organisation_day_and_c
         tick(red.cursor)
         assert len(receiver.posted()) == 1  # once
     assert ledger.run(day).success  # the day healed for the other tests
+
+
+def test_the_alert_sensors_run_by_default_only_when_the_webhook_is_set_at_load() -> None:
+    """Decided when the code location loads (a process each: the definitions are built once per process)."""
+    show = ("from usage_pipeline.defs.alerts import ALERT_SENSORS as s; "
+            "print(sorted({x.default_status.value for x in s}))")
+    env = {k: v for k, v in os.environ.items() if k != "USAGE_ALERT_WEBHOOK_URL"}
+    for url, status in (("", "STOPPED"), ("https://hooks.slack.com/services/T0/B0/MARKED", "RUNNING")):
+        done = subprocess.run([sys.executable, "-c", show], env={**env, "USAGE_ALERT_WEBHOOK_URL": url},
+                              capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert done.returncode == 0 and done.stdout.strip() == f"['{status}']", done.stderr[-2000:]
+        assert "MARKED" not in done.stdout + done.stderr
