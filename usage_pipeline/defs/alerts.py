@@ -37,8 +37,9 @@ Event = tuple[str, float, Callable[[], alerts.Alert]]  # key, when it happened, 
 
 
 def _deliver(context: SensorEvaluationContext, events: Iterable[Event], now: dt.datetime,
-             cursor: alerts.AlertCursor) -> SensorResult | SkipReason:
-    """POST each event not sent yet; each is marked sent, delivered or not, so none is ever sent twice."""
+             cursor: alerts.AlertCursor, judged_until: dt.datetime | None = None) -> SensorResult | SkipReason:
+    """POST each event not sent yet; each is marked sent, delivered or not, so none is ever sent twice. With
+    `judged_until`, nothing before it is looked at again (the cursor's `since` moves there)."""
     url = setting("USAGE_ALERT_WEBHOOK_URL")
     if url is None:
         return SkipReason("USAGE_ALERT_WEBHOOK_URL is not set: no alert is sent")
@@ -54,6 +55,7 @@ def _deliver(context: SensorEvaluationContext, events: Iterable[Event], now: dt.
         else:
             context.log.warning(f"alert not delivered: {alert.kind} {alert.org} {alert.day}: {reason}")
             failed.append(f"{alert.kind} {alert.org} {alert.day} ({reason})")
+    cursor.since = max(cursor.since, judged_until.timestamp()) if judged_until else cursor.since
     cursor.prune(now, HORIZON)
     said = f"{sent} alert(s) sent" + (f"; not delivered: {', '.join(failed)}" if failed else "")
     return SensorResult(skip_reason=said, cursor=cursor.encode())
@@ -120,8 +122,8 @@ def _last_failure(instance: DagsterInstance, run_id: str) -> str | None:
 
 @sensor(minimum_interval_seconds=INTERVAL_S, default_status=DEFAULT_STATUS,
         description="Alerts once on each organisation-day not captured (influxdb/generations) by "
-                    "USAGE_CAPTURE_DEADLINE_UTC the day after; deadlines that passed before its first tick are "
-                    "not judged.")
+                    "USAGE_CAPTURE_DEADLINE_UTC the day after, judged at its first tick after the deadline; "
+                    "deadlines that passed before its first tick are not judged.")
 def alert_on_late_days(context: SensorEvaluationContext) -> SensorResult | SkipReason:
     now = dt.datetime.now(dt.UTC)
     cursor = alerts.AlertCursor.decode(context.cursor, now)
@@ -135,7 +137,7 @@ def alert_on_late_days(context: SensorEvaluationContext) -> SensorResult | SkipR
         events = [(f"late:{org}:{day}", alerts.deadline_of(day, at).timestamp(),
                    partial(alerts.late, org, day, alerts.deadline_of(day, at), now))
                   for org, day in alerts.late_days(orgs, days, captured)]
-    return _deliver(context, events, now, cursor)
+    return _deliver(context, events, now, cursor, judged_until=now)  # each deadline is judged once
 
 
 ALERT_SENSORS = [alert_on_failed_checks, alert_on_given_up_days, alert_on_late_days]
