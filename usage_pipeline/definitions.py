@@ -7,8 +7,10 @@ from typing import Any
 
 from dagster import Definitions, ExecutorDefinition
 
+from usage_pipeline.defs.alerts import ALERT_SENSORS
 from usage_pipeline.defs.dead_runs import release_dead_run_workers
 from usage_pipeline.defs.executor import executor_from_env
+from usage_pipeline.defs.freshness import capture_freshness
 from usage_pipeline.defs.generations import (
     checks_against_openrouter,
     generations,
@@ -27,11 +29,11 @@ def build_defs(resources: Mapping[str, Any], executor: ExecutorDefinition | None
     """Everything, wired to the given resources (tests pass their own servers; without a journal or
     organisations of their own, BROADCAST_JOURNAL_PATH's and USAGE_ORGANISATIONS')."""
     return Definitions(
-        assets=[generations, daily_usage, usage_history, usage_today],
+        assets=[generations.map_asset_specs(capture_freshness), daily_usage, usage_history, usage_today],
         asset_checks=[zero_duplicates, checks_against_openrouter],
         jobs=[daily_ledger_job, usage_history_job, usage_today_job],
         schedules=[daily_ledger_schedule, usage_history_schedule, usage_today_schedule],
-        sensors=[organisations_from_config, recapture_failed_days, release_dead_run_workers],
+        sensors=[organisations_from_config, recapture_failed_days, release_dead_run_workers, *ALERT_SENSORS],
         resources={"broadcast": BroadcastJournalResource(), "organisations": OrganisationsResource(), **resources},
         executor=executor,
     )

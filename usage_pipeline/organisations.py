@@ -10,6 +10,7 @@ and its points go to its own InfluxDB database. The file holds no secret: only v
         key_variable: ACME_OPENROUTER_KEY    # the variable holding acme's management key
         influxdb_database: openrouter_acme   # optional; default <INFLUXDB_DATABASE>_<name>
         base_url: https://openrouter.ai/api/v1   # optional; default OPENROUTER_BASE_URL
+        budgets: {daily_usd: 50, api_keys: {prod-key: 20}, users: {user-42: 5}}   # optional (budgets.py)
 
 Without the file there is one organisation, `default`, whose key is OPENROUTER_API_KEY and whose database is
 INFLUXDB_DATABASE itself: a deployment from before organisations keeps its points and its checks.
@@ -25,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from usage_pipeline.budgets import Budgets, parse_budgets
 from usage_pipeline.settings import SettingError, secret_setting, setting
 
 VARIABLE = "USAGE_ORGANISATIONS"
@@ -33,7 +35,7 @@ DEFAULT_KEY_VARIABLE = "OPENROUTER_API_KEY"
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _KEY_VARIABLE = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 _DATABASE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_FIELDS = {"name", "key_variable", "influxdb_database", "base_url"}
+_FIELDS = {"name", "key_variable", "influxdb_database", "base_url", "budgets"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Organisation:
     influxdb_database: str | None = None  # None: INFLUXDB_DATABASE for `default` (no file), else <base>_<name>
     base_url: str | None = None  # None: OPENROUTER_BASE_URL
     implicit: bool = False  # built from OPENROUTER_API_KEY because no file is named
+    budgets: Budgets = Budgets()  # daily spend budgets, none unless the file gives them
 
     def database(self, base: str) -> str:
         """The InfluxDB database (bucket) of this organisation, given INFLUXDB_DATABASE's value `base`."""
@@ -165,7 +168,8 @@ def _organisation(entry: Any, where: str) -> Organisation:
             base_url = setting("OPENROUTER_BASE_URL", {"OPENROUTER_BASE_URL": raw if isinstance(raw, str) else ""})
         except SettingError:
             raise SettingError(f"{where} ({name}): base_url must be an http(s) URL, got {str(raw)[:80]!r}") from None
-    return Organisation(name, key_variable, database, base_url)
+    budgets = parse_budgets(entry.get("budgets"), name, f"{where} ({name})")
+    return Organisation(name, key_variable, database, base_url, budgets=budgets)
 
 
 def _text(entry: Mapping[str, Any], field: str, form: re.Pattern[str], where: str, described: str,

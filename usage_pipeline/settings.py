@@ -2,9 +2,10 @@
 
 The Dagster resources read them when a run starts (a field left unset falls back to its variable), the
 CLI when a command starts; only `USAGE_START_DATE` (Dagster lists the days from it), `USAGE_ORGANISATIONS`
-(checked, so a bad file stops the load in one line) and whether `USAGE_CELERY_BROKER_URL` is set (it picks
-the executor) are read when the code location loads. A bad value raises `SettingError` naming the
-variable and the form it takes, never echoing a secret.
+(checked, so a bad file stops the load in one line), whether `USAGE_CELERY_BROKER_URL` is set (it picks
+the executor), whether `USAGE_ALERT_WEBHOOK_URL` is set (the alert sensors start running or stopped) and
+`USAGE_CAPTURE_DEADLINE_UTC` (the ledger's freshness policy) are read when the code location loads. A bad
+value raises `SettingError` naming the variable and the form it takes, never echoing a secret.
 """
 
 from __future__ import annotations
@@ -87,6 +88,22 @@ def _postgres_url(text: str) -> str:
     return text
 
 
+def _webhook_url(text: str) -> str:
+    """An http(s) URL kept exactly as given: Slack's carries its secret in the path, so nothing is stripped."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or _CONTROL.search(text):
+        raise ValueError
+    parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    return text
+
+
+def _time_of_day(text: str) -> dt.time:
+    """HH:MM, 00:00 to 23:59 (no seconds: Dagster's deadline cron has minutes at most)."""
+    if not re.fullmatch(r"\d\d:\d\d", text):
+        raise ValueError
+    return dt.time.fromisoformat(text)
+
+
 def _date(text: str) -> dt.date:
     return dt.date.fromisoformat(text)
 
@@ -121,6 +138,10 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("BROADCAST_JOURNAL_RETENTION_DAYS", "a whole number of days", _whole_number(0), 7),
     Variable("USAGE_LOCK_DATABASE_URL", "a PostgreSQL URL such as postgresql://user:password@host:5432/db",
              _postgres_url, secret=True),
+    Variable("USAGE_ALERT_WEBHOOK_URL", "an http(s) URL taking Slack-shaped JSON posts (e.g. a Slack incoming "
+             "webhook)", _webhook_url, secret=True),
+    Variable("USAGE_CAPTURE_DEADLINE_UTC", "a time of day as HH:MM (UTC) by which the day before is captured",
+             _time_of_day, dt.time(6, 0)),
     Variable("USAGE_HISTORY_DAYS", "a whole number of days from 0 to 365 (0: no history)", _whole_number(0, 365), 365),
 )}
 

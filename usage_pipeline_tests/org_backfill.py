@@ -14,13 +14,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import DagsterEventType, DagsterInstance, RunsFilter
+from dagster import AssetKey, DagsterEventType, DagsterInstance, RunsFilter
 
 from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.runs.tags import run_day, run_org
 from usage_pipeline_tests.dagster_dev import DagsterDev
 
 ASSETS = [{"path": ["influxdb", "generations"]}, {"path": ["duckdb", "daily_usage"]}]
+CAPTURE_KEY = AssetKey(["influxdb", "generations"])  # `checks` below are its; daily_usage's budget check is apart
 GREEN = {"zero_duplicates": True, "full_capture_matches_openrouter": True, "cost_matches_openrouter": True}
 
 
@@ -32,13 +33,17 @@ def second_organisation(root: Path, seed: int = 11, key: str = "globex-managemen
         yield server
 
 
-def organisations_env(orgs: Mapping[str, EmulatorProcess], root: Path) -> dict[str, str]:
-    """USAGE_ORGANISATIONS naming a file of `orgs`, each key in its own variable; no OPENROUTER_API_KEY."""
+def organisations_env(orgs: Mapping[str, EmulatorProcess], root: Path,
+                      budgets: Mapping[str, str] | None = None) -> dict[str, str]:
+    """USAGE_ORGANISATIONS naming a file of `orgs`, each key in its own variable; no OPENROUTER_API_KEY.
+    `budgets` gives an organisation's `budgets` field, as YAML flow text."""
     lines = ["organisations:"]
     env = {"OPENROUTER_API_KEY": "", "OPENROUTER_BASE_URL": ""}
     for name, server in orgs.items():
         variable = f"{name.upper()}_OPENROUTER_KEY"
         lines += [f"  - name: {name}", f"    key_variable: {variable}", f"    base_url: {server.base_url}"]
+        if budgets and name in budgets:
+            lines.append(f"    budgets: {budgets[name]}")
         env[variable] = server.management_key
     path = root / "organisations.yaml"
     path.write_text("\n".join(lines) + "\n")
@@ -102,7 +107,8 @@ def backfill_runs(server: DagsterDev, backfill_id: str) -> dict[tuple[str, str],
                 continue
             evaluations = [e.dagster_event.event_specific_data for e in
                            instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
-                           if e.dagster_event is not None]
+                           if e.dagster_event is not None
+                           and e.dagster_event.event_specific_data.asset_key == CAPTURE_KEY]  # the capture's checks
             steps = [e for e in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_START)
                      if e.dagster_event is not None]
             by_key: dict[str, set[int]] = {}

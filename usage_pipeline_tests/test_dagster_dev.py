@@ -12,17 +12,30 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pytest
+from dagster import DagsterInstance
 
 from openrouter_emulator.process import EmulatorProcess
+from usage_pipeline.alerts import HEADLINES, LATE, deadline_of
 from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.influx.store import InfluxStore
+from usage_pipeline.settings import setting
+from usage_pipeline_tests.alert_receiver import (
+    AlertReceiver,
+    KeyBudget,
+    alert_receiver,
+    key_budget_crossed_once,
+    sensor_state,
+    set_sensor_cursor,
+    wait_for_tick_after,
+)
 from usage_pipeline_tests.browser import PageVisit, open_page
 from usage_pipeline_tests.conftest import yesterday
 from usage_pipeline_tests.dagster_dev import DagsterDev, alive, pipeline_env, start_dagster_dev
@@ -42,6 +55,7 @@ if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 pytestmark = pytest.mark.slow  # a real `dg dev`
+ALERT_SENSORS = ("alert_on_failed_checks", "alert_on_given_up_days", "alert_on_late_days")  # issue23-alerts
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +64,50 @@ def globex(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess
         yield server
 
 
+# --- issue23-alerts: the alerts' receiver and acme's budget (fixtures of their own) -------------------------
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[AlertReceiver]:
+    with alert_receiver() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def acme_key_budget(emulator: EmulatorProcess) -> KeyBudget:
+    """A budget that one of acme's API keys crosses on one of the backfill's two days."""
+    return key_budget_crossed_once(backfill_days(), 2000, 7, emulator.truth)  # the session emulator's
+
+
+def backfill_days() -> list[dt.date]:
+    return [yesterday() - dt.timedelta(days=n) for n in (1, 0)]
+
+
+def alerts_env(receiver: AlertReceiver, budget: KeyBudget) -> tuple[dict[str, str], dict[str, str]]:
+    """The environment and acme's budgets: alerts posted to `receiver`; the recapture sensor gives up after one
+    run (so the backfill's red day is one it gave up on); a capture deadline 12 h from now, so none passes while
+    the module runs (a test moves the late sensor's cursor back instead)."""
+    deadline = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=12)).strftime("%H:%M")
+    budgets = {"acme": f'{{daily_usd: 100000, api_keys: {{"{budget.key}": {budget.usd}}}, users: {{nobody: 1}}}}'}
+    return {"USAGE_ALERT_WEBHOOK_URL": receiver.url, "USAGE_RECAPTURE_MAX_ATTEMPTS": "1",
+            "USAGE_CAPTURE_DEADLINE_UTC": deadline}, budgets
+# --- end issue23-alerts ---------------------------------------------------------------------------------------
+
+
 @pytest.fixture(scope="module")
 def dg_dev(emulator: EmulatorProcess, globex: EmulatorProcess, influxd: LocalInfluxd,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
+           tmp_path_factory: pytest.TempPathFactory, receiver: AlertReceiver,
+           acme_key_budget: KeyBudget) -> Iterator[DagsterDev]:
     """One `dg dev` for the module, with two organisations (acme: the session emulator, globex: its own);
     after it stops, no process it started (run workers included) is left."""
     dg = shutil.which("dg")
     assert dg, "dg (dagster-dg-cli) is installed with the project"
     root = tmp_path_factory.mktemp("dg_dev")
-    env = {**pipeline_env(emulator, influxd, root), **organisations_env({"acme": emulator, "globex": globex}, root)}
+    alerting, budgets = alerts_env(receiver, acme_key_budget)  # issue23-alerts
+    env = {**pipeline_env(emulator, influxd, root),
+           **organisations_env({"acme": emulator, "globex": globex}, root, budgets), **alerting}
     server = start_dagster_dev([dg, "dev"], env, root / "dg_dev.log")
     try:
+        for name in ALERT_SENSORS:  # issue23-alerts: each alert sensor watches from its first tick, before any run
+            wait_for_tick_after(server, name, 0)
         yield server
     finally:
         server.stop()
@@ -184,3 +231,59 @@ def asset_page_plots(server: DagsterDev, asset: list[str], titles: list[str]) ->
     return open_page(f"{server.url}/assets/{'/'.join(asset)}?view=overview", allow_local_http=True,
                      interact=show_plots, evaluate=f"({PLOT_PIXELS})({json.dumps(titles)})",
                      width=1400, height=1000, timeout_s=90)
+
+
+# --- issue23-alerts -----------------------------------------------------------------------------------------
+def test_operators_hear_once_of_the_red_day_the_budget_crossed_and_the_late_day_and_of_nothing_else(
+        dg_dev: DagsterDev, receiver: AlertReceiver, acme_key_budget: KeyBudget) -> None:
+    """After the backfill above (this module's dg dev): one alert per event, naming organisation, day and figure,
+    posted by the daemon's sensors; none for the green organisation-days; the webhook's secret path nowhere."""
+    with DagsterInstance.from_config(str(dg_dev.home)) as instance:
+        assert instance.get_backfills(), "runs after the backfill test of this module, on whose days it alerts"
+    days = backfill_days()
+    red = ("globex", days[0].isoformat())  # the organisation-day whose record OpenRouter never answered
+    at = setting("USAGE_CAPTURE_DEADLINE_UTC", dg_dev.env)
+    # The late sensor watched from its first tick, after which no deadline passed (12 h away): move its cursor back
+    # to just before the deadline of the backfill's first day, as if it had been running since.
+    since = deadline_of(days[0], at) - dt.timedelta(minutes=1)
+    set_sensor_cursor(dg_dev, "alert_on_late_days", json.dumps({"since": since.timestamp(), "sent": {}}))
+    crossed = ("acme", acme_key_budget.crossed_day.isoformat())
+    expected = sorted([(HEADLINES["gave_up"], *red), (HEADLINES["budget_crossed"], *crossed), (HEADLINES[LATE], *red)])
+    receiver.wait_for(lambda posted: set(expected) <= {(p.headline, p.org, p.day) for p in posted}, str(expected))
+    seen = time.time()
+    ticks = [wait_for_tick_after(dg_dev, name, seen) for name in ALERT_SENSORS]  # a tick more each: nothing new
+    posted = receiver.posted()
+    assert sorted((p.headline, p.org, p.day) for p in posted) == expected, posted  # once each, and nothing else
+    assert not receiver.refused
+    by_kind = {p.headline: p for p in posted}
+    gave_up = by_kind[HEADLINES["gave_up"]].figure
+    assert gave_up.startswith("1 run(s) failed, every attempt used (USAGE_RECAPTURE_MAX_ATTEMPTS=1); the last: "
+                              f"day {days[0]} is incomplete: 1 generation(s) still missing"), gave_up
+    spend = acme_key_budget.spend[acme_key_budget.crossed_day]
+    assert by_kind[HEADLINES["budget_crossed"]].figure == (
+        f"API key {acme_key_budget.key} spent ${spend:,.2f} of its ${acme_key_budget.usd:,.2f} daily budget "
+        f"(over by ${spend - acme_key_budget.usd:,.2f})")
+    late = by_kind[HEADLINES[LATE]]
+    assert late.figure.startswith(f"not captured by {deadline_of(days[0], at):%Y-%m-%d %H:%M} UTC ("), late
+    assert all(p.text == f"{p.headline}: {p.org} {p.day}: {p.figure}" for p in posted)
+    with duckdb.connect(dg_dev.env["USAGE_DUCKDB_PATH"], read_only=True) as conn:
+        over = conn.execute("SELECT org, strftime(day, '%Y-%m-%d'), scope, who FROM daily_budgets "
+                            "WHERE over_usd > 0").fetchall()
+        budget_rows = conn.execute("SELECT count(*) FROM daily_budgets").fetchall()[0][0]
+    assert over == [(*crossed, "api_key", acme_key_budget.key)] and budget_rows == 3 * len(days)  # acme's 3 budgets
+    secret = receiver.secret.rsplit("/", 1)[1]
+    assert secret not in dg_dev.log_path.read_text(errors="replace")  # never logged
+    assert not [tick for tick in ticks if secret in json.dumps(tick)]  # nor in a tick's message or cursor
+
+
+def test_the_ledger_shows_its_capture_deadline_as_a_freshness_policy_and_alerts_run(dg_dev: DagsterDev) -> None:
+    hour, minute = map(int, dg_dev.env["USAGE_CAPTURE_DEADLINE_UTC"].split(":"))
+    node = dg_dev.graphql("""{ assetNodes(assetKeys: [{path: ["influxdb", "generations"]}]) {
+        internalFreshnessPolicy { __typename ... on CronFreshnessPolicy { deadlineCron lowerBoundDeltaSeconds
+                                                                          timezone } } } }""")["assetNodes"][0]
+    assert node["internalFreshnessPolicy"] == {
+        "__typename": "CronFreshnessPolicy", "deadlineCron": f"{minute} {hour} * * *",
+        "lowerBoundDeltaSeconds": (hour * 3600 + minute * 60) or 86400, "timezone": "UTC"}
+    assert {name: sensor_state(dg_dev, name)["status"] for name in ALERT_SENSORS} == dict.fromkeys(
+        ALERT_SENSORS, "RUNNING")  # running by default: USAGE_ALERT_WEBHOOK_URL is set
+# --- end issue23-alerts ---------------------------------------------------------------------------------------

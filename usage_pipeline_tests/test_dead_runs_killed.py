@@ -139,7 +139,8 @@ def test_dagster_dev_a_killed_run_worker_releases_its_slot_and_the_day_reruns_ex
             evaluations = [e.dagster_event.event_specific_data for e in instance.all_logs(
                 retry_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION) if e.dagster_event]
             assert {e.check_name: e.passed for e in evaluations} == {
-                "zero_duplicates": True, "full_capture_matches_openrouter": True, "cost_matches_openrouter": True}
+                "zero_duplicates": True, "full_capture_matches_openrouter": True, "cost_matches_openrouter": True,
+                "spend_within_budgets": True}  # daily_usage's, no budget set
             print(f"\nkill -> run FAILURE {failed_after:.1f} s, -> slot freed {freed_after:.1f} s, -> next run "
                   f"started {started_after:.1f} s, -> next run succeeded {succeeded_after:.1f} s")
         store = InfluxStore(InfluxSettings(url=server.env["INFLUXDB_URL"], database=server.env["INFLUXDB_DATABASE"]))

@@ -30,6 +30,8 @@ from typing import Any
 import duckdb
 import pytest
 
+from openrouter_emulator.dataset import API_KEYS
+from usage_pipeline.budgets import parse_budgets
 from usage_pipeline.duck.history import HISTORY_SCHEMAS
 from usage_pipeline.duck.publish import SNAPSHOT_STORAGE_VERSION, SnapshotCopyError, publish, store_path_for
 from usage_pipeline.duck.summaries import TABLE_SCHEMAS
@@ -40,7 +42,7 @@ CLI_REQUIREMENT = "duckdb-cli==1.5.6"  # as pinned in pyproject.toml's dev extra
 CLI_VERSION = "v1.5."
 OLD_PYTHON_DUCKDB = "duckdb==1.4.5"  # the last 1.4 release
 PUBLISHED_TABLES = {"daily_usage", "daily_usage_by_provider", "daily_usage_by_api_key", "daily_usage_by_user",
-                    "daily_totals", "history_by_model", "history_by_api_key", "model_names"}
+                    "daily_totals", "daily_budgets", "history_by_model", "history_by_api_key", "model_names"}
 COLUMNS_SQL = ("SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns "
                "WHERE table_schema = 'main' ORDER BY table_name, column_name")
 # Run by Python duckdb 1.4 in its venv (isolated: `-I`, so nothing of this project's environment is imported).
@@ -95,8 +97,11 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two exact days and three aggregate days of the emulator's organisation, published by the pipeline."""
     path = tmp_path_factory.mktemp("published") / "usage.duckdb"
     yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    budgets = parse_budgets({"daily_usd": 1, "api_keys": {API_KEYS[0].label: 1000}, "users": {"nobody": 0.5}},
+                            "default", "test")  # one crossed, one not, one without spend: daily_budgets has rows
     write_usage_file(path, exact_days=[yesterday - dt.timedelta(days=n) for n in (1, 0)],
-                     aggregate_days=[yesterday - dt.timedelta(days=n) for n in (4, 3, 2)], generations_per_day=300)
+                     aggregate_days=[yesterday - dt.timedelta(days=n) for n in (4, 3, 2)], generations_per_day=300,
+                     budgets=budgets)
     return path
 
 

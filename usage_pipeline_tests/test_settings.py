@@ -44,6 +44,8 @@ BAD: dict[str, str] = {
     "BROADCAST_DRAIN_LAG_S": "-1",
     "BROADCAST_JOURNAL_RETENTION_DAYS": "-1",
     "USAGE_LOCK_DATABASE_URL": "mysql://locks:pw-MARKED@db.example.com/locks",
+    "USAGE_ALERT_WEBHOOK_URL": "hooks.slack.com/services/T0/B0/MARKED",  # no scheme; its path is the secret
+    "USAGE_CAPTURE_DEADLINE_UTC": "6am",
 }
 
 

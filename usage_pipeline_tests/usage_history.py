@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from openrouter_emulator.dataset import API_KEYS, BYOK, CANCELLED, ENDPOINTS, EXTERNAL_USERS, MODELS, UsageDataset
+from usage_pipeline.budgets import Budgets
 from usage_pipeline.duck import CaptureStatus, publish, replace_day, store_path_for, summarize_day
 from usage_pipeline.duck.history import write_history as store_history
 from usage_pipeline.openrouter.history import AggregateRow, HistoryRead
@@ -57,11 +58,12 @@ def ledger_frame(dataset: UsageDataset, day: dt.date) -> pd.DataFrame:
 
 def write_usage_file(published: Path, *, exact_days: list[dt.date], aggregate_days: list[dt.date],
                   generations_per_day: int | Callable[[dt.date], int] = 2000, seed: int = 7,
-                  org: str = "default") -> None:
+                  org: str = "default", budgets: Budgets | None = None) -> None:
     """Write organisation `org`'s `exact_days` through the pipeline and `aggregate_days` as analytics
     aggregates, then publish (into the same store: another organisation's rows stay).
 
-    `generations_per_day` may vary by day (a function of the day), e.g. quieter weekends.
+    `generations_per_day` may vary by day (a function of the day), e.g. quieter weekends; `budgets` are the
+    organisation's (daily_budgets).
     """
     frame_of = _ledger_frames([*exact_days, *aggregate_days], generations_per_day, seed)
     store = store_path_for(published)
@@ -70,7 +72,7 @@ def write_usage_file(published: Path, *, exact_days: list[dt.date], aggregate_da
         for day in exact_days:
             frame = frame_of(day)
             capture = CaptureStatus(api_requests=len(frame), api_cost=float(frame["usage"].sum()), status="complete")
-            replace_day(conn, summarize_day(day, [frame], capture, org=org))
+            replace_day(conn, summarize_day(day, [frame], capture, org=org, budgets=budgets))
         if aggregate_days:
             _write_aggregates(conn, aggregate_days, frame_of, org)
         publish(conn, published)

@@ -16,6 +16,7 @@ from dagster import (
     define_asset_job,
 )
 
+from usage_pipeline.defs.budgets import budget_check, budget_check_result
 from usage_pipeline.defs.executor import DUCKDB_STEP_TAGS
 from usage_pipeline.defs.generations import FULL_CAPTURE, generations
 from usage_pipeline.defs.partitions import capturable, ledger_partitions, settings_checked
@@ -89,9 +90,10 @@ def top_models_markdown(daily_usage_rows: pandas.DataFrame, limit: int = 5) -> s
     key_prefix=["duckdb"],
     group_name="ledger",
     kinds={"duckdb"},
-    description="Daily summaries in DuckDB (daily_usage, by provider, key, user; daily_totals), each row with "
-                "its `org`, rebuilt for the organisation's day from its deduplicated InfluxDB points once the "
-                "day is proven whole.",
+    check_specs=[budget_check],  # reported from the daily_budgets rows built here (defs/budgets.py)
+    description="Daily summaries in DuckDB (daily_usage, by provider, key, user; daily_totals; daily_budgets), "
+                "each row with its `org`, rebuilt for the organisation's day from its deduplicated InfluxDB points "
+                "once the day is proven whole.",
 )
 def daily_usage(context: AssetExecutionContext, influxdb: InfluxDBResource, usage_db: DailyUsageDatabase,
                 organisations: OrganisationsResource) -> MaterializeResult:
@@ -101,10 +103,12 @@ def daily_usage(context: AssetExecutionContext, influxdb: InfluxDBResource, usag
     with settings_checked():
         configured = organisations.organisations()
         store, published_path = influxdb.store(configured, partition.org), usage_db.published
+        budgets = configured.get(partition.org).budgets  # compared with the day's spend in daily_budgets
     with store:
         summary = summarize_day(day, store.iter_day_frames(day),
                                 CaptureStatus(api_requests=proof.api_requests, api_cost=proof.api_usage,
-                                              status="complete"), proof.model_names, org=partition.org)
+                                              status="complete"), proof.model_names, org=partition.org,
+                                budgets=budgets)
     per_model, totals = summary.tables["daily_usage"], summary.tables["daily_totals"].iloc[0]
     if int(totals["requests"]) != proof.api_requests:  # the ledger changed since the check proved it
         raise Failure(description=f"not summarizing {partition}: the ledger now holds {int(totals['requests'])} "
@@ -112,7 +116,8 @@ def daily_usage(context: AssetExecutionContext, influxdb: InfluxDBResource, usag
     with usage_db.store_connection() as conn:
         replace_day(conn, summary)
         published = publish(conn, published_path)
-    return MaterializeResult(metadata={
+    budgets_checked = budget_check_result(partition, summary.tables["daily_budgets"])  # spend_within_budgets
+    return MaterializeResult(check_results=[budgets_checked], metadata={
         "organisation": partition.org,
         "day": day.isoformat(),
         # numbers the asset page plots across partitions

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import duckdb
 import pandas
 
+from usage_pipeline.budgets import Budgets
+from usage_pipeline.duck.budgets import BUDGETS_SCHEMA, BUDGETS_TABLE, day_budgets
 from usage_pipeline.duck.tables import ORG_COLUMN
 from usage_pipeline.duck.tables import column_definitions as schema_columns
 from usage_pipeline.organisations import DEFAULT_NAME
@@ -105,6 +107,7 @@ TABLE_SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {
         ("capture_status", "VARCHAR NOT NULL"),
         ("built_at", "TIMESTAMP NOT NULL"),
     ),
+    BUDGETS_TABLE: BUDGETS_SCHEMA,  # duck/budgets.py
 }
 
 SUMMARY_TABLES: tuple[str, ...] = tuple(TABLE_SCHEMAS)
@@ -200,10 +203,11 @@ class ModelLabels:
 
 def summarize_day(
     day: dt.date, chunks: Iterable[pandas.DataFrame], capture: CaptureStatus,
-    names: Mapping[str, ModelLabels] | None = None, *, org: str = DEFAULT_NAME,
+    names: Mapping[str, ModelLabels] | None = None, *, org: str = DEFAULT_NAME, budgets: Budgets | None = None,
 ) -> DaySummary:
     """Summarize one organisation's UTC day of deduplicated ledger points (read from its own database); a day
-    without points still gets totals. `names` gives each stored model's slug and label (absent: NULL)."""
+    without points still gets totals. `names` gives each stored model's slug and label (absent: NULL);
+    `budgets` are the organisation's, compared with the day's spend in `daily_budgets`."""
     with duckdb.connect(":memory:") as conn:
         # A compressed in-memory database holds a 1M-row day in ~50 MiB instead of ~200 MiB.
         conn.execute("ATTACH ':memory:' AS day_ledger (COMPRESS)")
@@ -219,7 +223,8 @@ def summarize_day(
             "capture_status": capture.status,
             "built_at": built_at,
         }
-        tables = {name: _materialize(conn, name, params) for name in SUMMARY_TABLES}
+        tables = {name: _materialize(conn, name, params) for name in SUMMARY_TABLES if name != BUDGETS_TABLE}
+        tables[BUDGETS_TABLE] = day_budgets(conn, params, budgets or Budgets())
     return DaySummary(day=day, tables=tables, org=org)
 
 
