@@ -119,7 +119,7 @@ async def _fetch(world: World, records: int, source: SimulatedSource | None = No
     return {"records": fetched, "missing": sum(len(r.missing) for r in results), "seconds": round(seconds, 2),
             "share": fetched / seconds / world.limit if world.limit else 0.0, "requests": figures.requests,
             "accepted": world.counts.get("accepted", 0), "limited": world.counts.get("limited", 0),
-            "decreases": pace.figures.decreases, "pauses": pace.figures.account_pauses}
+            "decreases": pace.figures.decreases, "pauses": pace.figures.account_pauses, "limit_rps": pace.limit_rps}
 
 
 

@@ -1,6 +1,8 @@
 """A real `dg dev` (webserver + daemon + code server) with two organisations: it shows the definitions, and a
 UI-style backfill of both organisations by two days runs one run per organisation-day, each with its own
-green checks, except the one organisation-day whose record OpenRouter never answers.
+green checks, except the one organisation-day whose record OpenRouter never answers. Beside it a daily_ledger
+run of a third day has a red check; the checks' evaluations are per organisation-day, and the check's and the
+asset's Partitions views in Chromium show each organisation-day red or green.
 
 `dg dev` builds the workspace from `[tool.dg]` and then serves it with the very function `dagster dev` runs,
 so this one server proves the dg entry point end to end; `dagster dev -w workspace.yaml` is started by
@@ -14,15 +16,18 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pytest
+import requests
 from dagster import DagsterInstance
 
 from openrouter_emulator.process import EmulatorProcess
 from usage_pipeline.alerts import HEADLINES, LATE, deadline_of
+from usage_pipeline.defs.partitions import OrgDay
 from usage_pipeline.influx.local_server import LocalInfluxd
 from usage_pipeline.influx.settings import InfluxSettings
 from usage_pipeline.influx.store import InfluxStore
@@ -37,6 +42,15 @@ from usage_pipeline_tests.alert_receiver import (
     wait_for_tick_after,
 )
 from usage_pipeline_tests.browser import PageVisit, open_page
+from usage_pipeline_tests.check_grid import (
+    CHECKS,
+    GENERATIONS,
+    check_executions,
+    launch_daily_ledger,
+    partition_counts,
+    partition_grids,
+    wait_for_run,
+)
 from usage_pipeline_tests.conftest import yesterday
 from usage_pipeline_tests.dagster_dev import DagsterDev, alive, pipeline_env, start_dagster_dev
 from usage_pipeline_tests.org_backfill import (
@@ -140,22 +154,61 @@ def test_dg_dev_shows_assets_checks_job_schedule_and_sensor(dg_dev: DagsterDev) 
         "zero_duplicates": True, "full_capture_matches_openrouter": True, "cost_matches_openrouter": False}
 
 
-def test_a_backfill_of_two_organisations_by_two_days_is_exact_per_organisation_day_and_one_missing_record_is_red(
-        dg_dev: DagsterDev, emulator: EmulatorProcess, globex: EmulatorProcess, tmp_path: Path) -> None:
+@dataclass(frozen=True)
+class Backfilled:
+    """The module's runs: a UI-style backfill of two organisations by two days (globex's first day with a record
+    OpenRouter never answers), and beside it the daily_ledger job of acme's day before, whose capture is whole but
+    one record of which /generation names another model than /activity counts it under (as a fallback might)."""
+
+    backfill_id: str
+    days: list[dt.date]
+    servers: dict[str, EmulatorProcess]
+    statuses: list[str]  # of the backfill's runs, sorted
+    red_check: OrgDay  # the daily_ledger run's organisation-day
+    red_check_status: str
+
+    @property
+    def red(self) -> tuple[str, str]:
+        return "globex", self.days[0].isoformat()
+
+
+def fallback_model(server: EmulatorProcess, day: dt.date) -> tuple[str, str]:
+    """One record of the day and a model of the day other than its own."""
+    truth = server.truth(day)
+    victim = truth["ids"][0]
+    answer = requests.get(f"{server.base_url}/generation", params={"id": victim}, timeout=30,
+                          headers={"Authorization": f"Bearer {server.management_key}"})
+    answer.raise_for_status()
+    return victim, next(model for model in truth["by_model_permaslug"] if model != answer.json()["data"]["model"])
+
+
+@pytest.fixture(scope="module")
+def backfilled(dg_dev: DagsterDev, emulator: EmulatorProcess, globex: EmulatorProcess) -> Backfilled:
     days = [yesterday() - dt.timedelta(days=n) for n in (1, 0)]
     servers = {"acme": emulator, "globex": globex}
+    red_check = OrgDay("acme", days[0] - dt.timedelta(days=1))
     wait_for_organisations(dg_dev, list(servers))  # the daemon's sensor read USAGE_ORGANISATIONS
     lost = globex.truth(days[0])["ids"][0]  # globex's first day: one record OpenRouter never answers
+    victim, other = fallback_model(emulator, red_check.day)
     globex.set_faults([{"path": "/generation", "id": lost, "status": 404, "count": 1_000_000}])
+    emulator.override_records({victim: {"model": other}})
     try:
         backfill = launch_backfill(dg_dev, keys(list(servers), days))
-        assert wait_for_backfill(dg_dev, backfill, runs=4) == ["FAILURE"] + ["SUCCESS"] * 3
+        run_id = launch_daily_ledger(dg_dev, red_check)  # runs while the backfill daemon has not yet launched
+        statuses = wait_for_backfill(dg_dev, backfill, runs=4)
+        return Backfilled(backfill, days, servers, statuses, red_check, wait_for_run(dg_dev, run_id))
     finally:
         globex.clear_faults()
+        emulator.clear_overrides()
 
+
+def test_a_backfill_of_two_organisations_by_two_days_is_exact_per_organisation_day_and_one_missing_record_is_red(
+        dg_dev: DagsterDev, backfilled: Backfilled, tmp_path: Path) -> None:
+    days, servers, backfill = backfilled.days, backfilled.servers, backfilled.backfill_id
+    assert backfilled.statuses == ["FAILURE"] + ["SUCCESS"] * 3
     runs = backfill_runs(dg_dev, backfill)
     assert sorted(runs) == sorted((org, day.isoformat()) for org in servers for day in days)  # one each
-    red = ("globex", days[0].isoformat())
+    red = backfilled.red
     for key, run in runs.items():
         if key == red:  # the capture refused to report success with a record missing; nothing was summarized
             assert run.status == "FAILURE" and not any(run.checks.values()), run
@@ -233,37 +286,96 @@ def asset_page_plots(server: DagsterDev, asset: list[str], titles: list[str]) ->
                      width=1400, height=1000, timeout_s=90)
 
 
+def test_each_check_is_evaluated_per_organisation_day_and_a_red_one_blocks_that_summary_alone(
+        dg_dev: DagsterDev, backfilled: Backfilled) -> None:
+    """Through GraphQL, as the UI reads it: the backfill's runs each evaluated the three checks of their own
+    organisation-day (the bad one's run failed before they could: Dagster's EXECUTION_FAILED); the daily_ledger
+    run of a day whose capture is whole but whose count per model is not has a red full-capture check for that
+    partition alone, and its summary was blocked (the capture materialized, the summary did not)."""
+    for org in backfilled.servers:
+        for day in (d.isoformat() for d in backfilled.days):
+            key = f"{day}|{org}"
+            for check in CHECKS:
+                latest = check_executions(dg_dev, check, key)[0]
+                assert latest["partition"] == key, latest
+                if (org, day) == backfilled.red:
+                    assert latest["status"] == "EXECUTION_FAILED" and latest["evaluation"] is None, latest
+                else:
+                    evaluation = latest["evaluation"]
+                    assert latest["status"] == "SUCCEEDED" and evaluation["success"], latest
+                    assert evaluation["partition"] == key and evaluation["description"].startswith(f"{org} {day}:")
+
+    partition, status = backfilled.red_check, backfilled.red_check_status
+    key, red = f"{partition.day}|{partition.org}", f"{partition.org} {partition.day}:"
+    assert status == "FAILURE"  # a blocking check failed
+    latest = {check: check_executions(dg_dev, check, key)[0] for check in CHECKS}
+    assert {check: e["status"] for check, e in latest.items()} == {"zero_duplicates": "SUCCEEDED",
+        "full_capture_matches_openrouter": "FAILED", "cost_matches_openrouter": "FAILED"}  # cost: a warning
+    capture = latest["full_capture_matches_openrouter"]["evaluation"]
+    assert capture["partition"] == key and capture["description"].startswith(red), capture
+    assert partition_counts(dg_dev, GENERATIONS) == {"materialized": 4, "failed": 1}  # its capture was whole ...
+    assert partition_counts(dg_dev, ["duckdb", "daily_usage"]) == {"materialized": 3, "failed": 2}  # ... not summed
+    with duckdb.connect(dg_dev.env["USAGE_DUCKDB_PATH"], read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM daily_totals WHERE org = ? AND day = ?",
+                            [partition.org, partition.day]).fetchall() == [(0,)]
+
+
+def test_the_check_grid_and_the_assets_partitions_show_each_organisation_day_red_or_green(
+        dg_dev: DagsterDev, backfilled: Backfilled, tmp_path: Path) -> None:
+    """The real UI in headless Chromium: the full-capture check's Partitions tab and the Partitions view of
+    influxdb/generations, a day focused at a time, each organisation's dot in Dagster's own red or green."""
+    (first, second), third = (d.isoformat() for d in backfilled.days), backfilled.red_check.day.isoformat()
+    checks, asset, page = partition_grids(dg_dev, "full_capture_matches_openrouter", [first, second, third],
+                                          ["acme", "globex"])
+    (tmp_path / "check_partitions.png").write_bytes(checks.screenshot)
+    (tmp_path / "asset_partitions.png").write_bytes(asset.screenshot)
+    print(f"screenshots: {tmp_path / 'check_partitions.png'}, {tmp_path / 'asset_partitions.png'}")
+    assert not page.page_errors and not page.refused_requests, (page.page_errors, page.refused_requests)
+    # the backfill: globex's first day red, the other three green; acme's third day: a red check
+    assert checks.cells == {("globex", first): ["red"], ("acme", first): ["green"], ("acme", second): ["green"],
+                            ("globex", second): ["green"], ("acme", third): ["red"], ("globex", third): ["gray"]}
+    assert checks.days == {first: ["red"], second: ["green"], third: ["red"]}  # the worst of the day's cells
+    # the asset: the failed capture red; the third day's capture was whole (its check is what was red)
+    assert asset.cells == {("globex", first): ["red"], ("acme", first): ["green"], ("acme", second): ["green"],
+                           ("globex", second): ["green"], ("acme", third): ["green"], ("globex", third): ["gray"]}
+    assert asset.days == {first: ["red", "green"], second: ["green"], third: ["gray", "green"]}
+
+
 # --- issue23-alerts -----------------------------------------------------------------------------------------
 def test_operators_hear_once_of_the_red_day_the_budget_crossed_and_the_late_day_and_of_nothing_else(
-        dg_dev: DagsterDev, receiver: AlertReceiver, acme_key_budget: KeyBudget) -> None:
+        dg_dev: DagsterDev, backfilled: Backfilled, receiver: AlertReceiver, acme_key_budget: KeyBudget) -> None:
     """After the backfill above (this module's dg dev): one alert per event, naming organisation, day and figure,
     posted by the daemon's sensors; none for the green organisation-days; the webhook's secret path nowhere."""
     with DagsterInstance.from_config(str(dg_dev.home)) as instance:
-        assert instance.get_backfills(), "runs after the backfill test of this module, on whose days it alerts"
+        assert instance.get_backfills(), "runs after the backfill of this module, on whose days it alerts"
     days = backfill_days()
     red = ("globex", days[0].isoformat())  # the organisation-day whose record OpenRouter never answered
+    red_check = (backfilled.red_check.org, backfilled.red_check.day.isoformat())  # its full-capture check failed
     at = setting("USAGE_CAPTURE_DEADLINE_UTC", dg_dev.env)
     # The late sensor watched from its first tick, after which no deadline passed (12 h away): move its cursor back
     # to just before the deadline of the backfill's first day, as if it had been running since.
     since = deadline_of(days[0], at) - dt.timedelta(minutes=1)
     set_sensor_cursor(dg_dev, "alert_on_late_days", json.dumps({"since": since.timestamp(), "sent": {}}))
     crossed = ("acme", acme_key_budget.crossed_day.isoformat())
-    expected = sorted([(HEADLINES["gave_up"], *red), (HEADLINES["budget_crossed"], *crossed), (HEADLINES[LATE], *red)])
+    expected = sorted([(HEADLINES["gave_up"], *red), (HEADLINES["budget_crossed"], *crossed), (HEADLINES[LATE], *red),
+                       (HEADLINES["check_failed"], *red_check), (HEADLINES["gave_up"], *red_check)])
     receiver.wait_for(lambda posted: set(expected) <= {(p.headline, p.org, p.day) for p in posted}, str(expected))
     seen = time.time()
     ticks = [wait_for_tick_after(dg_dev, name, seen) for name in ALERT_SENSORS]  # a tick more each: nothing new
     posted = receiver.posted()
     assert sorted((p.headline, p.org, p.day) for p in posted) == expected, posted  # once each, and nothing else
     assert not receiver.refused
-    by_kind = {p.headline: p for p in posted}
-    gave_up = by_kind[HEADLINES["gave_up"]].figure
+    by_kind = {(p.headline, p.org, p.day): p for p in posted}
+    gave_up = by_kind[(HEADLINES["gave_up"], *red)].figure
     assert gave_up.startswith("1 run(s) failed, every attempt used (USAGE_RECAPTURE_MAX_ATTEMPTS=1); the last: "
                               f"day {days[0]} is incomplete: 1 generation(s) still missing"), gave_up
     spend = acme_key_budget.spend[acme_key_budget.crossed_day]
-    assert by_kind[HEADLINES["budget_crossed"]].figure == (
+    assert by_kind[(HEADLINES["budget_crossed"], *crossed)].figure == (
         f"API key {acme_key_budget.key} spent ${spend:,.2f} of its ${acme_key_budget.usd:,.2f} daily budget "
         f"(over by ${spend - acme_key_budget.usd:,.2f})")
-    late = by_kind[HEADLINES[LATE]]
+    failed = by_kind[(HEADLINES["check_failed"], *red_check)].figure
+    assert "full_capture_matches_openrouter" in failed and f"{red_check[0]} {red_check[1]}:" in failed, failed
+    late = by_kind[(HEADLINES[LATE], *red)]
     assert late.figure.startswith(f"not captured by {deadline_of(days[0], at):%Y-%m-%d %H:%M} UTC ("), late
     assert all(p.text == f"{p.headline}: {p.org} {p.day}: {p.figure}" for p in posted)
     with duckdb.connect(dg_dev.env["USAGE_DUCKDB_PATH"], read_only=True) as conn:

@@ -202,8 +202,17 @@ def test_each_limiter_is_used_to_the_full_without_hammering_it(limiter: str) -> 
     assert result["records"] == 900 and result["missing"] == 0
     assert result["accepted"] / result["seconds"] >= 0.9 * world.limit  # the budget, retries included
     assert result["limited"] <= 0.25 * result["records"]
+    assert result["limit_rps"] == pytest.approx(world.limit, rel=0.1)  # the limit it learned, for the metadata
 
 
 def test_without_a_limit_the_cap_alone_bounds_the_pace() -> None:
     result = simulate(World(limiter="fixed", limit=0.0, fault_503=0.0, first_404=0.0, lone_429=0.0, seed=4), 600)
     assert result["records"] == 600 and result["limited"] == 0 and result["pauses"] == 0
+    assert result["limit_rps"] is None  # never throttled, no cap: no limit to measure the rate against
+
+
+def test_the_limit_a_run_met_is_the_configured_cap_until_the_server_throttles_below_it() -> None:
+    assert Pace(8, 40.0, 10.0).limit_rps == 40.0 and Pace(8, None, 10.0).limit_rps is None
+    throttled = Pace(8, 40.0, 10.0)
+    throttled.figures.throttled_rps.extend([31.0, 29.0, 30.0])
+    assert throttled.limit_rps == 30.0  # the median of what the server accepted when it said the budget was spent

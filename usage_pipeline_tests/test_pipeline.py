@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from influxdb_client import Point, WritePrecision
 
 from openrouter_emulator.process import EmulatorProcess, run_emulator
 from usage_pipeline.definitions import build_defs
+from usage_pipeline.defs.capture_metadata import PLOTTED
 from usage_pipeline.defs.generations import (
     checks_against_openrouter,
     generations,
@@ -116,6 +118,18 @@ def as_int(value: object) -> int:
     return value
 
 
+def as_float(value: object) -> float:
+    assert isinstance(value, float), value
+    return value
+
+
+def details(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The capture's `details` entry: every figure it measured beside the few it charts."""
+    value = metadata["details"].value
+    assert isinstance(value, dict), value
+    return value
+
+
 def as_text(value: object) -> str:
     """A metadata value known to be text (markdown), narrowed from MetadataValue's wide union."""
     assert isinstance(value, str), value
@@ -135,12 +149,17 @@ def test_a_day_end_to_end_then_again_without_duplicates(ledger: Ledger) -> None:
     truth = ledger.truth(day)
     first = ledger.run(day)
     assert first.success and checks(first) == ALL_GREEN and summarized(first)
+    assert {e.partition for e in first.get_asset_check_evaluations()} == {f"{day}|default"}  # the run's partition
     counts = ledger.store.day_counts(day)
     assert counts.points == counts.distinct_ids == truth["count"]
     assert ledger.store.ids_by_model(day) == truth["by_model_permaslug"]  # as /generation sent them
     meta = first.asset_materializations_for_node("influxdb__generations")[0].metadata
-    assert meta["enumerated"].value == meta["fetched"].value == meta["written"].value == truth["count"]
-    assert meta["missing"].value == 0
+    assert meta["enumerated"].value == meta["fetched"].value == truth["count"]
+    assert details(meta)["written"] == truth["count"] and meta["missing"].value == 0
+    assert meta["spend_usd"].value == pytest.approx(truth["cost"], abs=1e-5)  # the day's stored usage
+    numbers = {k for k, v in meta.items() if isinstance(v.value, (int, float)) and not isinstance(v.value, bool)}
+    assert numbers == set(PLOTTED) - {"share_of_limit", "push_coverage"}, numbers  # no limit met, no push set up
+    assert "push" not in details(meta)
     summary = ledger.summary(day)
     assert {row[1]: row[4] for row in summary["daily_usage"]} == truth["by_model_permaslug"]  # model, requests
     assert sum(row[5] for row in summary["daily_usage_by_api_key"]) == truth["count"]
@@ -239,7 +258,7 @@ def test_the_capture_check_holds_on_label_named_analytics_and_either_end_bound(l
         assert meta["stored_distinct_ids"].value == meta["api_request_count"].value == ledger.truth(day)["count"]
         assert meta["analytics_labels"].value > 0 and meta["activity_checked"].value is True
         generation_meta = green.asset_materializations_for_node("influxdb__generations")[0].metadata
-        skipped = as_int(generation_meta["next_day_ids_skipped"].value)
+        skipped = as_int(details(generation_meta)["next_day_ids_skipped"])
         assert (skipped >= 2) if inclusive else (skipped == 0)
 
         row = next(iter(ledger.store.iter_day_frames(day, chunk_size=1))).iloc[0]
@@ -293,10 +312,13 @@ def test_a_day_from_an_api_as_hard_as_openrouter_is_exact_and_green(influxd: Loc
         stats = emulator.stats()
     assert result.success and checks(result) == ALL_GREEN
     meta = {k: v.value for k, v in result.asset_materializations_for_node("influxdb__generations")[0].metadata.items()}
-    assert meta["enumerated"] == meta["fetched"] == meta["written"] == truth["count"] == 5000
+    more = details(result.asset_materializations_for_node("influxdb__generations")[0].metadata)
+    assert meta["enumerated"] == meta["fetched"] == more["written"] == truth["count"] == 5000
     assert stats["rate_limited"] > 0 and stats["hangs"] > 0  # the server really was hard ...
-    assert as_int(meta["throttled_429"]) > 0 and as_int(meta["timed_out_attempts"]) >= stats["hangs"] \
+    assert as_int(more["throttled_429"]) > 0 and as_int(more["timed_out_attempts"]) >= stats["hangs"] \
         and meta["missing"] == 0  # ... and met: every hung fetch was cut and tried again
+    assert more["limit_rps"] == pytest.approx(500, rel=0.15)  # the limit the pace learned from the 429s ...
+    assert meta["share_of_limit"] == pytest.approx(as_float(meta["records_per_second"]) / more["limit_rps"], abs=1e-3)
     assert ledger.store.ids_by_model(day) == truth["by_model_permaslug"]
 
 

@@ -77,7 +77,7 @@ def test_pushed_records_are_the_points_the_nightly_keeps_and_it_fetches_only_wha
     assert {t: p for t, p in after.items() if p[0] in delivered} == pushed_points  # same times, same tags
     assert store.day_counts(day) == DayCounts(truth["count"], truth["count"]) and no_duplicates(store, day).passed
 
-    coverage = push_coverage(receiver.journal, day, store.day_ids(day))
+    coverage = push_coverage(receiver.journal, day, lambda: store.day_ids(day))
     assert coverage["push_missed"] == len(dropped) and set(coverage["push_missed_ids"]) <= dropped
     assert coverage["push_coverage"] == pytest.approx(len(delivered) / truth["count"], abs=1e-6)
     assert coverage["push_differs"] == len(set(counts["mismatched_ids"]) & delivered) > 0

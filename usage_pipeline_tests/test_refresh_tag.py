@@ -29,7 +29,8 @@ def run(ledger: Ledger, day: dt.date, tags: dict[str, str]) -> tuple[ExecuteInPr
     result = ledger.defs.resolve_job_def("daily_ledger").execute_in_process(
         partition_key=OrgDay("default", day).key, instance=ledger.instance, raise_on_error=False, tags=tags)
     materialized = result.asset_materializations_for_node("influxdb__generations")
-    meta = {k: v.value for k, v in materialized[0].metadata.items()} if materialized else {}
+    meta: dict[str, Any] = {k: v.value for k, v in materialized[0].metadata.items()} if materialized else {}
+    meta |= meta.get("details", {})  # the figures kept beside the charted ones (`refresh`)
     return result, meta, int(ledger.emulator.stats()["by_path"].get("/generation", 0))
 
 

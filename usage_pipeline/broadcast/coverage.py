@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +19,22 @@ from usage_pipeline.broadcast import journal
 SHOWN_IDS = 20  # ids listed in the metadata; the counts are whole
 
 
-def push_coverage(journal_path: Path, day: dt.date, stored_ids: Collection[str]) -> dict[str, Any]:
-    """The metadata entries for `day`; a journal that does not exist says push is not set up."""
+def push_coverage(journal_path: Path, day: dt.date, stored_ids: Callable[[], Collection[str]]) -> dict[str, Any]:
+    """What push delivered of `day` against the day's stored ids (read only when there is something to compare),
+    or nothing when push was not set up for the day: no journal, or a journal holding no delivery of that day.
+    The rule never states a coverage the journal cannot know: days before push was set up, or whose ids were
+    pruned, say nothing (and so does a day push delivered nothing of at all)."""
     if not journal_path.exists():
-        return {"push": f"no journal at {journal_path} (BROADCAST_JOURNAL_PATH): push is not set up"}
+        return {}
     connection = journal.connect(journal_path)
     try:
         pushed = journal.day_ids(connection, day)
         differs = journal.day_mismatches(connection, day)
     finally:
         connection.close()
-    stored = set(stored_ids)
+    if not pushed:
+        return {}
+    stored = set(stored_ids())
     missed = sorted(stored - set(pushed))
     unknown = sorted(set(pushed) - stored)
     return {

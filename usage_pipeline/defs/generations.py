@@ -17,8 +17,9 @@ from dagster import (
     multi_asset_check,
 )
 
-from usage_pipeline.broadcast.coverage import prove_day, push_coverage
+from usage_pipeline.broadcast.coverage import prove_day
 from usage_pipeline.day_lock import NIGHTLY_WAIT_S, DayLockError, DayLocks
+from usage_pipeline.defs.capture_metadata import as_log_line, capture_metadata
 from usage_pipeline.defs.partitions import OrgDay, capturable, ledger_partitions, org_day, settings_checked
 from usage_pipeline.defs.resources import (
     BroadcastJournalResource,
@@ -64,8 +65,7 @@ def refresh_asked(tags: Mapping[str, str]) -> bool:
 def generations(context: AssetExecutionContext, openrouter: OpenRouterResource, influxdb: InfluxDBResource,
                 broadcast: BroadcastJournalResource, organisations: OrganisationsResource) -> MaterializeResult:
     partition = capturable(context.partition_key)
-    day = partition.day
-    refresh = refresh_asked(context.run.tags)
+    day, refresh = partition.day, refresh_asked(context.run.tags)
     with settings_checked():  # every setting, before any query
         configured = organisations.organisations()
         org = configured.get(partition.org)
@@ -76,12 +76,10 @@ def generations(context: AssetExecutionContext, openrouter: OpenRouterResource, 
         with InfluxStore(influx) as store, locks.hold(day, f"nightly run {context.run.run_id[:8]}", NIGHTLY_WAIT_S):
             store.ensure_database(list(influxdb.databases(configured).values()))  # what it cannot hold: refused
             recording = record_day(source, influx, day, refresh=refresh)
-            pushed = push_coverage(journal_path, day, store.day_ids(day))  # what push delivered of the day
+            metadata = capture_metadata(org.name, influx.database, recording, store, journal_path)
     except (OpenRouterError, InfluxError, DayLockError) as exc:  # they say what was tried; no secret in them
         raise Failure(description=str(exc)) from None
-    metadata = {"organisation": org.name, "influxdb_database": influx.database, **recording.summary(),
-                **pushed}
-    context.log.info(f"{partition}: {metadata}")
+    context.log.info(f"{partition}: {as_log_line(metadata)}")
     if not recording.complete:
         raise Failure(description=recording.problems(), metadata=metadata)
     return MaterializeResult(metadata=metadata)
@@ -89,14 +87,17 @@ def generations(context: AssetExecutionContext, openrouter: OpenRouterResource, 
 
 def _result(partition: OrgDay, verdict: Verdict, severity: AssetCheckSeverity = AssetCheckSeverity.ERROR,
             check_name: str | None = None) -> AssetCheckResult:
+    """The verdict as the partition's evaluation: its description and metadata name the organisation and day."""
     metadata = {"organisation": partition.org, **verdict.metadata, "result": verdict.description}
     if verdict.diff_markdown:
         metadata["diff"] = MetadataValue.md(verdict.diff_markdown)
     return AssetCheckResult(passed=verdict.passed, severity=severity, metadata=metadata,
-                            description=verdict.description, check_name=check_name)
+                            description=f"{partition.org} {verdict.description}", check_name=check_name)
 
 
-@asset_check(asset=generations, blocking=True,
+# Partitioned as the asset (a Dagster preview): each evaluation is its run's organisation-day, shown per partition
+# in the UI; blocking is per step, so a red check stops that run's summary alone.
+@asset_check(asset=generations, blocking=True, partitions_def=ledger_partitions,
              description="The organisation's database holds exactly one point per generation of the day "
                          "(points == distinct ids).")
 def zero_duplicates(context: AssetCheckExecutionContext, influxdb: InfluxDBResource,
@@ -109,17 +110,16 @@ def zero_duplicates(context: AssetCheckExecutionContext, influxdb: InfluxDBResou
         return _result(partition, no_duplicates(store, partition.day))
 
 
-FULL_CAPTURE = "full_capture_matches_openrouter"
-COST = "cost_matches_openrouter"
+FULL_CAPTURE, COST = "full_capture_matches_openrouter", "cost_matches_openrouter"
 
 
 @multi_asset_check(
     specs=[
-        AssetCheckSpec(FULL_CAPTURE, asset=generations, blocking=True,
+        AssetCheckSpec(FULL_CAPTURE, asset=generations, blocking=True, partitions_def=ledger_partitions,
                        description="The day's distinct stored ids == OpenRouter's analytics count, exactly, and == "
                                    "/activity's requests per model (by slug) within its 30-day window. Analytics' "
                                    "model labels are shown, never matched as names."),
-        AssetCheckSpec(COST, asset=generations,
+        AssetCheckSpec(COST, asset=generations, partitions_def=ledger_partitions,
                        description="Stored usage (USD) agrees with analytics' total_usage for the day, and per "
                                    "model with /activity's usage."),
     ],

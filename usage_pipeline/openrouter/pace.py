@@ -13,7 +13,7 @@ import math
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiolimiter import AsyncLimiter
 
@@ -66,6 +66,7 @@ class PaceFigures:
     paused_s: float = 0.0
     decreases: int = 0
     peak_in_flight: int = 0
+    throttled_rps: array.array = field(default_factory=lambda: array.array("d"))  # accepted at each throttle cut
 
 
 class Pace:
@@ -181,6 +182,7 @@ class Pace:
         """Once per round trip: cut after a fresh signal, halve after many failures, else grow if it held back."""
         self._smooth_delivery(now)
         if self._signal and self.accepted_rps is not None:  # at most halved: stalls and pauses are not a ~0 budget
+            self.figures.throttled_rps.append(self.accepted_rps)
             self._cut(now, min(self.rps, max(self.rps / 2, (1 + HEADROOM) * self.accepted_rps)))
         elif self._large(self._failed):
             self._cut(now, self.rps / 2)
@@ -210,6 +212,16 @@ class Pace:
         self.rps = max(1.0, rps)
         self.slow_start = False
         self._cut_at = now
+
+    @property
+    def limit_rps(self) -> float | None:
+        """The request limit the run met: the median of what the server accepted each time it said the budget
+        was spent (the limit as learned), or the configured cap when lower or when it never said so; None
+        when neither is known (no throttling, no cap)."""
+        throttled = sorted(self.figures.throttled_rps)
+        learned = throttled[len(throttled) // 2] if throttled else math.inf
+        limit = min(learned, self.max_rps)
+        return None if math.isinf(limit) else limit
 
     def percentile_ms(self, share: float) -> float:
         ordered = sorted(self.latencies)
