@@ -29,11 +29,16 @@ EXACT_DAYS = [UNTIL - dt.timedelta(days=n) for n in range(4, -1, -1)]
 AGGREGATE_DAYS = [UNTIL - dt.timedelta(days=n) for n in range(8, 5, -1)]  # UNTIL - 5 is missing
 RENDERED = "document.body.dataset.charts !== 'pending'"
 
-# Every plotly chart as drawn: its traces' points, and where it sits on the page (for pixel checks).
+# Every plotly chart as drawn: its traces' points and colours, and where it and its plot area sit on the page
+# (x, y, width, height, for pixel checks).
 CHARTS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd => {
-  const box = gd.getBoundingClientRect();
-  return {id: gd.id, box: [box.left + window.scrollX, box.top + window.scrollY, box.width, box.height],
-          traces: gd.data.map(t => ({name: t.name, x: Array.from(t.x || []), y: Array.from(t.y || [])}))};
+  const place = element => {
+    const box = element.getBoundingClientRect();
+    return [box.left + window.scrollX, box.top + window.scrollY, box.width, box.height];
+  };
+  return {id: gd.id, box: place(gd), plot: place(gd.querySelector('.nsewdrag')),
+          traces: gd.data.map(t => ({name: t.name, x: Array.from(t.x || []), y: Array.from(t.y || []),
+                                     colour: (t.marker || {}).color}))};
 })"""
 
 
@@ -129,6 +134,22 @@ def todays_faults(visited: PageVisit) -> dict[str, object]:
     if unnamed or not today["legend_entries"]:
         faults["legend entries that are not model labels"] = sorted(unnamed)
     return faults
+
+
+def hex_colour(colour: str) -> str:
+    """A plotly colour ("rgb(136, 204, 238)" or "#b8b8b8") as the pixels' "#rrggbb"."""
+    rgb = re.fullmatch(r"rgb\((\d+), ?(\d+), ?(\d+)\)", colour)
+    return "#" + "".join(f"{int(v):02x}" for v in rgb.groups()) if rgb else colour.lower()
+
+
+def drawn_colours(visited: PageVisit, chart_id: str) -> list[str]:
+    """The chart's trace colours that fill 50 pixels or more of its plot area in the screenshot: bars really
+    drawn (legend swatches lie outside the plot area). For a chart with little to draw, e.g. a lone hour,
+    where blank_charts' colour counts say nothing."""
+    chart = next(c for c in visited.evaluated if c["id"] == chart_id)
+    (pixels,) = pixel_statistics(visited.screenshot, [tuple(round(v) for v in chart["plot"])])
+    colours = [hex_colour(t["colour"]) for t in chart["traces"] if isinstance(t["colour"], str)]
+    return [colour for colour in dict.fromkeys(colours) if colour in pixels.solid]
 
 
 def visit(report: Path) -> PageVisit:

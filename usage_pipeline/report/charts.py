@@ -26,6 +26,8 @@ PALETTE = [*(c for c in qualitative.Safe if c != "rgb(136, 136, 136)"),
 OTHER_COLOUR = "#b8b8b8"
 AGGREGATE_LABEL = "aggregate (OpenRouter's analytics, not captured)"
 _HALF_DAY = dt.timedelta(hours=12)
+_HALF_HOUR = pandas.Timedelta(minutes=30)
+_HOUR_BAR_MS = 0.8 * 3_600_000  # an hour's bar, with the day charts' 20% gap between bars
 DENSE_DAYS = 62  # beyond this a day's bar is a few pixels wide: no hatching, outlines or big markers
 
 
@@ -82,10 +84,15 @@ def _today(data: ReportData, colours: dict[str, str]) -> Chart:
     for model, rows in frame.groupby("model", sort=False):
         figure.add_bar(name=label(model), x=[pandas.Timestamp(h).isoformat() for h in rows["hour"]],
                        y=rows["usage"].round(6).tolist(), marker={"color": colours.get(str(model), OTHER_COLOUR)},
+                       width=_HOUR_BAR_MS,  # plotly cannot infer a bar's width from a lone hour
                        hovertemplate="%{x|%Y-%m-%d %H:00} · %{fullData.name}: $%{y:,.4f}<extra></extra>")
+    # The whole of each open day, so the hours so far fill it from the left and a lone hour is one hour wide.
+    days = pandas.to_datetime(frame["hour"]).dt.normalize()
+    first, last = days.min() - _HALF_HOUR, days.max() + pandas.Timedelta(days=1) - _HALF_HOUR
     _layout(figure)
     figure.update_layout(barmode="stack", yaxis={"title": "spend (USD)", "tickprefix": "$", "rangemode": "tozero"},
-                         xaxis={"type": "date", "title": "hour (UTC)"})
+                         xaxis={"type": "date", "title": "hour (UTC)",
+                                "range": [first.isoformat(sep=" "), last.isoformat(sep=" ")]})
     return Chart("usage-today", "Today so far, per hour by model (provisional, USD)", note, figure)
 
 
