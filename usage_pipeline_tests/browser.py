@@ -41,9 +41,15 @@ _PIXELS = """async ({png, clip}) => {
     const rgb = (pixels[i] << 16) | (pixels[i + 1] << 8) | pixels[i + 2];
     colours.set(rgb, (colours.get(rgb) || 0) + 1);
   }
-  let commonest = 0;
-  colours.forEach((count) => { commonest = Math.max(commonest, count); });
-  return {width, height, distinct_colours: colours.size, background_share: commonest / (width * height)};
+  const hex = (rgb) => "#" + rgb.toString(16).padStart(6, "0");
+  let commonest = 0, background = 0;
+  const solid = {};
+  colours.forEach((count, rgb) => {
+    if (count > commonest) { commonest = count; background = rgb; }
+    if (count >= 50) solid[hex(rgb)] = count;
+  });
+  return {width, height, distinct_colours: colours.size, background_share: commonest / (width * height),
+          background: hex(background), solid};
 }"""
 
 
@@ -57,6 +63,8 @@ class PixelStatistics:
     height: int
     distinct_colours: int
     background_share: float  # the share of pixels of the commonest colour: 1.0 for a blank image
+    background: str  # the commonest colour, "#rrggbb"
+    solid: dict[str, int] = field(default_factory=dict)  # colours of 50 pixels or more (areas, not anti-aliasing)
 
 
 @dataclass(frozen=True)

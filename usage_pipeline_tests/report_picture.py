@@ -4,8 +4,8 @@
 
 Without --duckdb it first writes a realistic file in a temporary directory through the pipeline's write
 paths (usage_history: the emulator's organisation, 10 captured days after 20 aggregate-only ones, quieter
-weekends). The report is drawn by the same code and the same headless Chromium as the browser test,
-1200 px wide, full page.
+weekends, and today's hours so far as the `usage_today` job stores them). The report is drawn by the same
+code and the same headless Chromium as the browser test, 1200 px wide, full page.
 """
 
 from __future__ import annotations
@@ -19,18 +19,20 @@ from pathlib import Path
 from usage_pipeline.report import write_report
 from usage_pipeline.report.period import last_completed_day
 from usage_pipeline_tests.browser import open_page
-from usage_pipeline_tests.usage_history import write_usage_file
+from usage_pipeline_tests.usage_history import write_today, write_usage_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def realistic_file(directory: Path) -> Path:
-    """10 captured days after 20 aggregate-only days, weekends at 40% of a weekday's 2,000 generations."""
+    """10 captured days after 20 aggregate-only days, weekends at 40% of a weekday's 2,000 generations, and
+    today's hours so far."""
     until = last_completed_day()
     days = [until - dt.timedelta(days=n) for n in range(29, -1, -1)]
     path = directory / "usage.duckdb"
     write_usage_file(path, exact_days=days[20:], aggregate_days=days[:20],
                      generations_per_day=lambda day: 800 if day.weekday() >= 5 else 2000)
+    write_today(path)
     return path
 
 

@@ -16,8 +16,8 @@ import pytest
 from openrouter_emulator.dataset import MODELS
 from usage_pipeline.cli import main
 from usage_pipeline.report import write_report
-from usage_pipeline.report.figures import AGGREGATE, EXACT, FLAGGED, OTHER, read_report, top_and_other
-from usage_pipeline_tests.usage_history import ledger_frame, usage_dataset, write_usage_file
+from usage_pipeline.report.figures import AGGREGATE, EXACT, FLAGGED, OTHER, TOP_MODELS, read_report, top_and_other
+from usage_pipeline_tests.usage_history import ledger_frame, usage_dataset, write_today, write_usage_file
 
 UNTIL = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
 EXACT_DAYS = [UNTIL - dt.timedelta(days=n) for n in (3, 2, 1, 0)]
@@ -89,6 +89,23 @@ def test_a_file_without_history_tables_or_model_names_shows_stored_slugs(tmp_pat
     assert set(data.spend_by_model["model"]) <= {*NAMES, OTHER}
     assert "history_by_model" not in _tables(path) and "model_names" not in _tables(path)
     assert write_report(tmp_path / "r.html", duckdb_path=path, days=365, until=UNTIL).data.totals.days_exact == 2
+
+
+def test_todays_hours_are_named_by_label_top_models_and_the_rest_as_other(tmp_path: Path) -> None:
+    path = tmp_path / "usage.duckdb"
+    write_usage_file(path, exact_days=EXACT_DAYS[-1:], aggregate_days=AGGREGATE_DAYS[-1:], generations_per_day=300)
+    now = dt.datetime.now(dt.UTC)
+    write_today(path, generations_per_day=2000, now=max(now, now.replace(hour=8, minute=0, second=0)))
+    with duckdb.connect(str(path), read_only=True) as conn:  # the stored models are permaslugs, as sent
+        stored = dict(conn.execute("SELECT model, fsum(usage) FROM usage_today GROUP BY model").fetchall())
+    permaslugs = {m.permaslug: m.name for m in MODELS}
+    assert set(stored) <= set(permaslugs) and len(stored) > TOP_MODELS + 1
+    today = read_report(path, 30, UNTIL).today
+    by_label = today.groupby("model")["usage"].sum()
+    top = sorted(stored, key=lambda m: -stored[m])[:TOP_MODELS]
+    assert list(dict.fromkeys(today["model"])) == [*(permaslugs[m] for m in top), OTHER]  # rank order
+    assert by_label.drop(OTHER).to_dict() == pytest.approx({permaslugs[m]: stored[m] for m in top}, rel=1e-9)
+    assert by_label.sum() == pytest.approx(sum(stored.values()), rel=1e-9)
 
 
 def test_days_not_complete_or_not_matching_openrouter_are_flagged(history: Path, tmp_path: Path) -> None:

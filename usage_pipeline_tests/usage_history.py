@@ -22,6 +22,7 @@ from openrouter_emulator.dataset import API_KEYS, BYOK, CANCELLED, ENDPOINTS, EX
 from usage_pipeline.budgets import Budgets
 from usage_pipeline.duck import CaptureStatus, publish, replace_day, store_path_for, summarize_day
 from usage_pipeline.duck.history import write_history as store_history
+from usage_pipeline.duck.today import hourly_rows, replace_open_days
 from usage_pipeline.openrouter.history import AggregateRow, HistoryRead
 from usage_pipeline.openrouter.model_names import ModelName
 
@@ -75,6 +76,22 @@ def write_usage_file(published: Path, *, exact_days: list[dt.date], aggregate_da
             replace_day(conn, summarize_day(day, [frame], capture, org=org, budgets=budgets))
         if aggregate_days:
             _write_aggregates(conn, aggregate_days, frame_of, org)
+        publish(conn, published)
+
+
+def write_today(published: Path, *, generations_per_day: int = 2000, seed: int = 7, org: str = "default",
+                now: dt.datetime | None = None) -> None:
+    """Store today's hours so far in `usage_today` as the `usage_today` job does (`hourly_rows` over the
+    ledger, `replace_open_days`), then publish. Models are the dated permaslugs `GET /generation` sends on
+    the live API, so a reader must map them to labels through `model_names`."""
+    now = now or dt.datetime.now(dt.UTC)
+    today = now.date()
+    permaslug = {m.slug: m.permaslug for m in MODELS}
+    frame = ledger_frame(usage_dataset([today], generations_per_day, seed), today)
+    frame = frame[frame["time"] <= int(now.timestamp() * 1e9)].assign(model=lambda f: f["model"].map(permaslug))
+    rows = hourly_rows([today], lambda day: [frame], now.replace(tzinfo=None), org)
+    with duckdb.connect(str(store_path_for(published))) as conn:
+        replace_open_days(conn, rows)
         publish(conn, published)
 
 

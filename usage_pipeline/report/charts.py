@@ -18,10 +18,16 @@ from plotly.colors import qualitative  # type: ignore[import-untyped]
 from usage_pipeline.report.figures import AGGREGATE, EXACT, FLAGGED, OTHER, ReportData
 from usage_pipeline.report.period import Period
 
-PALETTE = [c for c in qualitative.Safe if c != "#888888"]  # colour-blind safe; grey is kept for OTHER
+# Colour-blind safe (Paul Tol's, as plotly ships them), grey left out: grey is OTHER's. Safe's ten, then six of
+# Tol's vibrant and light schemes, so the spend chart's top models and the hours' own top models (at most
+# TOP_MODELS each) never share a colour.
+PALETTE = [*(c for c in qualitative.Safe if c != "rgb(136, 136, 136)"),
+           "#EE7733", "#0077BB", "#EE3377", "#BBCC33", "#FFAABB", "#CC3311"]
 OTHER_COLOUR = "#b8b8b8"
 AGGREGATE_LABEL = "aggregate (OpenRouter's analytics, not captured)"
 _HALF_DAY = dt.timedelta(hours=12)
+_HALF_HOUR = pandas.Timedelta(minutes=30)
+_HOUR_BAR_MS = 0.8 * 3_600_000  # an hour's bar, with the day charts' 20% gap between bars
 DENSE_DAYS = 62  # beyond this a day's bar is a few pixels wide: no hatching, outlines or big markers
 
 
@@ -41,10 +47,12 @@ class Chart:
 
 
 def build_charts(data: ReportData) -> list[Chart]:
-    """The five charts, in page order; an empty list when nothing is stored in the period."""
+    """The charts in page order (five, and today's hours when `usage_today` has rows); an empty list when
+    nothing is stored in the period."""
+    # One colour per model on the whole page: the spend chart's ranks first, then the hours' other models.
+    colours = _colours([*data.spend_by_model["model"], *data.today["model"]])
     if data.period is None:  # no captured day in the window: today's provisional hours alone, if any
-        return [_today(data)] if not data.today.empty else []
-    colours = _colours(data.spend_by_model["model"])
+        return [_today(data, colours)] if not data.today.empty else []
     aggregate = int((data.day_status["kind"] == AGGREGATE).sum())
     exact_note = (" Captured days only, from the first one: aggregate days have no per-key or per-user figures."
                   if aggregate else "")
@@ -59,24 +67,32 @@ def build_charts(data: ReportData) -> list[Chart]:
                   f"The top external users (the `user` field of requests) by spend over the period; "
                   f"`total_cost`.{exact_note}"),
         _latency(data, colours),
-        *([_today(data)] if not data.today.empty else []),
+        *([_today(data, colours)] if not data.today.empty else []),
     ]
 
 
-def _today(data: ReportData) -> Chart:
-    """The provisional hours beside the captured days: spend per hour by model, from `usage_today`."""
+def _today(data: ReportData, colours: dict[str, str]) -> Chart:
+    """The provisional hours beside the captured days: spend per hour by model, from `usage_today`, drawn
+    like the day charts (models by name, the same colours, white, legend on the right)."""
     frame = data.today
-    colours = _colours(frame.groupby("model")["usage"].sum().sort_values(ascending=False).index)
     as_of = pandas.Timestamp(frame["built_at"].max()).strftime("%Y-%m-%d %H:%M")
+    named = len(set(frame["model"]) - {OTHER})
     note = (f"PROVISIONAL, as of {as_of} UTC: `usage_today`, what Broadcast push has stored of the days not yet "
-            f"captured. Push is not complete (sampling, drops); each day's nightly exact capture replaces it.")
+            f"captured; the top {named} models by spend, the rest as “{OTHER}”. Push is not complete "
+            f"(sampling, drops); each day's nightly exact capture replaces it.")
     figure = go.Figure()
     for model, rows in frame.groupby("model", sort=False):
         figure.add_bar(name=label(model), x=[pandas.Timestamp(h).isoformat() for h in rows["hour"]],
                        y=rows["usage"].round(6).tolist(), marker={"color": colours.get(str(model), OTHER_COLOUR)},
+                       width=_HOUR_BAR_MS,  # plotly cannot infer a bar's width from a lone hour
                        hovertemplate="%{x|%Y-%m-%d %H:00} · %{fullData.name}: $%{y:,.4f}<extra></extra>")
-    figure.update_layout(barmode="stack", yaxis={"title": "spend (USD)", "tickprefix": "$"},
-                         xaxis={"title": "hour (UTC)"}, legend={"orientation": "h"})
+    # The whole of each open day, so the hours so far fill it from the left and a lone hour is one hour wide.
+    days = pandas.to_datetime(frame["hour"]).dt.normalize()
+    first, last = days.min() - _HALF_HOUR, days.max() + pandas.Timedelta(days=1) - _HALF_HOUR
+    _layout(figure)
+    figure.update_layout(barmode="stack", yaxis={"title": "spend (USD)", "tickprefix": "$", "rangemode": "tozero"},
+                         xaxis={"type": "date", "title": "hour (UTC)",
+                                "range": [first.isoformat(sep=" "), last.isoformat(sep=" ")]})
     return Chart("usage-today", "Today so far, per hour by model (provisional, USD)", note, figure)
 
 
@@ -87,8 +103,14 @@ def label(text: object) -> str:
 
 def _colours(models: Iterable[str]) -> dict[str, str]:
     """One colour per model in rank order, so a model looks the same in every chart."""
-    named = [m for m in dict.fromkeys(models) if m != OTHER]
+    named = [str(m) for m in dict.fromkeys(models) if m != OTHER]
     return {**{m: PALETTE[i % len(PALETTE)] for i, m in enumerate(named)}, OTHER: OTHER_COLOUR}
+
+
+def _layout(figure: go.Figure) -> None:
+    """What every time chart shares: white, the same height and margins, the legend on the right."""
+    figure.update_layout(template="plotly_white", height=380, margin={"l": 70, "r": 20, "t": 20, "b": 50},
+                         legend={"traceorder": "normal"}, hoverlabel={"namelength": -1})
 
 
 def _iso(days: Iterable[dt.date]) -> list[str]:
@@ -98,9 +120,9 @@ def _iso(days: Iterable[dt.date]) -> list[str]:
 def _day_axis(figure: go.Figure, period: Period, missing: list[dt.date], y_title: str, prefix: str = "") -> None:
     """Dates on x (one tick a day for short periods), units on y, and grey bands over missing days."""
     days = len(period.days)
+    _layout(figure)
     figure.update_layout(
-        template="plotly_white", barmode="relative", height=380, margin={"l": 70, "r": 20, "t": 20, "b": 50},
-        legend={"traceorder": "normal"}, hoverlabel={"namelength": -1},
+        barmode="relative",
         xaxis={"type": "date", "title": "day (UTC)", "range": [_edge(period.first, -1), _edge(period.last, 1)],
                "dtick": 86_400_000 if days <= 16 else None, "tickformat": "%b %d" if days <= 16 else None},
         yaxis={"title": y_title, "tickprefix": prefix, "rangemode": "tozero"})
@@ -136,7 +158,8 @@ def _missing(data: ReportData, period: Period) -> list[dt.date]:
 def _spend_by_model(data: ReportData, period: Period, colours: dict[str, str]) -> Chart:
     frame = data.spend_by_model
     title, element_id = "Spend per day by model (USD)", "spend-by-model"
-    note = (f"OpenRouter's `usage` (USD) of the top {len(colours) - 1} models by spend over the period; "
+    named = len(set(frame["model"]) - {OTHER})
+    note = (f"OpenRouter's `usage` (USD) of the top {named} models by spend over the period; "
             f"the rest as “{OTHER}”. Hatched bars (pale over more than {DENSE_DAYS} days): {AGGREGATE_LABEL}. "
             f"Grey bands: days missing from the file.")
     if frame.empty:

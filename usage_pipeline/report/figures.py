@@ -116,12 +116,18 @@ def read_report(path: Path, days: int, until: dt.date, org: str | None = None) -
 
 
 def _today(conn: duckdb.DuckDBPyConnection, tables: set[str]) -> pandas.DataFrame:
-    """`usage_today`'s hours per model (provisional: what push stored of the days not yet captured)."""
+    """`usage_today`'s hours per model (provisional: what push stored of the days not yet captured), named
+    as the day charts name them: the stored model (a dated permaslug on the live API) mapped to its label
+    through `model_names`; the top TOP_MODELS by spend, the rest as OTHER."""
     if "usage_today" not in tables:
         return pandas.DataFrame({"hour": [], "model": [], "usage": [], "requests": [], "built_at": []})
-    return _query(conn, """SELECT hour, model, sum(usage) AS usage, sum(requests) AS requests,
-                                  max(built_at) AS built_at
-                           FROM usage_today GROUP BY hour, model ORDER BY hour, model""", {})
+    names = "model_names" in tables
+    join = f"LEFT JOIN ({_MODEL_NAMES}) names ON names.key = t.model" if names else ""
+    name = "names.name, " if names else ""
+    hours = _query(conn, f"""SELECT hour, coalesce({name}t.model, '(unknown model)') AS model, fsum(usage) AS usage,
+                                    sum(requests) AS requests, max(max(built_at)) OVER () AS built_at
+                             FROM usage_today t {join} GROUP BY ALL ORDER BY hour, model""", {})
+    return top_and_other(hours, "model", "usage", TOP_MODELS, ["hour", "built_at"]) if not hours.empty else hours
 
 
 def top_and_other(frame: pandas.DataFrame, label: str, value: str, top: int, by: list[str]) -> pandas.DataFrame:
