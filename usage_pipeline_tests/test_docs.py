@@ -13,6 +13,7 @@ import pytest
 
 from openrouter_emulator.cli_arguments import build_parser as emulator_parser
 from usage_pipeline.cli import build_parser
+from usage_pipeline.organisations import parse_organisations
 from usage_pipeline.settings import VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,6 +95,18 @@ def test_the_readme_lists_every_variable_settings_reads_and_stays_short() -> Non
     table |= {name for line in readme.splitlines() if line.startswith("| `") for name in VARIABLE.findall(line)}
     assert set(VARIABLES) - table == set()
     assert len(readme.encode("utf-8")) <= 12_500  # the users' door: depth lives in docs/
+
+
+def test_every_organisations_file_shown_is_one_the_pipeline_accepts() -> None:
+    """The README's and docs' examples of the USAGE_ORGANISATIONS file, every optional field they show included."""
+    shown = [(page, block) for page in PAGES for block in re.findall(r"```yaml\n(.*?)```", page.read_text(), re.S)
+             if block.startswith("organisations:")]
+    assert {page.name for page, _ in shown} >= {"README.md", "organisations.md"}
+    for page, block in shown:
+        organisations = parse_organisations(block, source=str(page.relative_to(ROOT)))
+        assert organisations.members
+    readme = next(block for page, block in shown if page.name == "README.md")
+    assert {"influxdb_database:", "base_url:"} <= set(readme.split())  # each field the file accepts
 
 
 def test_the_checker_finds_a_broken_link_a_missing_flag_and_an_unknown_variable() -> None:

@@ -8,6 +8,8 @@ whole, every published table, by:
 - the DuckDB CLI 1.5 (PyPI's duckdb-cli, in the dev extra) as an analyst types it: `duckdb -readonly FILE -c`;
 - Python duckdb 1.4, in a venv of its own that the test makes once (usage_pipeline_tests.venvs).
 
+Every DuckDB query of the README and docs/ runs as printed, in the CLI, on such a file with today's hours too.
+
 Each must see every column the schemas declare (TABLE_SCHEMAS, HISTORY_SCHEMAS) with its declared type and
 nullability, and every row as duckdb 2.0 sees it: so a schema change that brings a type the old format or the
 old readers cannot hold fails here, and `publish` itself refuses a store it cannot write in that format.
@@ -35,7 +37,8 @@ from usage_pipeline.budgets import parse_budgets
 from usage_pipeline.duck.history import HISTORY_SCHEMAS
 from usage_pipeline.duck.publish import SNAPSHOT_STORAGE_VERSION, SnapshotCopyError, publish, store_path_for
 from usage_pipeline.duck.summaries import TABLE_SCHEMAS
-from usage_pipeline_tests.usage_history import write_usage_file
+from usage_pipeline_tests.test_pipeline import readme_blocks
+from usage_pipeline_tests.usage_history import write_today, write_usage_file
 from usage_pipeline_tests.venvs import cached_venv, venvs_dir
 
 CLI_REQUIREMENT = "duckdb-cli==1.5.6"  # as pinned in pyproject.toml's dev extra
@@ -193,3 +196,21 @@ def test_publish_refuses_a_store_that_the_old_format_cannot_hold(tmp_path: Path)
     assert published.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["usage.duckdb", "usage.pipeline.duckdb", "usage.duckdb.lock"])
+
+
+def test_every_duckdb_query_of_the_docs_runs_as_printed_in_the_cli(tmp_path: Path, duckdb_cli: str) -> None:
+    """As an analyst pastes them: no date or name replaced, each answers rows; the proof query claims `exact`
+    only for captured days (aggregate days hold OpenRouter's figures on both sides)."""
+    path = tmp_path / "usage.duckdb"
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    budgets = parse_budgets({"daily_usd": 1}, "default", "test")  # crossed: docs/alerts.md's query has rows
+    write_usage_file(path, exact_days=[yesterday - dt.timedelta(days=n) for n in (1, 0)],
+                     aggregate_days=[yesterday - dt.timedelta(days=n) for n in (4, 3, 2)], generations_per_day=300,
+                     budgets=budgets)
+    write_today(path, generations_per_day=2000)
+    queries = [q for q in readme_blocks("sql") if "FROM generations" not in q]  # the rest are InfluxQL
+    assert len(queries) == 8  # README 4, docs/history.md 3, docs/alerts.md 1
+    answers = {query: cli_json(duckdb_cli, path, query) for query in queries}
+    assert [query for query, rows in answers.items() if not rows] == []
+    (proof,) = [rows for query, rows in answers.items() if "AS exact" in query]
+    assert {(row["capture_status"], row["exact"]) for row in proof} == {("complete", True), ("aggregate", None)}
