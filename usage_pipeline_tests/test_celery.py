@@ -29,6 +29,7 @@ from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
 from mirakuru import SimpleExecutor
 
 from openrouter_emulator.process import EmulatorProcess
+from usage_pipeline.defs.budgets import BUDGET_CHECK
 from usage_pipeline.defs.executor import DUCKDB_QUEUE
 from usage_pipeline.defs.summaries import daily_usage
 from usage_pipeline.influx.local_server import LocalInfluxd
@@ -222,7 +223,8 @@ def test_the_two_organisation_backfill_runs_exact_on_celery_workers_that_share_n
         assert run.check_days == {run.day} and run.check_orgs == {run.org}
     one_run_per_organisation_at_a_time(runs)
     assert sorted(statuses.values()) == ["SUCCESS"] * 4  # in PostgreSQL's own tables
-    assert checks == sorted((run_id, name, "SUCCEEDED") for run_id in statuses for name in GREEN)
+    assert checks == sorted((run_id, name, "SUCCEEDED") for run_id in statuses  # the ledger's and the budget's
+                            for name in [*GREEN, BUDGET_CHECK])
 
     summary = daily_usage.op.name  # the one DuckDB step of a run; every other step is a capture's
     duckdb_steps = [run.step_pids_by_key.get(summary, set()) for run in runs.values()]
