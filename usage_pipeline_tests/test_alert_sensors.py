@@ -50,8 +50,8 @@ def test_a_failed_blocking_check_is_alerted_once_with_its_organisation_day_and_c
         assert red.skip_reason is not None and red.skip_reason.skip_message == "1 alert(s) sent"
         (alert,) = receiver.posted()
         assert (alert.headline, alert.org, alert.day) == (HEADLINES["check_failed"], "default", day.isoformat())
-        assert alert.figure.startswith(f"full_capture_matches_openrouter: {day}: stored {count - 1} generations, "
-                                       f"OpenRouter counts {count}"), alert.figure
+        assert alert.figure.startswith(f"full_capture_matches_openrouter: default {day}: stored {count - 1} "
+                                       f"generations, OpenRouter counts {count}"), alert.figure
         tick(red.cursor)
         assert len(receiver.posted()) == 1  # once
     assert ledger.run(day).success  # the day healed for the other tests
